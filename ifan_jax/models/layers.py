@@ -1,0 +1,145 @@
+"""Building blocks shared by the IFAN network and the reblurring network.
+
+All tensors are NHWC. Convolutions use PyTorch's zero padding of (k - 1) // 2 on every side, so
+that a stride-2 convolution gives ceil(H / 2) rows exactly as the official code does. Kernels are
+stored HWIO (transposed convolutions: HWIO of the equivalent forward convolution, see
+`ConvTranspose`), initialised Xavier-uniform with a gain, biases zero.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+Dtype = Any
+
+NEGATIVE_SLOPE = 0.1
+
+
+def leaky_relu(x: jax.Array) -> jax.Array:
+    """LeakyReLU with slope 0.1, the only activation in IFAN."""
+    return jnp.where(x >= 0, x, NEGATIVE_SLOPE * x)
+
+
+def xavier_uniform(gain: float = 1.0):
+    """torch.nn.init.xavier_uniform_(w, gain): U(-a, a), a = gain * sqrt(6 / (fan_in + fan_out))."""
+    return nn.initializers.variance_scaling(gain**2, "fan_avg", "uniform")
+
+
+class Conv(nn.Module):
+    """k x k convolution with bias, PyTorch padding, optional LeakyReLU(0.1) after it."""
+
+    features: int
+    kernel_size: int = 3
+    stride: int = 1
+    activation: bool = True
+    gain: float = 1.0
+    dtype: Dtype = jnp.float32
+    precision: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k = self.kernel_size
+        kernel = self.param("kernel", xavier_uniform(self.gain), (k, k, x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        pad = (k - 1) // 2
+        y = jax.lax.conv_general_dilated(
+            x.astype(self.dtype),
+            kernel.astype(self.dtype),
+            window_strides=(self.stride, self.stride),
+            padding=((pad, pad), (pad, pad)),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            precision=self.precision,
+        )
+        y = y + bias.astype(self.dtype)
+        return leaky_relu(y) if self.activation else y
+
+
+class ConvTranspose(nn.Module):
+    """4x4 stride-2 transposed convolution (PyTorch padding=1) followed by LeakyReLU(0.1).
+
+    Doubles height and width. The kernel is stored as (kh, kw, in, out), i.e. PyTorch's IOHW
+    weight transposed to (2, 3, 0, 1); the forward pass is the equivalent dilated convolution with
+    the kernel flipped in space.
+    """
+
+    features: int
+    gain: float = 1.0
+    dtype: Dtype = jnp.float32
+    precision: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", xavier_uniform(self.gain), (4, 4, x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        # PyTorch ConvTranspose2d(k=4, s=2, p=1): dilate the input by 2, pad k - 1 - p = 2 per side.
+        y = jax.lax.conv_general_dilated(
+            x.astype(self.dtype),
+            jnp.flip(kernel, (0, 1)).astype(self.dtype),
+            window_strides=(1, 1),
+            padding=((2, 2), (2, 2)),
+            lhs_dilation=(2, 2),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            precision=self.precision,
+        )
+        return leaky_relu(y + bias.astype(self.dtype))
+
+
+class ResidualBlock(nn.Module):
+    """`num_units` units of conv-LReLU-conv with a skip and an LReLU after each addition.
+
+    As in the official code, the block adds one more outer skip (input to output) only when it has
+    more than one unit.
+    """
+
+    num_units: int = 1
+    kernel_size: int = 3
+    gain: float = 1.0
+    dtype: Dtype = jnp.float32
+    precision: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        features = x.shape[-1]
+        block_input = x
+        for i in range(self.num_units):
+            conv = lambda name, act: Conv(  # noqa: E731
+                features, self.kernel_size, activation=act, gain=self.gain, dtype=self.dtype,
+                precision=self.precision, name=name)
+            y = conv(f"unit{i + 1}_conv1", True)(x)
+            y = conv(f"unit{i + 1}_conv2", False)(y)
+            x = leaky_relu(x + y)
+        if self.num_units > 1:
+            x = x + block_input
+        return x
+
+
+class ConvResStack(nn.Module):
+    """conv -> residual blocks -> conv: the shape of the fusion, disparity, filter and RBN heads.
+
+    `out_kernel_size` and `out_activation` describe the last convolution (the filter head ends in a
+    1x1 convolution with no activation, the disparity head in a 3x3 one with no activation).
+    """
+
+    features: int
+    out_features: int
+    num_blocks: int = 2
+    units_per_block: int = 2
+    kernel_size: int = 3
+    out_kernel_size: int = 3
+    out_activation: bool = True
+    gain: float = 1.0
+    dtype: Dtype = jnp.float32
+    precision: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kw = dict(gain=self.gain, dtype=self.dtype, precision=self.precision)
+        x = Conv(self.features, self.kernel_size, name="conv_in", **kw)(x)
+        for b in range(self.num_blocks):
+            x = ResidualBlock(self.units_per_block, self.kernel_size, name=f"res{b + 1}", **kw)(x)
+        return Conv(self.out_features, self.out_kernel_size, activation=self.out_activation,
+                    name="conv_out", **kw)(x)

@@ -1,0 +1,48 @@
+"""Down-sampling and the disparity warp used by the training losses (NHWC, float)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+SCALE = 8  # the filter map and the disparity map live at 1/8 of the input resolution
+
+
+def _check_multiple(x: jax.Array, factor: int) -> None:
+    if x.shape[1] % factor or x.shape[2] % factor:
+        raise ValueError(f"height and width must be multiples of {factor}, got {x.shape[1:3]}")
+
+
+def area_downsample(x: jax.Array, factor: int = SCALE) -> jax.Array:
+    """Mean over non-overlapping factor x factor blocks (PyTorch `interpolate(mode='area')`)."""
+    _check_multiple(x, factor)
+    b, h, w, c = x.shape
+    return x.reshape(b, h // factor, factor, w // factor, factor, c).mean(axis=(2, 4))
+
+
+def nearest_downsample(x: jax.Array, factor: int = SCALE) -> jax.Array:
+    """Top-left pixel of every factor x factor block (PyTorch `interpolate(mode='nearest')`)."""
+    _check_multiple(x, factor)
+    return x[:, ::factor, ::factor, :]
+
+
+def warp_horizontal(image: jax.Array, disparity: jax.Array) -> jax.Array:
+    """Backward-warp `image` (B, h, w, C) by a horizontal `disparity` (B, h, w, 1) in pixels.
+
+    out[y, x] = bilinear sample of image at (y, x + disparity[y, x]), with zeros outside the
+    image. This is the official spatial transformer (`grid_sample`, corner-aligned grid, zero
+    padding) with the vertical displacement fixed at zero.
+    """
+    b, h, w, c = image.shape
+    xs = jnp.arange(w, dtype=image.dtype)[None, None, :] + disparity[..., 0].astype(image.dtype)
+    x0 = jnp.floor(xs)
+    frac = (xs - x0)[..., None]
+    x0 = x0.astype(jnp.int32)
+
+    def sample(xi):
+        valid = ((xi >= 0) & (xi < w))[..., None]
+        idx = jnp.clip(xi, 0, w - 1)
+        gathered = jnp.take_along_axis(image, jnp.broadcast_to(idx[..., None], (b, h, w, c)), axis=2)
+        return jnp.where(valid, gathered, 0.0)
+
+    return sample(x0) * (1.0 - frac) + sample(x0 + 1) * frac
