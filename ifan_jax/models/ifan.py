@@ -24,9 +24,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import flax.linen as nn
+import jax.numpy as jnp
 import ml_collections
 
 from ifan_jax.models import iac as iac_lib

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 
 from ifan_jax.models import iac as iac_lib
 from ifan_jax.models.layers import ConvResStack
