@@ -1,0 +1,32 @@
+"""Data: DPDD, RealDOF, PixelDP and CUHK on tf.data, TFDS builders, synthetic dual-pixel data.
+
+    from ifan_jax import data
+    ds = data.load_split("datasets", "dpdd", "test")          # whole images, tf.data.Dataset
+    it = data.train_dataset("datasets", batch_size=8, seed=0)  # augmented crops, numpy batches
+    python -m ifan_jax.data.synth --out=datasets --num=16 --size=128   # synthetic DPDD layout
+
+TensorFlow is imported on first use of the pipelines only, so the file listing and the synthetic
+generator stay light.
+"""
+
+from ifan_jax.data.layouts import (
+    DATASETS,
+    KEYS,
+    ROTATED_DATASETS,
+    SPLITS,
+    DataError,
+    list_split,
+)
+
+_PIPELINE = ("load_split", "train_dataset", "numpy_iterator", "check_examples", "TrainIterator")
+
+__all__ = ["DATASETS", "KEYS", "ROTATED_DATASETS", "SPLITS", "DataError", "list_split",
+           *_PIPELINE]
+
+
+def __getattr__(name):
+    if name in _PIPELINE:
+        from ifan_jax.data import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module 'ifan_jax.data' has no attribute {name!r}")

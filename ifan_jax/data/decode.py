@@ -1,0 +1,186 @@
+"""Image files -> float32 HxWx3 RGB in [0, 1]: cheap header checks, and decoding with tf.io.
+
+Reading follows the official loader (OpenCV):
+  * 8-bit reading (cv2.IMREAD_COLOR): colour, grey, palette and alpha PNGs become 3-channel RGB
+    (alpha dropped), JPEGs are decoded with libjpeg's default (islow DCT, fancy upsampling), and a
+    16-bit PNG is reduced to its high byte (libpng's strip_16, which OpenCV asks for); then / 255.
+  * 16-bit reading (cv2.IMREAD_UNCHANGED on 16-bit PNGs): / 65535.
+  Values are the correctly rounded float32 quotients, exactly as float64 division then a float32
+  cast gives them. The EXIF orientation of a JPEG is applied, as cv2.IMREAD_COLOR does.
+
+Truncated and empty files are caught from their header and tail when a data set is listed
+(`read_header`); damage inside a file surfaces when it is decoded, as a DataError naming the file.
+"""
+
+import dataclasses
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from ifan_jax.data.layouts import DataError
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the last 12 bytes of every complete PNG
+JPEG_SOI = b"\xff\xd8\xff"
+JPEG_EOI = b"\xff\xd9"
+
+FORMAT_CODES = {"png": 0, "jpeg": 1, "other": 2}
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageHeader:
+    """What the header of an image file says: size after EXIF orientation, bits per channel."""
+
+    path: str
+    format: str  # "png", "jpeg" or "other" (bmp, gif)
+    height: int
+    width: int
+    bit_depth: int  # 8 or 16 bits per channel
+    orientation: int = 1  # EXIF orientation 1..8 (JPEG only; 1 = as stored)
+
+    @property
+    def format_code(self) -> int:
+        return FORMAT_CODES[self.format]
+
+
+def read_header(path: str | Path) -> ImageHeader:
+    """Size and bit depth of an image file from its header, reading only a few bytes.
+
+    Raises DataError naming the file when it is empty, not an image, or truncated (a PNG without
+    its closing IEND chunk, a JPEG without its end-of-image marker).
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(64)
+            f.seek(max(0, size - 4096))
+            tail = f.read()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    if size == 0:
+        raise DataError(f"{path}: empty file")
+    if head.startswith(PNG_SIGNATURE):
+        if len(head) < 33 or head[12:16] != b"IHDR":
+            raise DataError(f"{path}: corrupt PNG (no IHDR header)")
+        width, height, bits, color_type = struct.unpack(">IIBB", head[16:26])
+        if width == 0 or height == 0 or bits not in (1, 2, 4, 8, 16) or color_type not in (
+                0, 2, 3, 4, 6):
+            raise DataError(f"{path}: corrupt PNG header ({width}x{height}, {bits} bits, "
+                            f"colour type {color_type})")
+        if not tail.endswith(PNG_IEND):
+            raise DataError(f"{path}: truncated PNG (the file does not end with the IEND chunk)")
+        return ImageHeader(str(path), "png", height, width, 16 if bits == 16 else 8)
+    if head.startswith(JPEG_SOI):
+        # Entropy-coded JPEG data never contains FF D9 (0xFF bytes are stuffed), so a missing EOI
+        # near the end means the file was cut; some writers append a few bytes after it.
+        if JPEG_EOI not in tail:
+            raise DataError(f"{path}: truncated JPEG (no end-of-image marker)")
+        height, width, orientation = _pil_size(path)
+        return ImageHeader(str(path), "jpeg", height, width, 8, orientation)
+    height, width, _ = _pil_size(path)
+    return ImageHeader(str(path), "other", height, width, 8)
+
+
+def _pil_size(path: Path) -> tuple[int, int, int]:
+    """(height, width, EXIF orientation) via PIL, which reads the header only."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+            orientation = 1
+            if im.format == "JPEG":
+                orientation = int(im.getexif().get(0x0112, 1) or 1)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{path}: not a readable image ({e})") from None
+    if orientation not in range(1, 9):
+        orientation = 1
+    if orientation >= 5:  # 5..8 transpose the image
+        height, width = width, height
+    return height, width, orientation
+
+
+def read_depth(file_bits: int, bit_depth: int | None) -> int:
+    """Bits per channel an image is read at: the file's own for None, 8 for 8 (16-bit files reduced
+    to their high byte), and for 16 the file's own (an 8-bit file carries no more than 8 bits)."""
+    if bit_depth is None:
+        return file_bits
+    if bit_depth == 8:
+        return 8
+    if bit_depth == 16:
+        return file_bits
+    raise DataError(f"bit_depth must be 8, 16 or None, got {bit_depth!r}")
+
+
+def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn an HxWxC array stored with EXIF `orientation` (1..8) upright, as PIL's exif_transpose."""
+    if orientation == 2:
+        return image[:, ::-1]
+    if orientation == 3:
+        return image[::-1, ::-1]
+    if orientation == 4:
+        return image[::-1]
+    if orientation == 5:
+        return image.transpose(1, 0, 2)
+    if orientation == 6:
+        return np.rot90(image, k=-1)
+    if orientation == 7:
+        return image[::-1, ::-1].transpose(1, 0, 2)
+    if orientation == 8:
+        return np.rot90(image, k=1)
+    return image
+
+
+def decode_pixels(path: str, format_code: int, bits: int, orientation: int = 1,
+                  expected_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode one image file to its integer RGB pixels, HxWx3 uint8 (bits=8) or uint16 (bits=16
+    on a 16-bit PNG), upright (EXIF orientation applied), eagerly with tf.io.
+
+    `bits` is the depth to read at (see `read_depth`). Raises DataError naming the file when it
+    cannot be decoded or its size differs from `expected_hw` (what the header said).
+    """
+    import tensorflow as tf
+
+    try:
+        data = tf.io.read_file(path)
+        if format_code == FORMAT_CODES["png"]:
+            image = tf.io.decode_png(data, channels=3, dtype=tf.uint16 if bits == 16 else tf.uint8)
+        elif format_code == FORMAT_CODES["jpeg"]:
+            image = tf.io.decode_jpeg(data, channels=3)
+        else:
+            image = tf.io.decode_image(data, channels=3, expand_animations=False)
+    except tf.errors.OpError as e:
+        message = e.message.split("}}")[-1].split("[Op:")[0].strip()
+        raise DataError(f"{path}: cannot decode ({message})") from None
+    image = apply_orientation(image.numpy(), orientation)
+    if expected_hw is not None and tuple(image.shape[:2]) != tuple(expected_hw):
+        raise DataError(f"{path}: decoded size {image.shape[0]}x{image.shape[1]} differs from its "
+                        f"header ({expected_hw[0]}x{expected_hw[1]})")
+    return image
+
+
+def decode_file(path: str, format_code: int, bits: int, orientation: int = 1,
+                expected_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """`decode_pixels` as float32 HxWx3 in [0, 1]: pixels / 255 (8 bits) or / 65535 (16 bits)."""
+    image = decode_pixels(path, format_code, bits, orientation, expected_hw)
+    scale = np.float32(65535.0 if image.dtype == np.uint16 else 255.0)
+    return image.astype(np.float32) / scale
+
+
+def decode_tensor(path, format_code, bits, orientation, height, width):
+    """`decode_file` inside a tf.data map: scalar tensors in, float32 [H, W, 3] tensor out.
+
+    Runs as a tf.py_function so that a broken file raises a DataError naming it.
+    """
+    import tensorflow as tf
+
+    def _decode(path, format_code, bits, orientation, height, width):
+        return decode_file(path.numpy().decode(), int(format_code), int(bits), int(orientation),
+                           (int(height), int(width)))
+
+    image = tf.py_function(_decode, [path, format_code, bits, orientation, height, width],
+                           tf.float32)
+    image.set_shape([None, None, 3])
+    return image

@@ -1,0 +1,220 @@
+"""Where the images of each data set live on disk, and which files make one example.
+
+Folder layouts, as the official releases unzip under a data root ROOT:
+
+    ROOT/DPDD/{train,val,test}_{c,l,r}/source/*.png   # c: combined, l/r: dual-pixel views
+    ROOT/DPDD/{train,val,test}_c/target/*.png         # all-in-focus ground truth
+    ROOT/RealDOF/{source,target}/*                    # test only
+    ROOT/PixelDP/test_{c,l,r}/source/*                # test only, no ground truth
+    ROOT/CUHK/*                                       # test only, inputs only
+
+An example is the files of the same name (stem) in the folders of one split: the official loader
+lists each folder sorted and pairs by position, which is the same pairing when the folders hold the
+same names; here a name that is missing from one of the folders is an error instead of a silent
+mis-pairing. Examples come sorted by the file name of the combined image, the official order.
+
+This module only lists files (no decoding, no TensorFlow); see `decode` and `pipeline`.
+"""
+
+import os
+from pathlib import Path
+
+DATASETS = ("dpdd", "realdof", "pixeldp", "cuhk", "folder")
+
+# Data sets whose images the official evaluation rotates 90 degrees counter-clockwise before the
+# network (np.rot90(x, k=1)); callers rotate outputs back with np.rot90(y, k=-1).
+ROTATED_DATASETS = frozenset({"pixeldp"})
+
+# Folder name of each data set under the data root, as the official releases unzip.
+FOLDER_NAMES = {"dpdd": "DPDD", "realdof": "RealDOF", "pixeldp": "PixelDP", "cuhk": "CUHK"}
+
+SPLITS = {
+    "dpdd": ("train", "val", "test"),
+    "realdof": ("test",),
+    "pixeldp": ("test",),
+    "cuhk": ("test",),
+    "folder": ("test",),
+}
+
+# Images of one example: c = combined (the network input), l/r = dual-pixel left/right views,
+# gt = all-in-focus ground truth.
+KEYS = {
+    "dpdd": ("c", "l", "r", "gt"),
+    "realdof": ("c", "gt"),
+    "pixeldp": ("c", "l", "r"),
+    "cuhk": ("c",),
+    "folder": ("c",),
+}
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+# Image formats that are recognisably images but that the loaders cannot decode: an error, so that
+# such a file is never skipped silently.
+UNSUPPORTED_EXTENSIONS = (".tif", ".tiff", ".webp", ".heic", ".heif", ".dng", ".cr2", ".nef",
+                          ".arw", ".exr", ".ppm", ".pgm")
+_IGNORED_NAMES = ("Thumbs.db", "desktop.ini")
+
+DPDD_LAYOUT = "DPDD/{train,val,test}_{c,l,r}/source and DPDD/{split}_c/target"
+
+
+class DataError(ValueError):
+    """A data set on disk is not what the loaders expect; the message names the file or folder."""
+
+
+def canonical_dataset(dataset: str) -> str:
+    """'DPDD', 'RealDOF', ... -> 'dpdd', 'realdof', ...; error for unknown names."""
+    name = str(dataset).lower().replace("_", "").replace("-", "")
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
+    return name
+
+
+def canonical_split(dataset: str, split: str) -> str:
+    """The split name as the folders spell it ('validation' -> 'val'); error if the set lacks it."""
+    dataset = canonical_dataset(dataset)
+    split = {"validation": "val", "eval": "val"}.get(str(split), str(split))
+    if split not in SPLITS[dataset]:
+        raise DataError(f"dataset {dataset!r} has no split {split!r}; it has {SPLITS[dataset]}")
+    return split
+
+
+def dataset_dir(root: str | os.PathLike, dataset: str) -> Path:
+    """The folder of `dataset` under the data root: ROOT/DPDD, ROOT/RealDOF, ... (for "folder",
+    the root itself). `root` may also be that folder itself (e.g. .../DPDD)."""
+    dataset = canonical_dataset(dataset)
+    root = Path(root).expanduser()
+    if dataset == "folder":
+        path = root
+    else:
+        folder = FOLDER_NAMES[dataset]
+        if (root / folder).is_dir():
+            path = root / folder
+        elif root.name.lower() == folder.lower() and root.is_dir():
+            path = root
+        else:
+            raise DataError(f"missing folder {root / folder} (the {folder} data set is expected "
+                            f"there, unzipped under the data root {root})")
+    if not path.is_dir():
+        raise DataError(f"missing folder {path}")
+    return path
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".") or name.startswith("@") or name in _IGNORED_NAMES
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Image files directly inside `folder`, sorted by name (hidden files and non-image files such as
+    text files are left out; an image in a format the loaders cannot read is an error)."""
+    out = []
+    for entry in sorted(os.listdir(folder)):
+        path = folder / entry
+        if _is_hidden(entry) or not path.is_file():
+            continue
+        ext = path.suffix.lower()
+        if ext in UNSUPPORTED_EXTENSIONS:
+            raise DataError(f"{path}: {ext} images are not supported (convert to PNG)")
+        if ext in IMAGE_EXTENSIONS:
+            out.append(path)
+    return out
+
+
+def _named_files(folder: Path) -> dict[str, Path]:
+    """{stem: path} of the images in `folder`; error if the folder is missing or empty, or if two
+    files share a stem (e.g. a.png and a.jpg)."""
+    if not folder.is_dir():
+        raise DataError(f"missing folder {folder}")
+    named: dict[str, Path] = {}
+    for path in image_files(folder):
+        if path.stem in named:
+            raise DataError(f"{folder}: two images named {path.stem!r} "
+                            f"({named[path.stem].name} and {path.name})")
+        named[path.stem] = path
+    if not named:
+        raise DataError(f"no images in folder {folder}")
+    return named
+
+
+def _leaf_files(folder: Path) -> dict[str, Path]:
+    """{name: path} of the images directly in `folder`, or, when it holds none, of the images in the
+    folders below it (the official loader walks every leaf folder); names are then relative paths
+    without extension."""
+    direct = image_files(folder)
+    if direct:
+        return _named_files(folder)
+    named: dict[str, Path] = {}
+    for dirpath, dirnames, _ in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
+        for path in image_files(Path(dirpath)):
+            name = str(path.relative_to(folder).with_suffix("")).replace(os.sep, "/")
+            if name in named:
+                raise DataError(f"{folder}: two images named {name!r}")
+            named[name] = path
+    if not named:
+        raise DataError(f"no images in folder {folder} or below it")
+    return named
+
+
+def split_folders(root: str | os.PathLike, dataset: str, split: str) -> dict[str, Path]:
+    """{key: folder} holding the images of each key (c, l, r, gt) of one split."""
+    dataset = canonical_dataset(dataset)
+    split = canonical_split(dataset, split)
+    base = dataset_dir(root, dataset)
+    if dataset == "dpdd":
+        folders = {
+            "c": base / f"{split}_c" / "source",
+            "l": base / f"{split}_l" / "source",
+            "r": base / f"{split}_r" / "source",
+            "gt": base / f"{split}_c" / "target",
+        }
+        for key, folder in folders.items():
+            if not folder.is_dir():
+                raise DataError(f"missing folder {folder} (the {key!r} images of DPDD {split}; "
+                                f"expected layout {DPDD_LAYOUT})")
+        return folders
+    if dataset == "realdof":
+        folders = {"c": base / "source", "gt": base / "target"}
+    elif dataset == "pixeldp":
+        folders = {}
+        for key in ("c", "l", "r"):
+            view = base / f"test_{key}"
+            # The release has test_{c,l,r}/source; a flat test_{c,l,r} is accepted as well.
+            folders[key] = view / "source" if (view / "source").is_dir() else view
+    else:  # cuhk, folder: inputs only
+        return {"c": base}
+    for key, folder in folders.items():
+        if not folder.is_dir():
+            raise DataError(f"missing folder {folder} (the {key!r} images of {dataset})")
+    return folders
+
+
+def list_split(root: str | os.PathLike, dataset: str = "dpdd", split: str = "test") -> list[dict]:
+    """The examples of one split: a list of {"name": str, "c": path, ["l", "r", "gt"]: path} (paths
+    as str; the keys are `KEYS[dataset]`), sorted by the file name of the combined image.
+
+    Checks the layout only (folders exist, names pair up); `pipeline.check_examples` reads the image
+    headers. Raises DataError naming the folder or file that is wrong.
+    """
+    dataset = canonical_dataset(dataset)
+    split = canonical_split(dataset, split)
+    folders = split_folders(root, dataset, split)
+    if dataset in ("cuhk", "folder"):
+        files = {"c": _leaf_files(folders["c"])}
+    else:
+        files = {key: _named_files(folder) for key, folder in folders.items()}
+    names = set(files["c"])
+    for key, named in files.items():
+        if key == "c":
+            continue
+        only_c = sorted(names - set(named))
+        only_key = sorted(set(named) - names)
+        if only_c or only_key:
+            if only_c:
+                name, present, absent = only_c[0], folders["c"], folders[key]
+                count = len(only_c)
+            else:
+                name, present, absent = only_key[0], folders[key], folders["c"]
+                count = len(only_key)
+            more = f" ({count - 1} more such names)" if count > 1 else ""
+            raise DataError(f"unpaired image {name!r}: in {present} but not in {absent}{more}")
+    order = sorted(names, key=lambda n: str(files["c"][n].relative_to(folders["c"])))
+    return [{"name": n, **{key: str(files[key][n]) for key in KEYS[dataset]}} for n in order]

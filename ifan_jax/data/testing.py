@@ -1,0 +1,91 @@
+"""Tiny fake data sets in the official layouts, for tests (of this package and of its users).
+
+`encode_png` is a plain PNG encoder (numpy + zlib, no image library), so tests can check the
+loaders' decoding against pixel values they chose; `write_fake_dataset` fills a data root with
+random images in the DPDD / RealDOF / PixelDP / CUHK layout.
+"""
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from ifan_jax.data.layouts import FOLDER_NAMES, KEYS, SPLITS
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return (struct.pack(">I", len(data)) + kind + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """PNG bytes of an HxW or HxWxC (C = 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA) uint8 or uint16
+    array, stored losslessly at 8 or 16 bits per channel."""
+    array = np.asarray(array)
+    if array.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"encode_png needs uint8 or uint16, got {array.dtype}")
+    if array.ndim == 2:
+        array = array[..., None]
+    height, width, channels = array.shape
+    color_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    bits = 16 if array.dtype == np.uint16 else 8
+    rows = array.astype(">u2" if bits == 16 else np.uint8).reshape(height, -1)
+    raw = b"".join(b"\x00" + row.tobytes() for row in rows)
+    header = struct.pack(">IIBBBBB", width, height, bits, color_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(raw))
+            + _chunk(b"IEND", b""))
+
+
+def write_png(path: str | Path, array: np.ndarray) -> Path:
+    """Write `array` (see encode_png) to `path`, creating its folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encode_png(array))
+    return path
+
+
+def fake_folders(root: str | Path, dataset: str, split: str = "test") -> dict[str, Path]:
+    """{key: folder} of the official layout of `dataset` (see layouts) under the data root."""
+    base = Path(root) / FOLDER_NAMES[dataset]
+    if dataset == "dpdd":
+        return {"c": base / f"{split}_c" / "source", "l": base / f"{split}_l" / "source",
+                "r": base / f"{split}_r" / "source", "gt": base / f"{split}_c" / "target"}
+    if dataset == "realdof":
+        return {"c": base / "source", "gt": base / "target"}
+    if dataset == "pixeldp":
+        return {k: base / f"test_{k}" / "source" for k in "clr"}
+    return {"c": base}
+
+
+def write_fake_dataset(root: str | Path, dataset: str, num: int | dict = 2,
+                       size: tuple[int, int] = (20, 28), bits: int = 8, seed: int = 0,
+                       ext: str = ".png") -> dict[str, list[dict[str, np.ndarray]]]:
+    """Random images in the layout of `dataset` under `root`: `num` examples per split (or
+    {split: count}), HxW = `size`, `bits` 8 or 16 (PNG), or JPEG with ext=".jpg".
+    Returns {split: [{"name": str, key: the written integer pixels}]} in name order."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    counts = num if isinstance(num, dict) else {split: num for split in SPLITS[dataset]}
+    written = {}
+    for split, count in counts.items():
+        folders = fake_folders(root, dataset, split)
+        examples = []
+        for i in range(count):
+            name = f"{split}_{i:03d}"
+            example = {"name": name}
+            for key in KEYS[dataset]:
+                high = 65536 if bits == 16 else 256
+                pixels = rng.integers(0, high, (*size, 3)).astype(
+                    np.uint16 if bits == 16 else np.uint8)
+                path = folders[key] / f"{name}{ext}"
+                if ext.lower() in (".jpg", ".jpeg"):
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(pixels).save(path, quality=95)
+                else:
+                    write_png(path, pixels)
+                example[key] = pixels
+            examples.append(example)
+        written[split] = examples
+    return written
