@@ -1,0 +1,163 @@
+"""Training augmentations of the paper (official loader), as stateless TensorFlow ops.
+
+Per example, in this order, on whole HxWx3 float32 [0, 1] images c (combined), l, r (dual-pixel
+views) and gt (all-in-focus):
+  1. Gaussian noise with probability `noise_prob`: sigma ~ U[noise_sigma_min, noise_sigma_max], one
+     noise field added to c, l and r (not gt), clipped to [0, 1].
+  2. Grayscale with probability `gray_prob`, on all four: lin = 0.2126 R + 0.7152 G + 0.07228 B
+     (the official loader's weights; sRGB's are 0.0722), then the sRGB transfer curve, written to all
+     three channels.
+  3. Rescaling with probability `scale_prob` by s ~ U[scale_min, scale_max] to (int(h s), int(w s))
+     with area interpolation, on all four.
+  4. One crop x crop window at the same place in all four.
+
+Every draw comes from a key (a shape-[2] int64 stateless seed) so that an example is a pure function
+of its key: no hidden generator state, hence reproducible streams and exact resumption.
+"""
+
+import math
+
+import tensorflow as tf
+
+AUGMENT_DEFAULTS = dict(
+    noise_prob=0.05,
+    noise_sigma_min=0.001,
+    noise_sigma_max=math.sqrt(0.005),
+    gray_prob=0.3,
+    scale_prob=0.5,
+    scale_min=0.7,
+    scale_max=1.0,
+)
+
+# Luminance weights of the official loader (the last is 0.0722 in the sRGB standard).
+GRAY_WEIGHTS = (0.2126, 0.7152, 0.07228)
+
+# Sub-streams of an example key, one per random draw.
+_NOISE_GATE, _NOISE_SIGMA, _NOISE, _GRAY_GATE, _SCALE_GATE, _SCALE, _CROP = range(7)
+
+
+def augment_config(augment=None) -> dict:
+    """The augmentation settings: AUGMENT_DEFAULTS (the paper's) updated with `augment` (a dict or
+    ConfigDict with the same keys, as config.augment); error for unknown keys or bad ranges."""
+    cfg = dict(AUGMENT_DEFAULTS)
+    if augment is not None:
+        given = dict(augment.items()) if hasattr(augment, "items") else dict(augment)
+        unknown = sorted(set(given) - set(cfg))
+        if unknown:
+            raise ValueError(f"augment: unknown key(s) {unknown}; known: {sorted(cfg)}")
+        cfg.update({k: float(v) for k, v in given.items()})
+    for name in ("noise_prob", "gray_prob", "scale_prob"):
+        if not 0.0 <= cfg[name] <= 1.0:
+            raise ValueError(f"augment.{name} must be in [0, 1], got {cfg[name]}")
+    if not 0.0 <= cfg["noise_sigma_min"] <= cfg["noise_sigma_max"]:
+        raise ValueError("augment: need 0 <= noise_sigma_min <= noise_sigma_max")
+    if not 0.0 < cfg["scale_min"] <= cfg["scale_max"] <= 1.0:
+        raise ValueError("augment: need 0 < scale_min <= scale_max <= 1 (downscaling only)")
+    return cfg
+
+
+def fold(key, *data) -> tf.Tensor:
+    """A new key from `key` and integers `data` (tf.random.experimental.stateless_fold_in)."""
+    key = tf.convert_to_tensor(key, tf.int64)
+    for d in data:
+        key = tf.random.experimental.stateless_fold_in(key, tf.cast(d, tf.int64))
+    return key
+
+
+def _uniform(key, stream, minval=0.0, maxval=1.0):
+    return tf.random.stateless_uniform([], fold(key, stream), minval=minval, maxval=maxval,
+                                       dtype=tf.float32)
+
+
+def sample_params(key, cfg: dict) -> dict:
+    """The random choices of one example: {"noise": bool, "sigma": f32, "gray": bool,
+    "scale": bool, "factor": f32}. All are drawn whatever the gates say, so each is a function of
+    the key alone."""
+    return {
+        "noise": _uniform(key, _NOISE_GATE) < cfg["noise_prob"],
+        "sigma": _uniform(key, _NOISE_SIGMA, cfg["noise_sigma_min"], cfg["noise_sigma_max"]),
+        "gray": _uniform(key, _GRAY_GATE) < cfg["gray_prob"],
+        "scale": _uniform(key, _SCALE_GATE) < cfg["scale_prob"],
+        "factor": _uniform(key, _SCALE, cfg["scale_min"], cfg["scale_max"]),
+    }
+
+
+def add_noise(images, sigma, key) -> tuple:
+    """One Gaussian noise field N(0, sigma^2) (shape of images[0]) added to each image, clipped to
+    [0, 1]."""
+    noise = tf.random.stateless_normal(tf.shape(images[0]), fold(key, _NOISE)) * sigma
+    return tuple(tf.clip_by_value(x + noise, 0.0, 1.0) for x in images)
+
+
+def to_grayscale(image: tf.Tensor) -> tf.Tensor:
+    """HxWx3 [0, 1] -> HxWx3: the official grayscale, lin = 0.2126 R + 0.7152 G + 0.07228 B, then
+    the sRGB curve (12.92 lin if lin <= 0.0031308 else 1.055 lin^(1/2.4) - 0.055) in all channels."""
+    w = GRAY_WEIGHTS
+    lin = w[0] * image[..., 0] + w[1] * image[..., 1] + w[2] * image[..., 2]
+    curve = 1.055 * tf.pow(tf.maximum(lin, 0.0031308), 1.0 / 2.4) - 0.055
+    gray = tf.where(lin <= 0.0031308, 12.92 * lin, curve)
+    return tf.stack([gray, gray, gray], axis=-1)
+
+
+def rescale_area(image: tf.Tensor, height, width) -> tf.Tensor:
+    """HxWx3 -> height x width x 3 by area interpolation (tf.image.resize(method="area")).
+
+    For downscaling this is cv2.INTER_AREA's rule: output pixel (i, j) is the mean of the source
+    over the box [i H/height, (i+1) H/height) x [j W/width, (j+1) W/width), source pixels that the
+    box cuts counted by the fraction inside it. cv2 reaches the same weights (its integer-factor
+    fast path too); results agree to float32 rounding. (For upscaling cv2 switches to bilinear;
+    the augmentation only downscales.)
+    """
+    return tf.image.resize(image, tf.stack([height, width]), method="area")
+
+
+def scaled_size(height, width, factor, crop: int):
+    """(int(height * factor), int(width * factor)) computed in float64 as the official code, but
+    never below `crop` (never hit by the paper's data: 0.7 * 1120 > 256)."""
+    f = tf.cast(factor, tf.float64)
+    new_h = tf.cast(tf.floor(tf.cast(height, tf.float64) * f), tf.int32)
+    new_w = tf.cast(tf.floor(tf.cast(width, tf.float64) * f), tf.int32)
+    return tf.maximum(new_h, crop), tf.maximum(new_w, crop)
+
+
+def crop_offsets(key, height, width, crop: int):
+    """(top, left), each uniform over the valid integers [0, size - crop]."""
+    k = fold(key, _CROP)
+    top = tf.random.stateless_uniform([], fold(k, 0), minval=0, maxval=height - crop + 1,
+                                      dtype=tf.int32)
+    left = tf.random.stateless_uniform([], fold(k, 1), minval=0, maxval=width - crop + 1,
+                                       dtype=tf.int32)
+    return top, left
+
+
+def augment_example(images: dict, key, cfg: dict, crop: int, with_info: bool = False) -> dict:
+    """Apply the paper's augmentations to {"c","l","r","gt"} (HxWx3 float32 [0, 1], same size) and
+    crop them to crop x crop at one place. With `with_info`, adds the draws ("noise", "sigma",
+    "gray", "scale", "factor") and the crop's "top" and "left" (in the rescaled image)."""
+    params = sample_params(key, cfg)
+    names = ("c", "l", "r", "gt")
+    inputs = tuple(images[name] for name in names)
+
+    noisy = tf.cond(params["noise"], lambda: add_noise(inputs[:3], params["sigma"], key),
+                    lambda: inputs[:3])
+    noisy = (*noisy, inputs[3])
+    gray = tf.cond(params["gray"], lambda: tuple(to_grayscale(x) for x in noisy),
+                   lambda: noisy)
+
+    shape = tf.shape(gray[0])
+    new_h, new_w = scaled_size(shape[0], shape[1], params["factor"], crop)
+    do_scale = params["scale"] & ((new_h != shape[0]) | (new_w != shape[1]))
+    scaled = tf.cond(do_scale, lambda: tuple(rescale_area(x, new_h, new_w) for x in gray),
+                     lambda: gray)
+
+    shape = tf.shape(scaled[0])
+    top, left = crop_offsets(key, shape[0], shape[1], crop)
+    out = {}
+    for name, x in zip(names, scaled, strict=True):
+        x = x[top:top + crop, left:left + crop]
+        x.set_shape([crop, crop, 3])
+        out[name] = x
+    if with_info:
+        out.update(params)
+        out.update(top=top, left=left)
+    return out

@@ -1,0 +1,229 @@
+"""tf.data pipelines: whole images for evaluation (`load_split`) and augmented crops for training
+(`train_dataset`). TensorFlow stays on the CPU (the accelerators are JAX's).
+
+Files are checked when a pipeline is built (layout, pairing by name, header sizes, truncation), so
+a bad data set fails at once with a DataError naming the file; damage found only while decoding is
+raised as a DataError naming the file too.
+"""
+
+import re
+
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from ifan_jax.data import augment as augment_lib
+from ifan_jax.data.decode import ImageHeader, decode_tensor, read_depth, read_header
+from ifan_jax.data.layouts import (
+    KEYS,
+    ROTATED_DATASETS,
+    DataError,
+    canonical_dataset,
+    canonical_split,
+    list_split,
+)
+
+try:  # keep TensorFlow off the GPUs; fails harmlessly if TF already initialised its devices
+    tf.config.set_visible_devices([], "GPU")
+except (RuntimeError, ValueError):
+    pass
+
+EVAL_MULTIPLE = 8  # evaluation crops H and W down to multiples of this (top-left), as the official
+_SHUFFLE, _EXAMPLE = 1, 2  # key streams: per-epoch scene order, per-example draws
+
+
+def check_examples(examples: list[dict], keys, min_size: int = EVAL_MULTIPLE,
+                   what: str = "") -> list[dict[str, ImageHeader]]:
+    """Read the header of every file of `examples` (from `list_split`): [{key: ImageHeader}].
+
+    Raises DataError naming the file if one is empty, truncated or not an image, if the images of
+    one example differ in size, or if one is smaller than `min_size` on a side.
+    """
+    headers = []
+    files = tqdm(examples, desc=f"checking {what}".strip(), unit="example", leave=False,
+                 disable=len(examples) < 200)
+    for example in files:
+        hdrs = {key: read_header(example[key]) for key in keys}
+        first = hdrs[keys[0]]
+        for key in keys[1:]:
+            h = hdrs[key]
+            if (h.height, h.width) != (first.height, first.width):
+                raise DataError(
+                    f"size mismatch in example {example['name']!r}: {h.path} ({key}) is "
+                    f"{h.height}x{h.width} but {first.path} ({keys[0]}) is "
+                    f"{first.height}x{first.width}")
+        if min(first.height, first.width) < min_size:
+            raise DataError(f"{first.path}: {first.height}x{first.width} is smaller than "
+                            f"{min_size}x{min_size} (the crop size)")
+        headers.append(hdrs)
+    return headers
+
+
+def _file_table(examples, headers, keys, bit_depth) -> dict[str, np.ndarray]:
+    """Columns for tf.data: name, and per key path, format code, bits read, orientation, h, w."""
+    table = {"name": np.array([e["name"] for e in examples], dtype=object)}
+    for key in keys:
+        hs = [h[key] for h in headers]
+        table[f"{key}/path"] = np.array([h.path for h in hs], dtype=object)
+        table[f"{key}/format"] = np.array([h.format_code for h in hs], np.int32)
+        table[f"{key}/bits"] = np.array([read_depth(h.bit_depth, bit_depth) for h in hs], np.int32)
+        table[f"{key}/orientation"] = np.array([h.orientation for h in hs], np.int32)
+        table[f"{key}/height"] = np.array([h.height for h in hs], np.int32)
+        table[f"{key}/width"] = np.array([h.width for h in hs], np.int32)
+    return table
+
+
+def _decode(row, key):
+    return decode_tensor(row[f"{key}/path"], row[f"{key}/format"], row[f"{key}/bits"],
+                         row[f"{key}/orientation"], row[f"{key}/height"], row[f"{key}/width"])
+
+
+def load_split(root, dataset: str = "dpdd", split: str = "test",
+               bit_depth: int | None = None) -> tf.data.Dataset:
+    """Whole images of one split for evaluation, in the official order.
+
+    Elements: {"c", ["l", "r"], ["gt"]: float32 [H, W, 3] in [0, 1], "name": tf.string (file
+    stem), "bit_depth": tf.int32 (8 or 16: the depth c was read at)}; the keys are
+    `layouts.KEYS[dataset]`. H and W are cropped from the top-left down to multiples of 8, as the
+    official evaluation does. PixelDP images come rotated 90 degrees counter-clockwise
+    (np.rot90(x, k=1)); rotate outputs back with np.rot90(y, k=-1) (see ROTATED_DATASETS).
+
+    bit_depth: None reads each file at its own depth; 8 reads 16-bit PNGs at 8 bits (their high
+    byte, as the official 8-bit models saw them); 16 reads 16-bit PNGs at 16 bits.
+    "folder": `root` is any folder of images (inputs only).
+    """
+    dataset = canonical_dataset(dataset)
+    split = canonical_split(dataset, split)
+    keys = KEYS[dataset]
+    examples = list_split(root, dataset, split)
+    headers = check_examples(examples, keys, EVAL_MULTIPLE, f"{dataset} {split}")
+    table = _file_table(examples, headers, keys, bit_depth)
+    rotate = dataset in ROTATED_DATASETS
+
+    def load(row):
+        out = {"name": row["name"], "bit_depth": row[f"{keys[0]}/bits"]}
+        for key in keys:
+            image = _decode(row, key)
+            if rotate:
+                image = tf.image.rot90(image, k=1)
+            shape = tf.shape(image)
+            out[key] = image[:shape[0] - shape[0] % EVAL_MULTIPLE,
+                             :shape[1] - shape[1] % EVAL_MULTIPLE]
+        return out
+
+    ds = tf.data.Dataset.from_tensor_slices(table)
+    return ds.map(load, num_parallel_calls=2, deterministic=True).prefetch(1)
+
+
+def numpy_iterator(ds: tf.data.Dataset):
+    """Iterate a dataset of this module as numpy, re-raising a broken file as a one-line DataError
+    (instead of TensorFlow's error that wraps it)."""
+    it = ds.as_numpy_iterator()
+    while True:
+        try:
+            yield next(it)
+        except StopIteration:
+            return
+        except tf.errors.OpError as e:
+            raise _as_data_error(e) from None
+
+
+def _as_data_error(error: Exception) -> Exception:
+    match = re.search(r"DataError: ([^\n]*)", str(error))
+    if match is None:
+        return error
+    return DataError(re.sub(r"\s*\[\[\{\{node.*$", "", match.group(1)).strip())
+
+
+def scene_index(seed: int, index, num_scenes: int) -> tf.Tensor:
+    """The training scene of global example `index`: scenes are visited in a fresh random order
+    each epoch (epoch = index // num_scenes), like the official sampler's per-epoch permutation."""
+    epoch = index // num_scenes
+    key = augment_lib.fold([seed, 0], _SHUFFLE, epoch)
+    order = tf.argsort(tf.random.stateless_uniform([num_scenes], key), stable=True)
+    return tf.gather(order, index % num_scenes)
+
+
+def example_key(seed: int, index) -> tf.Tensor:
+    """The stateless key of every random draw of global example `index`."""
+    return augment_lib.fold([seed, 0], _EXAMPLE, index)
+
+
+class TrainIterator:
+    """Python iterator over training batches (numpy dicts); see `train_dataset`."""
+
+    def __init__(self, dataset: tf.data.Dataset, examples: list[dict], local_batch_size: int,
+                 start_step: int):
+        self.dataset = dataset
+        self.examples = examples
+        self.local_batch_size = local_batch_size
+        self.step = start_step  # global step of the next batch
+        self._it = dataset.as_numpy_iterator()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        try:
+            batch = next(self._it)
+        except tf.errors.OpError as e:
+            raise _as_data_error(e) from None
+        self.step += 1
+        return batch
+
+
+def train_dataset(root, batch_size: int, crop: int = 256, seed: int = 0, start_step: int = 0,
+                  augment=None, bit_depth: int = 8, process_index: int | None = None,
+                  process_count: int | None = None, split: str = "train",
+                  with_info: bool = False) -> TrainIterator:
+    """Endless training batches from ROOT/DPDD/{split}_*, as the paper trained.
+
+    Yields numpy dicts {"c", "l", "r", "gt"}: float32 (batch_size // process_count, crop, crop, 3)
+    in [0, 1]. Global example e = step * batch_size + slot is a pure function of (seed, e): its scene
+    (a fresh random order of the scenes every epoch), its augmentations (`augment.augment_example`,
+    settings `augment`, None = the paper's) and its crop. Process p of n reads only slots
+    [p * b, (p + 1) * b) of each global batch (b = batch_size // n), so hosts read disjoint
+    examples that together make the global batch, and a run resumed at `start_step` sees the same
+    stream. `with_info` adds "scene", "index" and the augmentation draws per example (for tests).
+    16-bit PNGs are read at `bit_depth` bits (8: their high byte, as the official 8-bit training).
+    """
+    if process_index is None or process_count is None:
+        import jax
+
+        process_index = jax.process_index() if process_index is None else process_index
+        process_count = jax.process_count() if process_count is None else process_count
+    if batch_size <= 0 or batch_size % process_count:
+        raise ValueError(f"batch_size {batch_size} must be a positive multiple of the number of "
+                         f"processes ({process_count})")
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+    if bit_depth not in (8, 16):
+        raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth!r}")
+    cfg = augment_lib.augment_config(augment)
+    local = batch_size // process_count
+    keys = KEYS["dpdd"]
+    examples = list_split(root, "dpdd", split)
+    headers = check_examples(examples, keys, crop, f"dpdd {split}")
+    table = {k: tf.constant(v) for k, v in _file_table(examples, headers, keys, bit_depth).items()}
+    num_scenes = len(examples)
+
+    def load(index):
+        scene = scene_index(seed, index, num_scenes)
+        row = {k: v[scene] for k, v in table.items()}
+        images = {key: _decode(row, key) for key in keys}
+        out = augment_lib.augment_example(images, example_key(seed, index), cfg, crop, with_info)
+        if with_info:
+            out.update(scene=scene, index=index)
+        return out
+
+    def slots(step):
+        return step * batch_size + process_index * local + tf.range(local, dtype=tf.int64)
+
+    ds = tf.data.Dataset.range(start_step, np.iinfo(np.int64).max // (2 * batch_size))
+    ds = ds.map(slots).unbatch()
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.deterministic = True
+    ds = ds.with_options(options)
+    return TrainIterator(ds, examples, local, start_step)
