@@ -1,0 +1,185 @@
+"""TFDS builders for DPDD, RealDOF, PixelDP and CUHK (manual download).
+
+    import tensorflow_datasets as tfds
+    from ifan_jax.data import tfds_builders  # registers dpdd, real_dof, pixel_dp, cuhk
+    ds = tfds.load("dpdd/8bit", split="test",
+                   download_and_prepare_kwargs={"download_config":
+                       tfds.download.DownloadConfig(manual_dir="datasets")})
+
+The data sets cannot be downloaded automatically; each builder's MANUAL_DOWNLOAD_INSTRUCTIONS say
+where to get the zip and where to unzip it (manual_dir, by default
+~/tensorflow_datasets/downloads/manual/). The files are found, paired and checked exactly as
+`ifan_jax.data.load_split` does (same layouts, same errors). Images are stored whole and as they
+are on disk: PixelDP is not rotated here (load_split rotates it for the network) and nothing is
+cropped to a multiple of 8.
+
+Configs: "8bit" (uint8 images; 16-bit PNGs reduced to their high byte as the official 8-bit
+loader does) and "16bit" (uint16 images; 8-bit files promoted exactly, v * 257, so that
+v / 255 == (v * 257) / 65535). CUHK is JPEG and has "8bit" only.
+"""
+
+import inspect
+
+import numpy as np
+import tensorflow_datasets as tfds
+from etils import epath
+
+from ifan_jax.data.decode import decode_pixels, read_depth
+from ifan_jax.data.layouts import KEYS, list_split
+
+_CITATION_IFAN = """@InProceedings{Lee2021IFAN,
+  author = {Junyong Lee and Hyeongseok Son and Jaesung Rim and Sunghyun Cho and Seungyong Lee},
+  title = {Iterative Filter Adaptive Network for Single Image Defocus Deblurring},
+  booktitle = {CVPR},
+  year = {2021}
+}"""
+
+_CITATION_DPDD = """@InProceedings{Abuolaim2020DPDNet,
+  author = {Abdullah Abuolaim and Michael S. Brown},
+  title = {Defocus Deblurring Using Dual-Pixel Data},
+  booktitle = {ECCV},
+  year = {2020}
+}"""
+
+_CITATION_CUHK = """@InProceedings{Shi2014Blur,
+  author = {Jianping Shi and Li Xu and Jiaya Jia},
+  title = {Discriminative Blur Detection Features},
+  booktitle = {CVPR},
+  year = {2014}
+}"""
+
+_IFAN_HOMEPAGE = "https://github.com/codeslake/IFAN"
+
+_BIT_CONFIGS = [
+    tfds.core.BuilderConfig(name="8bit", description="uint8 images (16-bit PNGs: high byte)."),
+    tfds.core.BuilderConfig(name="16bit", description="uint16 images (8-bit files: v * 257)."),
+]
+
+_NAMES = {"c": "combined (dual-pixel sum) defocused input", "l": "left dual-pixel view",
+          "r": "right dual-pixel view", "gt": "all-in-focus ground truth"}
+
+
+def _instructions(folder: str, zip_urls: str, layout: str) -> str:
+    return (f"Download {folder}.zip from the official IFAN release ({_IFAN_HOMEPAGE}, section "
+            f"Datasets): {zip_urls}\nUnzip it into `manual_dir` (by default "
+            f"~/tensorflow_datasets/downloads/manual/) so that this layout exists:\n"
+            f"  manual_dir/{layout}\n`manual_dir` may also be the {folder} folder itself.")
+
+
+class _ManualImageBuilder:
+    """What the four builders share: features from KEYS, examples from layouts.list_split."""
+
+    DATASET = ""  # name in ifan_jax.data.layouts
+    SPLIT_NAMES: dict[str, str] = {"test": "test"}  # tfds split -> folder split
+    DESCRIPTION = ""
+    CITATION = _CITATION_IFAN
+    HOMEPAGE = _IFAN_HOMEPAGE
+
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls) -> epath.Path:
+        """This file. (tfds' own lookup first tries importlib_resources, which its 4.9 releases
+        import without requiring it; the file of the class is what that lookup returns anyway.)"""
+        return epath.Path(inspect.getfile(cls))
+
+    def _bits(self) -> int:
+        config = getattr(self, "builder_config", None)
+        return 16 if config is not None and config.name == "16bit" else 8
+
+    def _info(self):
+        dtype = np.uint16 if self._bits() == 16 else np.uint8
+        features = {key: tfds.features.Image(shape=(None, None, 3), dtype=dtype,
+                                             encoding_format="png", doc=_NAMES[key])
+                    for key in KEYS[self.DATASET]}
+        features["name"] = tfds.features.Text(doc="file name without extension")
+        return tfds.core.DatasetInfo(
+            builder=self, description=self.DESCRIPTION,
+            features=tfds.features.FeaturesDict(features), homepage=self.HOMEPAGE,
+            citation=self.CITATION)
+
+    def _split_generators(self, dl_manager):
+        root = dl_manager.manual_dir
+        return {name: self._generate_examples(root, split)
+                for name, split in self.SPLIT_NAMES.items()}
+
+    def _generate_examples(self, root, split):
+        from ifan_jax.data.pipeline import check_examples
+
+        keys = KEYS[self.DATASET]
+        bits = self._bits()
+        examples = list_split(str(root), self.DATASET, split)
+        headers = check_examples(examples, keys, 1, f"{self.DATASET} {split}")
+        for example, header in zip(examples, headers, strict=True):
+            record = {"name": example["name"]}
+            for key in keys:
+                h = header[key]
+                pixels = decode_pixels(h.path, h.format_code, read_depth(h.bit_depth, bits),
+                                       h.orientation, (h.height, h.width))
+                if bits == 16 and pixels.dtype == np.uint8:
+                    pixels = pixels.astype(np.uint16) * np.uint16(257)
+                record[key] = pixels
+            yield example["name"], record
+
+
+class Dpdd(_ManualImageBuilder, tfds.core.GeneratorBasedBuilder):
+    """DPDD (Abuolaim & Brown, ECCV 2020): 500 dual-pixel scenes from a Canon EOS 5D Mark IV."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    BUILDER_CONFIGS = _BIT_CONFIGS
+    DEFAULT_BUILDER_CONFIG_NAME = "8bit"
+    DATASET = "dpdd"
+    SPLIT_NAMES = {"train": "train", "validation": "val", "test": "test"}
+    DESCRIPTION = ("Dual-pixel defocus deblurring data set: 350 training, 74 validation and 76 test "
+                   "scenes, each a defocused combined image, its left and right dual-pixel views "
+                   "and an all-in-focus image taken with a small aperture.")
+    CITATION = _CITATION_DPDD
+    MANUAL_DOWNLOAD_INSTRUCTIONS = _instructions(
+        "DPDD", "https://www.dropbox.com/s/w9urn5m4mzllrwu/DPDD.zip?dl=1 (or the OneDrive link)",
+        "DPDD/{train,val,test}_{c,l,r}/source/*.png and DPDD/{train,val,test}_c/target/*.png")
+
+
+class RealDof(_ManualImageBuilder, tfds.core.GeneratorBasedBuilder):
+    """RealDOF (Lee et al., CVPR 2021): 50 real defocused / all-in-focus pairs (test only)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    BUILDER_CONFIGS = _BIT_CONFIGS
+    DEFAULT_BUILDER_CONFIG_NAME = "8bit"
+    DATASET = "realdof"
+    DESCRIPTION = ("Real defocused images with all-in-focus ground truth, captured with a "
+                   "dual-camera system; a test set.")
+    MANUAL_DOWNLOAD_INSTRUCTIONS = _instructions(
+        "RealDOF", "https://www.dropbox.com/s/arox1aixvg67fw5/RealDOF.zip?dl=1 (or OneDrive)",
+        "RealDOF/source/* and RealDOF/target/*")
+
+
+class PixelDp(_ManualImageBuilder, tfds.core.GeneratorBasedBuilder):
+    """PixelDP: dual-pixel images from a Google Pixel 4, without ground truth (test only)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    BUILDER_CONFIGS = _BIT_CONFIGS
+    DEFAULT_BUILDER_CONFIG_NAME = "8bit"
+    DATASET = "pixeldp"
+    DESCRIPTION = ("Defocused dual-pixel images (combined, left, right) from a Google Pixel 4, "
+                   "without ground truth. Stored as on disk; the official evaluation rotates them "
+                   "90 degrees counter-clockwise before the network.")
+    MANUAL_DOWNLOAD_INSTRUCTIONS = _instructions(
+        "PixelDP", "https://www.dropbox.com/s/pw7w2bpp7pc410n/PixelDP.zip?dl=1 (or OneDrive)",
+        "PixelDP/test_{c,l,r}/source/*")
+
+
+class Cuhk(_ManualImageBuilder, tfds.core.GeneratorBasedBuilder):
+    """CUHK blur detection (Shi et al., CVPR 2014): 704 defocused internet images, inputs only."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    BUILDER_CONFIGS = [_BIT_CONFIGS[0]]
+    DEFAULT_BUILDER_CONFIG_NAME = "8bit"
+    DATASET = "cuhk"
+    DESCRIPTION = "Defocused internet images without ground truth; a test set."
+    CITATION = _CITATION_CUHK
+    MANUAL_DOWNLOAD_INSTRUCTIONS = _instructions(
+        "CUHK", "https://www.dropbox.com/s/zxjhzuxsxh4v0cv/CUHK.zip?dl=1 (or OneDrive)",
+        "CUHK/* (the images, or folders of them)")
