@@ -79,6 +79,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         noise_prob=0.05, noise_sigma_min=0.001, noise_sigma_max=math.sqrt(0.005),
         gray_prob=0.3, scale_prob=0.5, scale_min=0.7, scale_max=1.0))
     config.num_eval_images = -1  # validation images per evaluation; -1: the whole split
+    config.eval_lpips = True  # also LPIPS (AlexNet) in the periodic validation
     config.synthetic = ml_collections.ConfigDict(dict(generate=False, num=0, size=0))
 
     # Optimisation (official trainer): RAdam, global-norm clipping, step decay.

@@ -1,0 +1,70 @@
+"""Data parallelism: two devices give the parameters of one device on the same global batch."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Runs in a fresh process (the device count is fixed when JAX starts): two updates of a tiny IFAN
+# with the training loop's jitted step on a mesh of every device, then saves the parameters.
+WORKER = r"""
+import importlib.util, json, sys
+import jax, numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+from ifan_jax import train as train_lib
+
+spec = importlib.util.spec_from_file_location("c", sys.argv[1] + "/configs/ifan.py")
+module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)
+config = module.get_config()
+config.model.channels, config.model.num_iterations, config.model.reblur_iterations = 8, 3, 3
+config.batch_size, config.crop_size, config.learning_rate = 4, 32, 1e-3
+train_lib.check_config(config)
+mesh = train_lib.data_mesh()
+state = jax.device_put(train_lib.create_train_state(config), NamedSharding(mesh, P()))
+initial = jax.tree.leaves(jax.device_get(state.params))
+step = train_lib.compile_train_step(mesh)
+rng = np.random.default_rng(0)
+losses = []
+for _ in range(2):
+    batch = {k: rng.random((4, 32, 32, 3), dtype=np.float32) for k in ("c", "r", "l", "gt")}
+    batch = train_lib.global_batch(batch, mesh)
+    shards = len(batch["c"].addressable_shards)
+    state, metrics = step(state, batch)
+    losses.append(float(metrics["loss"]))
+final = jax.tree.leaves(jax.device_get(state.params))
+np.savez(sys.argv[2], *[f - i for f, i in zip(final, initial)], *final)
+print(json.dumps({"devices": jax.device_count(), "shards": shards, "losses": losses}))
+"""
+
+
+def run_worker(devices: int, out: str) -> dict:
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+               JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", WORKER, ROOT, out], env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_two_devices_match_one_device(tmp_path):
+    one = run_worker(1, str(tmp_path / "one.npz"))
+    two = run_worker(2, str(tmp_path / "two.npz"))
+    assert (one["devices"], one["shards"]) == (1, 1)
+    assert (two["devices"], two["shards"]) == (2, 2)  # the batch really is split
+    np.testing.assert_allclose(two["losses"], one["losses"], rtol=1e-6)
+    with np.load(tmp_path / "one.npz") as a, np.load(tmp_path / "two.npz") as b:
+        arrays_a = [a[k] for k in sorted(a.files, key=lambda s: int(s.split("_")[1]))]
+        arrays_b = [b[k] for k in sorted(b.files, key=lambda s: int(s.split("_")[1]))]
+    n = len(arrays_a) // 2
+    deltas_a, deltas_b = arrays_a[:n], arrays_b[:n]
+    assert max(np.abs(d).max() for d in deltas_a) > 1e-4  # the parameters moved
+    for da, db in zip(deltas_a, deltas_b):  # the updates agree (summation order aside)
+        np.testing.assert_allclose(db, da, rtol=1e-4, atol=1e-8)
+    for pa, pb in zip(arrays_a[n:], arrays_b[n:]):
+        np.testing.assert_allclose(pb, pa, rtol=1e-6, atol=1e-8)

@@ -1,0 +1,94 @@
+"""The losses, the train state and the pure train step, on synthetic numpy batches."""
+
+import importlib.util
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from ifan_jax import losses
+from ifan_jax import train as train_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def ifan_config(arg=None):
+    spec = importlib.util.spec_from_file_location("ifan_config", os.path.join(ROOT, "configs", "ifan.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+def tiny_config(arg=None):
+    config = ifan_config(arg)
+    config.model.channels = 8
+    config.model.num_iterations = 3
+    config.model.reblur_iterations = 3
+    config.batch_size = 2
+    config.crop_size = 32
+    config.learning_rate = 1e-3
+    return config
+
+
+def batch(size=32, n=2, seed=0):
+    rng = np.random.default_rng(seed)
+    return {k: rng.random((n, size, size, 3), dtype=np.float32) for k in ("c", "r", "l", "gt")}
+
+
+def test_losses_are_the_mean_squared_errors():
+    rng = np.random.default_rng(0)
+    out = {k: rng.random((2, 8, 8, 3), dtype=np.float32)
+           for k in ("result", "warped_right", "left_down", "reblurred", "blurred_down")}
+    gt = rng.random((2, 8, 8, 3), dtype=np.float32)
+    terms = losses.ifan_losses(out, gt)
+    want = {"deblur": np.mean((out["result"] - gt) ** 2),
+            "disparity": np.mean((out["warped_right"] - out["left_down"]) ** 2),
+            "reblur": np.mean((out["reblurred"] - out["blurred_down"]) ** 2)}
+    for k, v in want.items():
+        assert float(terms[k]) == pytest.approx(float(v), rel=1e-6)
+    assert float(terms["total"]) == pytest.approx(sum(float(v) for v in want.values()), rel=1e-6)
+    only = losses.ifan_losses({"result": out["result"]}, gt)
+    assert set(only) == {"deblur", "total"}
+
+
+@pytest.mark.parametrize("variant, terms", [
+    ("baseline", {"loss_deblur"}), ("D", {"loss_deblur", "loss_disparity"}),
+    ("FR", {"loss_deblur", "loss_reblur"}), ("FDR", {"loss_deblur", "loss_disparity", "loss_reblur"}),
+])
+def test_loss_terms_follow_the_components(variant, terms):
+    config = tiny_config(f"variant={variant}")
+    state = jax.eval_shape(lambda: train_lib.create_train_state(config))
+    _, metrics = jax.eval_shape(train_lib.train_step, state, batch())
+    assert {k for k in metrics if k.startswith("loss_")} == terms
+    assert ("reblurring_network" in state.params) == ("R" in variant)
+
+
+def test_one_step_changes_parameters_and_lowers_the_loss():
+    state = train_lib.create_train_state(tiny_config())
+    step = jax.jit(train_lib.train_step)
+    b = batch()
+    new, m0 = step(state, b)
+    assert int(new.step) == 1
+    for name in ("feature_extractor", "filter_predictor", "reblurring_network"):
+        before = jax.tree.leaves(state.params[name])
+        after = jax.tree.leaves(new.params[name])
+        assert any(not np.array_equal(a, b) for a, b in zip(before, after)), name
+    _, m1 = step(new, b)  # the loss of the updated parameters on the same batch
+    assert float(m1["loss"]) < float(m0["loss"])
+    assert float(m0["learning_rate"]) == pytest.approx(1e-3)
+    assert np.isfinite(float(m0["grad_norm"])) and float(m0["grad_norm"]) > 0
+    # The deblurred output of eval_step is clipped to [0, 1].
+    out = jax.jit(lambda p, x: train_lib.eval_step(new.apply_fn, p, x))(new.params, {"c": b["c"]})
+    assert out.shape == b["c"].shape and float(out.min()) >= 0 and float(out.max()) <= 1
+
+
+def test_batch_must_divide_by_the_devices():
+    config = tiny_config()
+    config.batch_size = 8
+    train_lib.check_config(config, num_devices=4)
+    with pytest.raises(train_lib.ConfigError, match="batch_size=8 .* number of devices \\(3"):
+        train_lib.check_config(config, num_devices=3)
+    config.crop_size = 60
+    with pytest.raises(train_lib.ConfigError, match="crop_size"):
+        train_lib.check_config(config, num_devices=1)
