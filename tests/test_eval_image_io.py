@@ -1,0 +1,173 @@
+"""Reading and writing photos: exact 8/16-bit round trips, grey, alpha, EXIF, errors, atomicity."""
+
+import os
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image, ImageOps
+
+from ifan_jax import image_io
+from ifan_jax.data.testing import encode_png
+from ifan_jax.image_io import ImageError, ImageInfo, read_image, write_image
+
+RNG = np.random.default_rng(0)
+
+
+def _pixels(bits, channels, shape=(21, 34)):
+    high = 1 << bits
+    dtype = np.uint16 if bits == 16 else np.uint8
+    return RNG.integers(0, high, (*shape, channels)).astype(dtype)
+
+
+def _as_stored(pixels):
+    return pixels[..., 0] if pixels.shape[-1] == 1 else pixels
+
+
+@pytest.mark.parametrize("ext", [".png", ".tif"])
+@pytest.mark.parametrize("bits", [8, 16])
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_read_write_round_trip_is_exact(tmp_path, ext, bits, channels):
+    pixels = _pixels(bits, channels)
+    src = tmp_path / f"in{ext}"
+    if ext == ".png":
+        src.write_bytes(encode_png(pixels))  # an encoder independent of the one under test
+    else:
+        tifffile.imwrite(src, _as_stored(pixels), photometric="rgb" if channels >= 3 else
+                         "minisblack", extrasamples=["unassalpha"] if channels in (2, 4) else None)
+    image, info = read_image(str(src))
+    assert image.dtype == np.float32 and image.shape == (21, 34, 3)
+    assert (info.bit_depth, info.grey, info.format) == (bits, channels < 3, image_io.FORMATS[ext])
+    colour = pixels[..., :1] if channels < 3 else pixels[..., :3]
+    np.testing.assert_allclose(image, np.broadcast_to(colour, image.shape) / (2**bits - 1),
+                               atol=1e-7)
+    if channels in (2, 4):
+        np.testing.assert_array_equal(info.alpha, pixels[..., -1])
+    else:
+        assert info.alpha is None
+
+    out = tmp_path / f"out{ext}"
+    write_image(str(out), image, info)
+    again, info2 = read_image(str(out))
+    np.testing.assert_array_equal(again, image)
+    assert (info2.bit_depth, info2.grey) == (bits, info.grey)
+    if channels in (2, 4):
+        np.testing.assert_array_equal(info2.alpha, info.alpha)
+    if ext == ".png":  # the stored form: a 16-bit RGB PNG stays 16 bit (IHDR bit depth byte)
+        assert out.read_bytes()[24] == bits
+
+
+def test_jpeg_round_trip_is_close_and_grey_stays_grey(tmp_path):
+    y, x = np.mgrid[0:48, 0:64]
+    smooth = np.stack([x / 63, y / 47, (x + y) / 110], -1).astype(np.float32)
+    write_image(str(tmp_path / "c.jpg"), smooth)
+    back, info = read_image(str(tmp_path / "c.jpg"))
+    assert (info.format, info.bit_depth, info.grey) == ("JPEG", 8, False)
+    assert np.abs(back - smooth).mean() < 2 / 255
+
+    Image.fromarray((smooth[..., 0] * 255).astype(np.uint8)).save(tmp_path / "g.jpg")
+    image, info = read_image(str(tmp_path / "g.jpg"))
+    assert info.grey and image.shape == (48, 64, 3)
+    write_image(str(tmp_path / "g_out.jpg"), image, info)
+    assert Image.open(tmp_path / "g_out.jpg").mode == "L"
+    with pytest.raises(ImageError, match="16-bit"):
+        write_image(str(tmp_path / "x.jpg"), image, info, bit_depth=16)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_like_pillow(tmp_path, orientation):
+    pixels = _pixels(8, 3, (12, 20))
+    im = Image.fromarray(pixels)
+    exif = im.getexif()
+    exif[image_io.ORIENTATION_TAG] = orientation
+    path = tmp_path / "o.png"  # PNG keeps the pixels exact; Pillow reads its eXIf chunk
+    im.save(path, exif=exif.tobytes())
+    image, info = read_image(str(path))
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))
+    np.testing.assert_array_equal(np.rint(image * 255).astype(np.uint8), expected)
+    assert info.orientation == orientation
+    write_image(str(tmp_path / "out.png"), image, info)
+    assert Image.open(tmp_path / "out.png").getexif().get(image_io.ORIENTATION_TAG, 1) == 1
+
+
+def test_icc_profile_and_16_bit_tiff_orientation_are_carried(tmp_path):
+    pixels = _pixels(16, 3, (10, 16))
+    path = tmp_path / "t.tif"
+    tifffile.imwrite(path, pixels, photometric="rgb", iccprofile=b"fake-icc-profile",
+                     extratags=[(274, "H", 1, 6, True)])  # orientation 6: rotate 90 clockwise
+    image, info = read_image(str(path))
+    assert image.shape == (16, 10, 3) and info.orientation == 6
+    np.testing.assert_array_equal(np.rint(image * 65535).astype(np.uint16), np.rot90(pixels, -1))
+    for ext in (".tif", ".png"):
+        write_image(str(tmp_path / f"out{ext}"), image, info)
+    with tifffile.TiffFile(tmp_path / "out.tif") as t:
+        assert t.pages.first.tags[34675].value == b"fake-icc-profile"
+    assert Image.open(tmp_path / "out.png").info.get("icc_profile") == b"fake-icc-profile"
+
+
+def test_bit_depth_can_be_changed_on_writing(tmp_path):
+    pixels = _pixels(16, 4)
+    (tmp_path / "a.png").write_bytes(encode_png(pixels))
+    image, info = read_image(str(tmp_path / "a.png"))
+    write_image(str(tmp_path / "b.png"), image, info, bit_depth=8)
+    back, info8 = read_image(str(tmp_path / "b.png"))
+    assert info8.bit_depth == 8
+    np.testing.assert_array_equal(info8.alpha, np.rint(pixels[..., 3] / 257).astype(np.uint8))
+    assert np.abs(back - image).max() <= 0.5 / 255 + 1e-6
+
+
+def test_existing_files_are_not_overwritten_and_nothing_partial_is_left(tmp_path, monkeypatch):
+    image = np.full((8, 8, 3), 0.5, np.float32)
+    target = tmp_path / "x.png"
+    target.write_bytes(b"precious")
+    with pytest.raises(ImageError, match="exists"):
+        write_image(str(target), image)
+    assert target.read_bytes() == b"precious"
+    write_image(str(target), image, overwrite=True)
+    assert read_image(str(target))[0].shape == (8, 8, 3)
+
+    def broken(f, *args):
+        f.write(b"half an image")
+        raise KeyboardInterrupt  # a run stopped while writing
+
+    monkeypatch.setattr(image_io, "_encode", broken)
+    with pytest.raises(KeyboardInterrupt):
+        write_image(str(tmp_path / "new.png"), image)
+    assert sorted(os.listdir(tmp_path)) == ["x.png"]
+
+
+def test_bad_files_raise_one_line_errors_naming_the_file(tmp_path):
+    good = tmp_path / "good.png"
+    Image.fromarray(_pixels(8, 3, (64, 64))).save(good)
+    cases = {
+        "empty.png": (b"", "empty file"),
+        "text.jpg": (b"this is not an image\n", "not an image"),
+        "cut.png": (good.read_bytes()[:200], "truncated or corrupt"),
+        "cut16.png": (encode_png(_pixels(16, 3, (64, 64)))[:300], "truncated or corrupt"),
+    }
+    jpeg = tmp_path / "full.jpg"
+    Image.fromarray(_pixels(8, 3, (64, 64))).save(jpeg)
+    cases["cut.jpg"] = (jpeg.read_bytes()[:400], "truncated or corrupt")
+    for name, (data, reason) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ImageError) as e:
+            read_image(str(tmp_path / name))
+        message = str(e.value)
+        assert message.startswith(str(tmp_path / name)) and reason in message, message
+        assert "\n" not in message
+    with pytest.raises(ImageError, match="no such file"):
+        read_image(str(tmp_path / "missing.png"))
+    with pytest.raises(ImageError, match="directory"):
+        read_image(str(tmp_path))
+    Image.fromarray(_pixels(8, 3)).save(tmp_path / "a.bmp")
+    with pytest.raises(ImageError, match="unsupported image format BMP"):
+        read_image(str(tmp_path / "a.bmp"))
+
+
+def test_quantize_rounds_and_clips():
+    image = np.array([[[-0.1, 0.5, 1.2]]], np.float32)
+    np.testing.assert_array_equal(image_io.quantize(image, 8), [[[0, 128, 255]]])
+    np.testing.assert_array_equal(image_io.quantize(image, 16), [[[0, 32768, 65535]]])
+    grey = image_io.quantize(np.full((2, 2, 3), 0.5, np.float32), 8, grey=True)
+    assert grey.shape == (2, 2) and (grey == 128).all()
+    assert ImageInfo("PNG", 16).max_value == 65535
