@@ -3,23 +3,33 @@
     from ifan_jax.inference import Deblurrer
     deblur = Deblurrer.from_checkpoint("ckpt/IFAN")
     sharp = deblur(image)          # image: H x W x 3 float32 in [0, 1], any H, W
+    sharp = deblur(image, tile=0)  # the whole image at once
+    sharp = deblur(image, tile=256)  # 256 x 256 tiles (see `ifan_jax.tiling`)
 
 The image is padded to a multiple of 8 by edge replication, run through the jitted network and
-cropped back, so no pixel is lost (the official code crops the remainder away).
+cropped back, so no pixel is lost (the official code crops the remainder away). Large images run
+as overlapping tiles blended across their seams (`ifan_jax.tiling`), in memory bounded by the tile
+size; by default (`tile=None`) the whole image runs at once when the network's working set for it
+fits the memory budget (`auto_memory_budget`), else the largest tile that fits.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 
 import jax
 import numpy as np
 
-from ifan_jax import checkpoint
+from ifan_jax import checkpoint, tiling
 from ifan_jax.models import IFAN
 
 MULTIPLE = 8
+# Automatic tiling: the network may use this share of the free memory, and on the CPU at most
+# CPU_MEMORY_CAP bytes (so that a 24-megapixel photo stays within ~2-3 GB of RAM in all).
+MEMORY_FRACTION = 0.5
+CPU_MEMORY_CAP = 1 << 30
 
 
 def enable_compilation_cache(path: str | None = None) -> str:
@@ -93,16 +103,81 @@ class Deblurrer:
         out = self.run_batch(*views)
         return np.asarray(out[0, :h, :w], dtype=np.float32)
 
-    def __call__(self, image: np.ndarray, right=None, left=None, tile=None) -> np.ndarray:
+    def deblur_tiled(self, image: np.ndarray, right=None, left=None, tile: int = 512,
+                     overlap: int = tiling.DEFAULT_OVERLAP, batch_size: int = 1,
+                     progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """Run overlapping `tile` x `tile` tiles in batches and blend them (`ifan_jax.tiling`)."""
+        views = [_as_image(image, "image"), _opt(right, "right"), _opt(left, "left")]
+        return tiling.deblur_tiled(self.run_batch, views, tile, overlap, batch_size, progress)
+
+    def __call__(self, image: np.ndarray, right=None, left=None, tile: int | None = None,
+                 overlap: int = tiling.DEFAULT_OVERLAP,
+                 progress: Callable[[int], None] | None = None) -> np.ndarray:
         """Deblur an H x W x 3 float image in [0, 1]; returns H x W x 3 float32 in [0, 1].
 
-        `tile=None` runs the whole image at once.
+        `tile=None` chooses: the whole image at once when it fits the memory budget, else tiles of
+        the largest size that fits (`plan`). `tile=0` forces the whole image at once; an int > 0
+        runs tiles of that many pixels (rounded up to a multiple of 8) overlapping by `overlap`.
+        `progress(n)` is called as tiles finish.
         """
         if self.needs_dual_pixel and (right is None or left is None):
             raise ValueError("this is the dual-pixel-input model: pass right= and left= views")
-        if tile is not None:
-            raise ValueError("tiled inference is not available in this version")
-        return self.deblur_whole(image, right, left)
+        image = _as_image(image, "image")
+        h, w = image.shape[:2]
+        if tile is None:
+            tile, batch_size = self.plan(h, w, overlap)
+        else:
+            if int(tile) < 0:
+                raise ValueError(f"tile must be None, 0 (whole image) or a size > 0, got {tile}")
+            tile, batch_size = int(tile), 1
+        if tile == 0 or tiling.tile_shape(h, w, tile) == (tiling.round_up(h), tiling.round_up(w)):
+            return self.deblur_whole(image, right, left)
+        return self.deblur_tiled(image, right, left, tile, overlap, batch_size, progress)
+
+    def plan(self, height: int, width: int, overlap: int = tiling.DEFAULT_OVERLAP,
+             budget: float | None = None) -> tuple[int, int]:
+        """(tile, batch size) that `tile=None` uses for an image: tile 0 means the whole image."""
+        budget = auto_memory_budget() if budget is None else budget
+        return tiling.choose_tile(height, width, self.working_memory, budget, overlap)
+
+    def working_memory(self, num_pixels: int) -> float:
+        """Estimated bytes the jitted network needs for inputs holding `num_pixels` pixels."""
+        fixed, per_pixel = self._memory_model
+        return fixed + per_pixel * num_pixels
+
+    @functools.cached_property
+    def _memory_model(self) -> tuple[float, float]:
+        """(fixed bytes, bytes per pixel) of the network, from XLA's memory analysis at 2 sizes."""
+        sizes, used = (256, 512), []
+        try:
+            for s in sizes:
+                views = [jax.ShapeDtypeStruct((1, s, s, 3), np.float32)] * (
+                    3 if self.needs_dual_pixel else 1)
+                stats = self._forward.lower(self.params, *views).compile().memory_analysis()
+                used.append(stats.temp_size_in_bytes + stats.argument_size_in_bytes
+                            + stats.output_size_in_bytes)
+        except Exception:  # no memory analysis on this backend: a generous rule of thumb
+            return 64e6, 24.0 * 4 * int(self.model_config.get("channels", 32))
+        per_pixel = (used[1] - used[0]) / (sizes[1] ** 2 - sizes[0] ** 2)
+        return max(used[0] - per_pixel * sizes[0] ** 2, 0.0), per_pixel
+
+
+def auto_memory_budget() -> float:
+    """Bytes the automatic tiling lets the network use on the default device.
+
+    GPU/TPU: half of the device memory not in use. CPU: half of the available RAM (psutil), at
+    most `CPU_MEMORY_CAP`.
+    """
+    device = jax.local_devices()[0]
+    if device.platform != "cpu":
+        try:
+            stats = device.memory_stats()
+            return MEMORY_FRACTION * (stats["bytes_limit"] - stats["bytes_in_use"])
+        except Exception:
+            pass
+    import psutil
+
+    return min(MEMORY_FRACTION * psutil.virtual_memory().available, CPU_MEMORY_CAP)
 
 
 def _as_image(image, name: str) -> np.ndarray:
