@@ -187,5 +187,14 @@ def _deblur_file(deblurrer, path, out_path, args, image_io, tqdm) -> None:
     image_io.write_image(out_path, result, info, bit_depth=depth, overwrite=args.overwrite)
 
 
+def run(argv=None) -> int:
+    """`main`, with Ctrl-C ending the run quietly (status 130; no partial output is left)."""
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        print("\ndeblur: interrupted", file=sys.stderr)
+        return 130
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -11,7 +11,8 @@ keep weight 1, so every pixel is covered with a positive total weight.
 
 Tiles run in batches of `batch_size` through one jitted function of one shape, so the network is
 compiled once per tile shape whatever the image size. Peak memory is the network's working set for
-one batch of tiles plus the input and two image-sized float buffers (weighted sum, weights).
+one batch of tiles (one batch runs at a time) plus the input and one image-sized float buffer for
+the weighted sum (the weights' sum is separable, two 1-D arrays).
 
 `choose_tile` picks the tile size from the image size, the network's measured memory per pixel
 and the memory available (see `Deblurrer.__call__` in `ifan_jax.inference`).
@@ -22,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+import jax
 import numpy as np
 
 ALIGN = 8  # tile corners and sizes lie on the network's 1/8 grid
@@ -108,7 +110,13 @@ def deblur_tiled(forward: Callable[..., np.ndarray], views: Sequence[np.ndarray 
     corners = [(i, j) for i in range(len(ys)) for j in range(len(xs))]
 
     acc = np.zeros((h, w, 3), np.float32)
-    total = np.zeros((h, w), np.float32)
+    # The total weight at (y, x) is sum_ij wy_i(y) wx_j(x) = Wy(y) Wx(x): two 1-D sums suffice.
+    total_y = np.zeros(round_up(h), np.float32)
+    total_x = np.zeros(round_up(w), np.float32)
+    for y, weight in zip(ys, wy):
+        total_y[y:y + th] += weight
+    for x, weight in zip(xs, wx):
+        total_x[x:x + tw] += weight
 
     def gather(batch):
         out = []
@@ -130,20 +138,24 @@ def deblur_tiled(forward: Callable[..., np.ndarray], views: Sequence[np.ndarray 
             ch, cw = min(th, h - y), min(tw, w - x)
             weight = np.outer(wy[i][:ch], wx[j][:cw])
             acc[y:y + ch, x:x + cw] += result[k, :ch, :cw] * weight[..., None]
-            total[y:y + ch, x:x + cw] += weight
         if progress is not None:
             progress(len(batch))
 
     batches = [corners[k:k + batch_size] for k in range(0, len(corners), batch_size)]
     pending = None
     for batch in batches:
-        result = forward(*gather(batch))  # dispatched; jax runs it while we blend the last one
+        if pending is not None:
+            # One network execution at a time (two in flight would double the working memory),
+            # but blend the finished batch while the next one runs.
+            jax.block_until_ready(pending[1])
+        result = forward(*gather(batch))
         if pending is not None:
             scatter(*pending)
         pending = (batch, result)
     scatter(*pending)
-    total = total[..., None]
-    np.divide(acc, total, out=acc)
+    for y in range(0, h, 256):
+        rows = acc[y:y + 256]
+        rows /= (total_y[y:y + rows.shape[0], None] * total_x[None, :w])[..., None]
     return acc
 
 
@@ -155,13 +167,13 @@ def _pad_edge(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def choose_tile(height: int, width: int, bytes_for_pixels: Callable[[int], float], budget: float,
-                overlap: int = DEFAULT_OVERLAP) -> tuple[int, int]:
+                overlap: int = DEFAULT_OVERLAP, max_batch: int = MAX_BATCH) -> tuple[int, int]:
     """(tile, batch_size) for an image: tile 0 (the whole image at once) when it fits `budget`.
 
     `bytes_for_pixels(n)` estimates the network's working memory for a batch holding n pixels.
     Otherwise the largest candidate tile (>= 2 * overlap + 64) whose single-tile working set fits
-    the budget, with as many tiles per batch as also fit (at most 8, and no more than there are
-    tiles). When nothing fits, the smallest candidate.
+    the budget, with as many tiles per batch as also fit (at most `max_batch`, and no more than
+    there are tiles). When nothing fits, the smallest candidate.
     """
     if bytes_for_pixels(round_up(height) * round_up(width)) <= budget:
         return 0, 1
@@ -177,7 +189,7 @@ def choose_tile(height: int, width: int, bytes_for_pixels: Callable[[int], float
     num_tiles = (len(tile_starts(round_up(height), th, overlap))
                  * len(tile_starts(round_up(width), tw, overlap)))
     batch = 1
-    while (batch < min(MAX_BATCH, num_tiles)
+    while (batch < min(max_batch, num_tiles)
            and bytes_for_pixels((batch + 1) * th * tw) <= budget):
         batch += 1
     return tile, batch
