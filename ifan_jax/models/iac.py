@@ -92,19 +92,26 @@ def iac(features: jax.Array, filters: jax.Array, num_iterations: int, kernel_siz
     """Apply IAC to `features` (B, H, W, C) with a filter map in the official layout.
 
     Returns (B, H, W, C). Every iteration but the last is followed by LeakyReLU(0.1); the last one
-    too when `activate_last`. `remat=True` recomputes each iteration in the backward pass instead of
-    keeping its intermediates (less memory in training, same numbers).
+    too when `activate_last`. The filter map is rearranged tap-major once (`split_filter_map`) and
+    the iterations run in a `lax.scan`, so the compiled program holds one iteration, not N.
+    `remat=True` recomputes each iteration in the backward pass instead of keeping its
+    intermediates (less memory in training, same numbers).
     """
     _check_variant(variant)
     n = num_iterations
     f1, f2, bias = split_filter_map(filters, n, features.shape[-1], kernel_size)
-    step = lambda x, a, b, c, act: iac_iteration(x, a, b, c, act, variant)  # noqa: E731
+
+    def body(x, inputs):
+        i, a, b, c = inputs
+        activate = (i < n - 1) | activate_last
+        return iac_iteration(x, a, b, c, activate, variant).astype(x.dtype), None
+
     if remat:
-        step = jax.checkpoint(step, static_argnums=(4,))
-    x = features
-    for i in range(n):
-        x = step(x, f1[i], f2[i], bias[i], bool(i < n - 1 or activate_last))
-    return x
+        body = jax.checkpoint(body)
+    if variant == "official":
+        f2 = f1  # not read; keeps the scan inputs uniform without a second copy
+    out, _ = jax.lax.scan(body, features, (jnp.arange(n), f1, f2, bias))
+    return out
 
 
 def filter_columns_tap_major(num_iterations: int, channels: int, kernel_size: int,
