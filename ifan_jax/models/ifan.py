@@ -25,11 +25,20 @@ import dataclasses
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from ifan_jax.models import iac as iac_lib
-from ifan_jax.models.layers import Conv, ConvResStack, ConvTranspose, ResidualBlock, xavier_uniform
+from ifan_jax.models.layers import (
+    Conv,
+    ConvResStack,
+    ConvTranspose,
+    ResidualBlock,
+    leaky_relu,
+    xavier_uniform,
+)
 from ifan_jax.models.reblur import ReblurringNetwork
 from ifan_jax.models.resample import area_downsample, warp_horizontal
 
@@ -119,6 +128,40 @@ class FilterPredictor(nn.Module):
         return x
 
 
+class SubPixelConvTranspose(ConvTranspose):
+    """`layers.ConvTranspose` (4x4, stride 2, padding 1, LReLU) computed phase by phase.
+
+    Same parameters and numbers (up to float rounding); faster, because it never multiplies the
+    zeros a dilated input carries. Output pixel (2p + a, 2q + b) reads input rows {p - 1, p}
+    (a = 0, kernel rows 3, 1) or {p, p + 1} (a = 1, kernel rows 2, 0), and likewise for columns, so
+    each of the four phases (a, b) is a stride-1 2x2 convolution; the phases are interleaved
+    depth-to-space. Compared with the dilated form this does a quarter of the multiplications and
+    its gradients are ordinary convolution gradients (the dilated form's kernel gradient is the
+    slowest op of a CPU training step).
+    """
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", xavier_uniform(self.gain), (4, 4, x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        taps = {0: (3, 1), 1: (2, 0)}  # kernel rows (or columns) read by phase 0 / 1, in order
+        pads = {0: (1, 0), 1: (0, 1)}
+        x = x.astype(self.dtype)
+        rows = []
+        for a in (0, 1):
+            cols = []
+            for b in (0, 1):
+                k = kernel[np.array(taps[a])][:, np.array(taps[b])]
+                cols.append(jax.lax.conv_general_dilated(
+                    x, k.astype(self.dtype), window_strides=(1, 1), padding=(pads[a], pads[b]),
+                    dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=self.precision))
+            rows.append(jnp.stack(cols, axis=3))  # (B, H, W, 2 [b], C)
+        y = jnp.stack(rows, axis=2)  # (B, H, 2 [a], W, 2 [b], C)
+        n, h, _, w, _, c = y.shape
+        y = y.reshape(n, 2 * h, 2 * w, c)
+        return leaky_relu(y + bias.astype(self.dtype))
+
+
 class Reconstructor(nn.Module):
     """conv + residual block (3 units) + conv, then three 4x4/2 up-steps with skip additions."""
 
@@ -133,7 +176,7 @@ class Reconstructor(nn.Module):
         ch = self.channels
         x = ConvResStack(4 * ch, 4 * ch, 1, 3, self.kernel_size, name="bottleneck", **kw)(x)
         for level, width, skip in ((3, 4 * ch, skips[2]), (2, 2 * ch, skips[1]), (1, ch, skips[0])):
-            x = ConvTranspose(width, name=f"up{level}", **kw)(x) + skip
+            x = SubPixelConvTranspose(width, name=f"up{level}", **kw)(x) + skip
             x = ResidualBlock(1, self.kernel_size, name=f"up{level}_res1", **kw)(x)
             x = ResidualBlock(1, self.kernel_size, name=f"up{level}_res2", **kw)(x)
         # The official last conv is followed by a LeakyReLU too, before the input skip.
