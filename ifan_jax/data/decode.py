@@ -148,7 +148,8 @@ def decode_pixels(path: str, format_code: int, bits: int, orientation: int = 1,
         if format_code == FORMAT_CODES["png"]:
             image = tf.io.decode_png(data, channels=3, dtype=tf.uint16 if bits == 16 else tf.uint8)
         elif format_code == FORMAT_CODES["jpeg"]:
-            image = tf.io.decode_jpeg(data, channels=3)
+            # islow DCT, as libjpeg's default that OpenCV and PIL use (TF's default is ifast).
+            image = tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")
         else:
             image = tf.io.decode_image(data, channels=3, expand_animations=False)
     except tf.errors.OpError as e:
@@ -169,18 +170,86 @@ def decode_file(path: str, format_code: int, bits: int, orientation: int = 1,
     return image.astype(np.float32) / scale
 
 
-def decode_tensor(path, format_code, bits, orientation, height, width):
-    """`decode_file` inside a tf.data map: scalar tensors in, float32 [H, W, 3] tensor out.
+def decoder_kind(format_code: int, bits: int) -> int:
+    """Which decoder reads a file: 0 PNG at 8 bits, 1 PNG at 16 bits, 2 JPEG, 3 other."""
+    if format_code == FORMAT_CODES["png"]:
+        return 1 if bits == 16 else 0
+    return 2 if format_code == FORMAT_CODES["jpeg"] else 3
 
-    Runs as a tf.py_function so that a broken file raises a DataError naming it.
+
+def decode_graph(path, format_code, bits, orientation, height, width,
+                 kinds: frozenset | None = None, oriented: bool = True):
+    """`decode_file` as TensorFlow ops for tf.data: scalar tensors (from the header table) in,
+    float32 [H, W, 3] in [0, 1] out. Pure graph ops (no Python callback, which would deadlock
+    interpreter exit while a prefetching iterator is alive). A decoded size that differs from the
+    header fails with the path in the message; a file that cannot be decoded fails with
+    TensorFlow's error, which `pipeline.numpy_iterator` and the training iterator turn into a
+    DataError naming the file.
     """
     import tensorflow as tf
 
-    def _decode(path, format_code, bits, orientation, height, width):
-        return decode_file(path.numpy().decode(), int(format_code), int(bits), int(orientation),
-                           (int(height), int(width)))
+    data = tf.io.read_file(path)
 
-    image = tf.py_function(_decode, [path, format_code, bits, orientation, height, width],
-                           tf.float32)
+    def png8():
+        return tf.cast(tf.io.decode_png(data, channels=3, dtype=tf.uint8), tf.float32) / 255.0
+
+    def png16():
+        return tf.cast(tf.io.decode_png(data, channels=3, dtype=tf.uint16), tf.float32) / 65535.0
+
+    def jpeg():
+        image = tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")
+        return tf.cast(image, tf.float32) / 255.0
+
+    def other():
+        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        return tf.cast(image, tf.float32) / 255.0
+
+    decoders = [png8, png16, jpeg, other]
+    kinds = sorted(kinds) if kinds is not None else [0, 1, 2, 3]
+    if len(kinds) == 1:
+        image = decoders[kinds[0]]()
+    else:
+        is_png = tf.equal(format_code, FORMAT_CODES["png"])
+        kind = tf.where(is_png, tf.where(tf.equal(bits, 16), 1, 0),
+                        tf.where(tf.equal(format_code, FORMAT_CODES["jpeg"]), 2, 3))
+        image = tf.switch_case(tf.cast(kind, tf.int32), {k: decoders[k] for k in kinds})
     image.set_shape([None, None, 3])
-    return image
+    if oriented:
+        image = orient_graph(image, orientation)
+    shape = tf.shape(image)
+    same = tf.logical_and(tf.equal(shape[0], tf.cast(height, tf.int32)),
+                          tf.equal(shape[1], tf.cast(width, tf.int32)))
+    check = tf.debugging.Assert(same, [path, "decoded size differs from its header"])
+    with tf.control_dependencies([check]):
+        return tf.identity(image)
+
+
+def orient_graph(image, orientation):
+    """`apply_orientation` as TensorFlow ops (orientation: scalar int tensor 1..8)."""
+    import tensorflow as tf
+
+    branches = [
+        lambda: image,
+        lambda: tf.reverse(image, [1]),
+        lambda: tf.reverse(image, [0, 1]),
+        lambda: tf.reverse(image, [0]),
+        lambda: tf.transpose(image, [1, 0, 2]),
+        lambda: tf.image.rot90(image, k=3),
+        lambda: tf.transpose(tf.reverse(image, [0, 1]), [1, 0, 2]),
+        lambda: tf.image.rot90(image, k=1),
+    ]
+    index = tf.clip_by_value(tf.cast(orientation, tf.int32) - 1, 0, 7)
+    out = tf.switch_case(index, branches)
+    out.set_shape([None, None, 3])
+    return out
+
+
+def find_broken(headers) -> DataError | None:
+    """Decode each file of `headers` (ImageHeader, bits to read) eagerly; the first DataError."""
+    for header, bits in headers:
+        try:
+            decode_pixels(header.path, header.format_code, bits, header.orientation,
+                          (header.height, header.width))
+        except DataError as e:
+            return e
+    return None

@@ -2,18 +2,29 @@
 (`train_dataset`). TensorFlow stays on the CPU (the accelerators are JAX's).
 
 Files are checked when a pipeline is built (layout, pairing by name, header sizes, truncation), so
-a bad data set fails at once with a DataError naming the file; damage found only while decoding is
-raised as a DataError naming the file too.
+a bad data set fails at once with a DataError naming the file. Damage that only decoding finds
+is raised as a DataError naming the file by the training iterator and by `numpy_iterator`.
+
+The pipelines are TensorFlow ops only: a Python callback (tf.py_function) inside a prefetching
+tf.data pipeline can dead-lock the interpreter's exit while an unfinished iterator is alive.
 """
 
 import re
+import weakref
 
 import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
 from ifan_jax.data import augment as augment_lib
-from ifan_jax.data.decode import ImageHeader, decode_tensor, read_depth, read_header
+from ifan_jax.data.decode import (
+    ImageHeader,
+    decode_graph,
+    decoder_kind,
+    find_broken,
+    read_depth,
+    read_header,
+)
 from ifan_jax.data.layouts import (
     KEYS,
     ROTATED_DATASETS,
@@ -30,6 +41,17 @@ except (RuntimeError, ValueError):
 
 EVAL_MULTIPLE = 8  # evaluation crops H and W down to multiples of this (top-left), as the official
 _SHUFFLE, _EXAMPLE = 1, 2  # key streams: per-epoch scene order, per-example draws
+
+# load_split's datasets -> the (ImageHeader, bits) of each example, to name a file that fails to
+# decode while iterating (see numpy_iterator).
+_SPLIT_FILES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _options() -> tf.data.Options:
+    """Deterministic element order (parallel maps keep their input order)."""
+    options = tf.data.Options()
+    options.deterministic = True
+    return options
 
 
 def check_examples(examples: list[dict], keys, min_size: int = EVAL_MULTIPLE,
@@ -73,9 +95,14 @@ def _file_table(examples, headers, keys, bit_depth) -> dict[str, np.ndarray]:
     return table
 
 
-def _decode(row, key):
-    return decode_tensor(row[f"{key}/path"], row[f"{key}/format"], row[f"{key}/bits"],
-                         row[f"{key}/orientation"], row[f"{key}/height"], row[f"{key}/width"])
+def _decode(row, key, table):
+    """Graph decoding of image `key` of a table row, with only the decoders `table` needs."""
+    kinds = frozenset(decoder_kind(int(f), int(b))
+                      for f, b in zip(table[f"{key}/format"], table[f"{key}/bits"], strict=True))
+    oriented = bool(np.any(np.asarray(table[f"{key}/orientation"]) != 1))
+    return decode_graph(row[f"{key}/path"], row[f"{key}/format"], row[f"{key}/bits"],
+                        row[f"{key}/orientation"], row[f"{key}/height"], row[f"{key}/width"],
+                        kinds, oriented)
 
 
 def load_split(root, dataset: str = "dpdd", split: str = "test",
@@ -100,10 +127,11 @@ def load_split(root, dataset: str = "dpdd", split: str = "test",
     table = _file_table(examples, headers, keys, bit_depth)
     rotate = dataset in ROTATED_DATASETS
 
+    @tf.autograph.experimental.do_not_convert
     def load(row):
         out = {"name": row["name"], "bit_depth": row[f"{keys[0]}/bits"]}
         for key in keys:
-            image = _decode(row, key)
+            image = _decode(row, key, table)
             if rotate:
                 image = tf.image.rot90(image, k=1)
             shape = tf.shape(image)
@@ -112,27 +140,48 @@ def load_split(root, dataset: str = "dpdd", split: str = "test",
         return out
 
     ds = tf.data.Dataset.from_tensor_slices(table)
-    return ds.map(load, num_parallel_calls=2, deterministic=True).prefetch(1)
+    ds = ds.map(load, num_parallel_calls=2, deterministic=True).prefetch(1)
+    ds = ds.with_options(_options())
+    _SPLIT_FILES[ds] = [[(h[key], read_depth(h[key].bit_depth, bit_depth)) for key in keys]
+                        for h in headers]
+    return ds
 
 
 def numpy_iterator(ds: tf.data.Dataset):
-    """Iterate a dataset of this module as numpy, re-raising a broken file as a one-line DataError
-    (instead of TensorFlow's error that wraps it)."""
+    """Iterate a dataset from `load_split` as numpy dicts. A file that fails to decode is raised
+    as a one-line DataError naming it (TensorFlow's own error does not name the file)."""
+    files = _SPLIT_FILES.get(ds)
     it = ds.as_numpy_iterator()
+    count = 0
     while True:
         try:
-            yield next(it)
+            element = next(it)
         except StopIteration:
             return
         except tf.errors.OpError as e:
-            raise _as_data_error(e) from None
+            raise _named_error(e, files, count) from None
+        count += 1
+        yield element
 
 
-def _as_data_error(error: Exception) -> Exception:
-    match = re.search(r"DataError: ([^\n]*)", str(error))
-    if match is None:
+def _named_error(error: Exception, files, position: int | None = None) -> Exception:
+    """A DataError naming the broken file behind TensorFlow's `error`: the path if the message
+    has one (header/size checks), else the first file of `files` (lists of (ImageHeader, bits)
+    per example; the one at `position` first) that fails to decode eagerly; else `error`."""
+    message = str(error)
+    match = re.search(r"assertion failed: \[(.*?)\] \[(.*?)\]", message)
+    if match is not None:
+        return DataError(f"{match.group(1)}: {match.group(2)}")
+    if files is None:
         return error
-    return DataError(re.sub(r"\s*\[\[\{\{node.*$", "", match.group(1)).strip())
+    order = list(files)
+    if position is not None and 0 <= position < len(files):
+        order = [files[position], *files[:position], *files[position + 1:]]
+    for example in order:
+        broken = find_broken(example)
+        if broken is not None:
+            return broken
+    return error
 
 
 def scene_index(seed: int, index, num_scenes: int) -> tf.Tensor:
@@ -150,14 +199,20 @@ def example_key(seed: int, index) -> tf.Tensor:
 
 
 class TrainIterator:
-    """Python iterator over training batches (numpy dicts); see `train_dataset`."""
+    """Python iterator over training batches (numpy dicts); see `train_dataset`.
 
-    def __init__(self, dataset: tf.data.Dataset, examples: list[dict], local_batch_size: int,
-                 start_step: int):
+    `step` is the global step of the next batch; `scenes_of_step(step)` the scene indices (into
+    `examples`) of this process's examples of that step.
+    """
+
+    def __init__(self, dataset: tf.data.Dataset, examples: list[dict], files: list,
+                 local_batch_size: int, start_step: int, scenes_of_step):
         self.dataset = dataset
         self.examples = examples
         self.local_batch_size = local_batch_size
-        self.step = start_step  # global step of the next batch
+        self.step = start_step
+        self.scenes_of_step = scenes_of_step
+        self._files = files
         self._it = dataset.as_numpy_iterator()
 
     def __iter__(self):
@@ -167,7 +222,8 @@ class TrainIterator:
         try:
             batch = next(self._it)
         except tf.errors.OpError as e:
-            raise _as_data_error(e) from None
+            scenes = sorted(set(self.scenes_of_step(self.step)))
+            raise _named_error(e, [self._files[i] for i in scenes]) from None
         self.step += 1
         return batch
 
@@ -204,18 +260,22 @@ def train_dataset(root, batch_size: int, crop: int = 256, seed: int = 0, start_s
     keys = KEYS["dpdd"]
     examples = list_split(root, "dpdd", split)
     headers = check_examples(examples, keys, crop, f"dpdd {split}")
-    table = {k: tf.constant(v) for k, v in _file_table(examples, headers, keys, bit_depth).items()}
+    columns = _file_table(examples, headers, keys, bit_depth)
+    table = {k: tf.constant(v) for k, v in columns.items()}
+    files = [[(h[key], read_depth(h[key].bit_depth, bit_depth)) for key in keys] for h in headers]
     num_scenes = len(examples)
 
+    @tf.autograph.experimental.do_not_convert
     def load(index):
         scene = scene_index(seed, index, num_scenes)
         row = {k: v[scene] for k, v in table.items()}
-        images = {key: _decode(row, key) for key in keys}
+        images = {key: _decode(row, key, columns) for key in keys}
         out = augment_lib.augment_example(images, example_key(seed, index), cfg, crop, with_info)
         if with_info:
             out.update(scene=scene, index=index)
         return out
 
+    @tf.autograph.experimental.do_not_convert
     def slots(step):
         return step * batch_size + process_index * local + tf.range(local, dtype=tf.int64)
 
@@ -223,7 +283,9 @@ def train_dataset(root, batch_size: int, crop: int = 256, seed: int = 0, start_s
     ds = ds.map(slots).unbatch()
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-    options = tf.data.Options()
-    options.deterministic = True
-    ds = ds.with_options(options)
-    return TrainIterator(ds, examples, local, start_step)
+    ds = ds.with_options(_options())
+
+    def scenes_of_step(step):
+        return [int(scene_index(seed, i, num_scenes)) for i in slots(tf.constant(step, tf.int64))]
+
+    return TrainIterator(ds, examples, files, local, start_step, scenes_of_step)
