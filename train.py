@@ -9,18 +9,22 @@ and to TensorBoard event files in the workdir (`tensorboard --logdir runs`).
 """
 
 import logging as pylogging
+import os
 import sys
 
-import jax
-import tensorflow as tf
-from absl import app, flags, logging
-from clu import platform
-from ml_collections import config_flags
+# Before TensorFlow loads: its oneDNN kernels round differently from run to run (see
+# ifan_jax/train.py), and the data stream must be the same after a restart.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
-from ifan_jax import checkpoint
-from ifan_jax import train as train_lib
-from ifan_jax.data import DataError
-from ifan_jax.inference import enable_compilation_cache
+import jax  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+from clu import platform  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from ifan_jax import checkpoint  # noqa: E402
+from ifan_jax import train as train_lib  # noqa: E402
+from ifan_jax.data import DataError  # noqa: E402
+from ifan_jax.inference import enable_compilation_cache  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -44,6 +48,8 @@ def main(argv):
     handler.python_handler.stream = sys.stdout
     handler.addFilter(_QuietLibraries())
     # TensorFlow only feeds data; keep it off the GPUs so that it takes no accelerator memory.
+    import tensorflow as tf
+
     tf.config.experimental.set_visible_devices([], "GPU")
 
     enable_compilation_cache()  # a restarted run skips compiling the network again

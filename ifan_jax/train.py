@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -40,6 +41,12 @@ from ifan_jax import checkpoint as ckpt_lib
 from ifan_jax import losses
 from ifan_jax.models import IFAN
 from ifan_jax.optimizer import create_optimizer
+
+# TensorFlow's oneDNN kernels pick code paths at run time that round differently (1 ulp, in a few
+# runs out of ten on a busy CPU), which would break the exact resume. They must be off before
+# TensorFlow is imported; `train.py` sets this first thing, importing this module does it too.
+_TF_ONEDNN_LATE = "tensorflow" in sys.modules and os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0"
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 BATCH_KEYS = ("c", "r", "l", "gt")  # blurred input, right view, left view, sharp target
 DATA_AXIS = "data"
@@ -404,6 +411,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
     maybe_initialize_distributed(config)
     check_config(config)
+    if _TF_ONEDNN_LATE:
+        logging.warning("TensorFlow was imported before ifan_jax.train with its oneDNN kernels on: "
+                        "the training batches may differ in the last bit between runs. Set "
+                        "TF_ENABLE_ONEDNN_OPTS=0 for an exact resume.")
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     prepare_workdir(config, workdir)
