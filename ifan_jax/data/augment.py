@@ -11,6 +11,10 @@ views) and gt (all-in-focus):
      with area interpolation, on all four.
   4. One crop x crop window at the same place in all four.
 
+They are computed on the source window under the crop only (all but the rescale are per pixel,
+and the rescale uses the whole image's area weights), which gives the same result at a fraction of
+the cost.
+
 Every draw comes from a key (a shape-[2] int64 stateless seed) so that an example is a pure function
 of its key: no hidden generator state, hence reproducible streams and exact resumption.
 """
@@ -100,7 +104,8 @@ def to_grayscale(image: tf.Tensor) -> tf.Tensor:
 
 
 def rescale_area(image: tf.Tensor, height, width) -> tf.Tensor:
-    """HxWx3 -> height x width x 3 by area interpolation (tf.image.resize(method="area")).
+    """HxWx3 -> height x width x 3 by area interpolation (tf.image.resize(method="area")); the
+    whole-image form of `area_resample`, which the augmentation uses on a window.
 
     For downscaling this is cv2.INTER_AREA's rule: output pixel (i, j) is the mean of the source
     over the box [i H/height, (i+1) H/height) x [j W/width, (j+1) W/width), source pixels that the
@@ -130,32 +135,93 @@ def crop_offsets(key, height, width, crop: int):
     return top, left
 
 
-def augment_example(images: dict, key, cfg: dict, crop: int, with_info: bool = False) -> dict:
-    """Apply the paper's augmentations to {"c","l","r","gt"} (HxWx3 float32 [0, 1], same size) and
-    crop them to crop x crop at one place. With `with_info`, adds the draws ("noise", "sigma",
-    "gray", "scale", "factor") and the crop's "top" and "left" (in the rescaled image)."""
+def area_resample(x, axis: int, out_start, count: int, scale, src_start, taps: int):
+    """Output pixels out_start .. out_start + count - 1 along `axis` of area interpolation
+    (`rescale_area`'s rule, source/output size ratio `scale`), from `x`, a window of the source
+    that starts at source pixel `src_start` and holds every pixel those outputs cover.
+
+    Output pixel i averages the source over the box [i s, (i + 1) s): source pixel j weighs the
+    overlap of [j, j + 1) with the box, divided by s. The box touches at most `taps` pixels from
+    floor(i s) on (taps >= floor(s) + 2), so this is `taps` gathers, not a dense matrix.
+    """
+    scale = tf.cast(scale, tf.float64)
+    a = tf.cast(out_start + tf.range(count), tf.float64) * scale
+    first = tf.floor(a)
+    size = tf.shape(x)[axis]
+    out = None
+    for k in range(taps):
+        j = first + k
+        weight = tf.maximum(tf.minimum(j + 1.0, a + scale) - tf.maximum(j, a), 0.0) / scale
+        local = tf.clip_by_value(tf.cast(j, tf.int32) - src_start, 0, size - 1)
+        shape = [-1 if d == axis else 1 for d in range(3)]
+        term = tf.gather(x, local, axis=axis) * tf.reshape(tf.cast(weight, tf.float32), shape)
+        out = term if out is None else out + term
+    return out
+
+
+def augment_example(images: dict, key, cfg: dict, crop: int, with_info: bool = False,
+                    value_scale: float | None = None, image_shape=None) -> dict:
+    """Apply the paper's augmentations to {"c","l","r","gt"} (HxWx3, same size: float32 in [0, 1],
+    or integer pixels with `value_scale` = 255 or 65535) and crop them to crop x crop at one place.
+    With `with_info`, adds the draws ("noise", "sigma", "gray", "scale", "factor") and the crop's
+    "top" and "left" (in the rescaled image). An image may also be a function (r0, r1, c0, c1) ->
+    its window [r0:r1, c0:c1], with `image_shape` = (H, W); only the window is then read.
+
+    The result is that of the official order on whole images (noise, grayscale, rescale, crop),
+    computed on the source window the crop comes from: grayscale and noise are per pixel, and the
+    rescale of that window uses the whole image's area weights (`area_resample`), so nothing of
+    the rest of the image is needed. (The noise field is drawn for the window; it is as random.)
+    """
     params = sample_params(key, cfg)
     names = ("c", "l", "r", "gt")
     inputs = tuple(images[name] for name in names)
 
-    noisy = tf.cond(params["noise"], lambda: add_noise(inputs[:3], params["sigma"], key),
-                    lambda: inputs[:3])
-    noisy = (*noisy, inputs[3])
+    if image_shape is None:
+        image_shape = tf.shape(inputs[0])[:2]
+    height, width = image_shape[0], image_shape[1]
+    new_h, new_w = scaled_size(height, width, params["factor"], crop)
+    do_scale = params["scale"] & ((new_h != height) | (new_w != width))
+    out_h, out_w = tf.where(do_scale, new_h, height), tf.where(do_scale, new_w, width)
+    top, left = crop_offsets(key, out_h, out_w, crop)
+
+    # The source window under the crop: [r0, r1) x [c0, c1).
+    scale_h = tf.cast(height, tf.float64) / tf.cast(out_h, tf.float64)
+    scale_w = tf.cast(width, tf.float64) / tf.cast(out_w, tf.float64)
+
+    def span(start, scale, size):
+        lo = tf.cast(tf.floor(tf.cast(start, tf.float64) * scale), tf.int32)
+        hi = tf.cast(tf.math.ceil(tf.cast(start + crop, tf.float64) * scale), tf.int32)
+        return tf.clip_by_value(lo, 0, size), tf.clip_by_value(hi, 0, size)
+
+    r0, r1 = span(top, scale_h, height)
+    c0, c1 = span(left, scale_w, width)
+    window = []
+    for x in inputs:
+        x = x(r0, r1, c0, c1) if callable(x) else x[r0:r1, c0:c1]
+        if value_scale is not None:
+            x = tf.cast(x, tf.float32) / value_scale
+        window.append(x)
+    window = tuple(window)
+
+    noisy = tf.cond(params["noise"], lambda: add_noise(window[:3], params["sigma"], key),
+                    lambda: window[:3])
+    noisy = (*noisy, window[3])
     gray = tf.cond(params["gray"], lambda: tuple(to_grayscale(x) for x in noisy),
                    lambda: noisy)
 
-    shape = tf.shape(gray[0])
-    new_h, new_w = scaled_size(shape[0], shape[1], params["factor"], crop)
-    do_scale = params["scale"] & ((new_h != shape[0]) | (new_w != shape[1]))
-    scaled = tf.cond(do_scale, lambda: tuple(rescale_area(x, new_h, new_w) for x in gray),
-                     lambda: gray)
+    taps = math.floor(1.0 / cfg["scale_min"]) + 3  # covers any box, also after int() rounding
 
-    shape = tf.shape(scaled[0])
-    top, left = crop_offsets(key, shape[0], shape[1], crop)
+    def rescale():
+        def one(x):
+            x = area_resample(x, 0, top, crop, scale_h, r0, taps)
+            return area_resample(x, 1, left, crop, scale_w, c0, taps)
+
+        return tuple(one(x) for x in gray)
+
+    scaled = tf.cond(do_scale, rescale, lambda: gray)
     out = {}
     for name, x in zip(names, scaled, strict=True):
-        x = x[top:top + crop, left:left + crop]
-        x.set_shape([crop, crop, 3])
+        x = tf.reshape(x, [crop, crop, 3])
         out[name] = x
     if with_info:
         out.update(params)

@@ -153,3 +153,17 @@ def test_same_key_same_example_other_key_other_example():
         for key in x:
             np.testing.assert_array_equal(x[key], y[key])
     assert any(not np.array_equal(x["gt"], z["gt"]) for x, z in zip(a, c, strict=True))
+
+
+@pytest.mark.parametrize("factor,top,left", [(0.7, 0, 0), (0.73, 5, 9), (0.91, 3, 20)])
+def test_windowed_area_resample_equals_whole_image_rescale(factor, top, left):
+    image = _image(6, 37, 53)
+    h, w = int(37 * factor), int(53 * factor)
+    whole = augment.rescale_area(tf.constant(image), h, w).numpy()[top:top + 8, left:left + 8]
+    sh, sw = 37 / h, 53 / w
+    r0, r1 = math.floor(top * sh), min(37, math.ceil((top + 8) * sh))
+    c0, c1 = math.floor(left * sw), min(53, math.ceil((left + 8) * sw))
+    window = tf.constant(image[r0:r1, c0:c1])
+    x = augment.area_resample(window, 0, top, 8, sh, r0, taps=4)
+    x = augment.area_resample(x, 1, left, 8, sw, c0, taps=4).numpy()
+    np.testing.assert_allclose(x, whole, atol=1e-5)

@@ -134,6 +134,8 @@ def test_damage_inside_a_png_is_named_when_decoded(tmp_path):
     with pytest.raises(DataError) as info:
         list(numpy_iterator(ds))
     assert str(bad) in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(DataError, match="b_bad.png"):  # through a transformation too
+        list(numpy_iterator(ds.skip(1).take(1)))
     # Iterated by hand, it is TensorFlow's error (which does not name the file).
     with pytest.raises(tf.errors.OpError):
         list(ds.as_numpy_iterator())

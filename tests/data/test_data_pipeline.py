@@ -137,3 +137,27 @@ def test_interpreter_exits_with_unfinished_iterators(root):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0 and "done" in result.stdout
+
+
+def test_cached_scenes_give_the_same_stream(root):
+    plain = _batches(root, 3, batch_size=4, crop=16, seed=6)
+    cached = _batches(root, 3, batch_size=4, crop=16, seed=6, cache=True)
+    for x, y in zip(plain, cached, strict=True):
+        for key in x:
+            np.testing.assert_array_equal(x[key], y[key])
+
+
+def test_cache_with_scenes_of_different_sizes_at_16_bits(tmp_path):
+    from ifan_jax.data.testing import fake_folders, write_png
+
+    write_fake_dataset(tmp_path, "dpdd", {"train": 2}, size=(20, 26), bits=16, seed=11)
+    rng = np.random.default_rng(12)
+    for folder in fake_folders(tmp_path, "dpdd", "train").values():  # a taller, narrower scene
+        write_png(folder / "train_002.png", rng.integers(0, 65536, (31, 18, 3)).astype(np.uint16))
+    kwargs = dict(batch_size=3, crop=16, seed=3, bit_depth=16, with_info=True)
+    plain = _batches(tmp_path, 4, **kwargs)
+    cached = _batches(tmp_path, 4, cache=True, **kwargs)
+    assert {int(s) for b in plain for s in b["scene"]} == {0, 1, 2}
+    for x, y in zip(plain, cached, strict=True):
+        for key in x:
+            np.testing.assert_array_equal(x[key], y[key])
