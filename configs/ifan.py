@@ -81,6 +81,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.num_eval_images = -1  # validation images per evaluation; -1: the whole split
     config.eval_lpips = True  # also LPIPS (AlexNet) in the periodic validation
     config.synthetic = ml_collections.ConfigDict(dict(generate=False, num=0, size=0))
+    # Decode the training scenes once into host memory (DPDD: 7.9 GB at 8 bits) instead of
+    # decoding four PNGs per example; the stream is the same either way.
+    config.cache_train_data = False
 
     # Optimisation (official trainer): RAdam, global-norm clipping, step decay.
     config.total_steps = 600_000

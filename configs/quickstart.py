@@ -33,6 +33,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.synthetic.generate = True
     config.synthetic.num = 32  # training scenes; validation and test get num // 4 each
     config.synthetic.size = 128
+    config.cache_train_data = True  # 32 small scenes: decode them once
     config.crop_size = 64
     config.batch_size = 4
     config.num_eval_images = -1

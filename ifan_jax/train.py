@@ -445,7 +445,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         train_iter = data_lib.train_dataset(
             root, config.batch_size, crop=config.crop_size, seed=config.seed,
             start_step=initial_step, augment=config.augment, bit_depth=config.bit_depth,
-            process_index=jax.process_index(), process_count=jax.process_count())
+            process_index=jax.process_index(), process_count=jax.process_count(),
+            cache=config.get("cache_train_data", False))
     except data_lib.DataError:
         raise
     except ValueError as e:

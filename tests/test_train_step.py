@@ -64,6 +64,7 @@ def test_loss_terms_follow_the_components(variant, terms):
     assert ("reblurring_network" in state.params) == ("R" in variant)
 
 
+@pytest.mark.slow
 def test_one_step_changes_parameters_and_lowers_the_loss():
     state = train_lib.create_train_state(tiny_config())
     step = jax.jit(train_lib.train_step)
