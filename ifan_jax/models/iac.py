@@ -138,14 +138,16 @@ def filter_columns_tap_major(num_iterations: int, channels: int, kernel_size: in
 
 def iac_from_head(features: jax.Array, head: jax.Array, kernel: jax.Array, bias: jax.Array,
                   num_iterations: int, kernel_size: int, activate_last: bool = True,
-                  variant: str = "separable", precision: Any = None) -> jax.Array:
+                  variant: str = "separable", precision: Any = None,
+                  remat: bool = False) -> jax.Array:
     """IAC whose filters are computed on the fly from the filter predictor's last features.
 
     Equal to `iac(features, head @ kernel + bias, ...)`, but the full filter map (N*C*(2k+1)
     channels, 0.9 GB at 1280x720) never exists: a `lax.scan` over the N iterations multiplies
     `head` (B, H, W, D) by the columns of the final 1x1 convolution (`kernel` (D, M), `bias` (M,))
     that belong to one iteration, reordered tap-major, and applies that iteration at once. The
-    "official" variant does not even compute the unused f_n2 columns.
+    "official" variant does not even compute the unused f_n2 columns. `remat=True` (training)
+    recomputes each iteration's filters in the backward pass instead of keeping all N of them.
     """
     _check_variant(variant)
     n, k = num_iterations, kernel_size
@@ -167,6 +169,8 @@ def iac_from_head(features: jax.Array, head: jax.Array, kernel: jax.Array, bias:
         activate = (i < n - 1) | activate_last
         return iac_iteration(x, f1, f2, bi, activate, variant).astype(x.dtype), None
 
+    if remat:
+        body = jax.checkpoint(body)
     out, _ = jax.lax.scan(body, features, (jnp.arange(n), w.astype(head.dtype), b.astype(head.dtype)))
     return out
 

@@ -201,7 +201,7 @@ class IFAN(nn.Module):
     dual_pixel_input: bool = False  # the filter encoder reads the right and left views
     adaptive_conv: str = "iac"  # "iac" or "fac" (paper Table 5)
     fac_kernel_size: int = 11
-    remat: bool = False
+    remat: bool = False  # training: recompute activations in the backward pass (see setup)
     dtype: Dtype = jnp.float32
     precision: Any = None
 
@@ -236,18 +236,22 @@ class IFAN(nn.Module):
         c = self.feature_channels
         if self.adaptive_conv not in ("iac", "fac"):
             raise ValueError(f"adaptive_conv must be 'iac' or 'fac', got {self.adaptive_conv!r}")
-        self.feature_extractor = Encoder(self.channels, self.kernel_size, **kw)
-        self.filter_encoder = Encoder(self.channels, self.kernel_size, **kw)
+        # With remat, each part keeps only its inputs and outputs for the backward pass and
+        # recomputes its inner activations there (the parameter tree is the same).
+        part = nn.remat if self.remat else (lambda cls: cls)
+        self.feature_extractor = part(Encoder)(self.channels, self.kernel_size, **kw)
+        self.filter_encoder = part(Encoder)(self.channels, self.kernel_size, **kw)
         # Without D the estimator's last layer predicts an ordinary c-channel feature map.
-        self.disparity_map_estimator = ConvResStack(
+        self.disparity_map_estimator = part(ConvResStack)(
             c, 1 if self.use_disparity else c, 2, self.res_units, self.kernel_size,
             out_activation=False, **kw)
-        self.filter_predictor = FilterPredictor(c, self.num_filter_channels(), self.res_units,
-                                                self.kernel_size, **kw)
+        self.filter_predictor = part(FilterPredictor)(c, self.num_filter_channels(),
+                                                      self.res_units, self.kernel_size, **kw)
         if not self.use_filter_prediction:
             # Ablation (paper Sec. 4.1): residual blocks on concat(e_B, F_deblur) replace IAC.
-            self.iac_substitute = ConvResStack(c, c, 2, self.res_units, self.kernel_size, **kw)
-        self.reconstructor = Reconstructor(self.channels, self.kernel_size, **kw)
+            self.iac_substitute = part(ConvResStack)(c, c, 2, self.res_units, self.kernel_size,
+                                                     **kw)
+        self.reconstructor = part(Reconstructor)(self.channels, self.kernel_size, **kw)
         if self.use_reblur:
             self.reblurring_network = ReblurringNetwork(
                 c, self.res_units, self.reblur_iterations, self.reblur_filter_size,
@@ -258,23 +262,31 @@ class IFAN(nn.Module):
         x = jnp.concatenate([right, left], axis=-1) if self.dual_pixel_input else image
         return self.filter_encoder(x)[-1]
 
-    def _adapt(self, features, head, streaming: bool):
-        """Apply the predicted filters to e_B; returns (deblurred features, filter map or None)."""
+    def _adapt(self, features, head, train: bool, return_filters: bool):
+        """Apply the predicted filters to e_B; returns (deblurred features, filter map or None).
+
+        IAC computes each iteration's filters from `head` on the fly (`iac.iac_from_head`) at
+        inference, where the filter map is then never formed, and in training, where the map is
+        formed for the RBN only (this spares IAC's tap-major copies of the map and their
+        gradients). With `return_filters` (and not training) IAC reads the formed map.
+        """
         if not self.use_filter_prediction:
             filters = self.filter_predictor.filter_conv(head)
             return self.iac_substitute(jnp.concatenate([features, filters], axis=-1)), filters
         features = features.astype(jnp.float32)
-        if streaming and self.adaptive_conv == "iac":
+        filters = None
+        if train or return_filters or self.adaptive_conv == "fac":
+            filters = self.filter_predictor.filter_conv(head).astype(jnp.float32)
+        if self.adaptive_conv == "fac":
+            return iac_lib.fac(features, filters, self.fac_kernel_size), filters
+        if filters is None or train:
             kernel, bias = self.filter_predictor.filter_conv.matrix()
             out = iac_lib.iac_from_head(features, head.astype(jnp.float32), kernel, bias,
                                         self.num_iterations, self.filter_size, True,
-                                        self.iac_variant, self.precision)
-            return out, None
-        filters = self.filter_predictor.filter_conv(head).astype(jnp.float32)
-        if self.adaptive_conv == "fac":
-            return iac_lib.fac(features, filters, self.fac_kernel_size), filters
+                                        self.iac_variant, self.precision, remat=self.remat)
+            return out, filters
         return iac_lib.iac(features, filters, self.num_iterations, self.filter_size,
-                           variant=self.iac_variant, remat=self.remat), filters
+                           variant=self.iac_variant), filters
 
     def __call__(self, blurred, right=None, left=None, sharp=None, train: bool = False,
                  return_filters: bool = False):
@@ -285,8 +297,7 @@ class IFAN(nn.Module):
         f1, f2, f3, features = self.feature_extractor(blurred)
         encoded = self._encode(blurred, right, left)
         head = self.filter_predictor(encoded, self.disparity_map_estimator(encoded))
-        streaming = not (train or return_filters)
-        deblurred, filters = self._adapt(features, head, streaming)
+        deblurred, filters = self._adapt(features, head, train, return_filters)
         result = self.reconstructor(deblurred, (f1, f2, f3), blurred.astype(jnp.float32))
         if not train:
             out = {"result": jnp.clip(result, 0.0, 1.0)}
