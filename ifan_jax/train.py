@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -381,6 +383,35 @@ class Evaluator:
 # The loop
 
 
+class Preemption:
+    """Whether to checkpoint and stop now: SIGTERM (the usual pre-emption notice) on one host;
+    orbax/JAX's pre-emption sync point, which makes all hosts stop at the same step, on several."""
+
+    def __init__(self, checkpoints: Checkpoints):
+        self.checkpoints = checkpoints
+        self.signalled = False
+        self.installed = False
+        self.previous = None
+        if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._handle)
+            self.installed = True
+
+    def _handle(self, signum, frame):
+        del signum, frame
+        self.signalled = True
+
+    def requested(self, step: int) -> bool:
+        if jax.process_count() > 1:
+            return self.checkpoints.latest.reached_preemption(step)
+        return self.signalled
+
+    def restore(self) -> None:
+        if self.installed:
+            signal.signal(signal.SIGTERM,
+                          signal.SIG_DFL if self.previous is None else self.previous)
+            self.installed = False
+
+
 def _first_non_finite(history: list[tuple[int, dict]]) -> tuple[int, str] | None:
     """(step, description) of the first step whose loss or gradient norm is NaN/inf."""
     for step, m in history:
@@ -406,6 +437,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     PSNR/SSIM/LPIPS, and the best checkpoint; every checkpoint_every_steps and at the end: a
     checkpoint; every image_summary_every_steps: input/output/sharp/disparity images. A NaN or
     infinite loss raises NonFiniteLossError naming the step; no checkpoint is written after it.
+    SIGTERM (a pre-emption notice) checkpoints the current step and returns early.
     """
     from clu import metric_writers, periodic_actions  # here: the steps above need no clu/TensorBoard
 
@@ -459,6 +491,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     logging.info("Training %d steps from step %d on %d device(s), global batch %d, crop %d",
                  total - initial_step, initial_step, jax.device_count(), config.batch_size,
                  config.crop_size)
+    preemption = Preemption(checkpoints)
     unchecked: list[tuple[int, dict]] = []  # device metrics not yet checked for NaN
     since_log: list[tuple[int, dict]] = []
     last_saved = latest
@@ -472,9 +505,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         for hook in hooks:
             hook(step)
         last = step == total
+        stop = not last and preemption.requested(step)
         do_log = step % config.log_every_steps == 0 or last
         do_eval = step % config.eval_every_steps == 0 or last
-        do_ckpt = step % config.checkpoint_every_steps == 0 or last
+        do_ckpt = step % config.checkpoint_every_steps == 0 or last or stop
         do_images = step % config.image_summary_every_steps == 0
         if not (do_log or do_eval or do_ckpt or do_images):
             continue
@@ -489,6 +523,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             writer.flush()
             kept = (f"the last good checkpoint is {workdir}/checkpoints/{last_saved}"
                     if last_saved is not None else "no checkpoint was written")
+            preemption.restore()
             raise NonFiniteLossError(f"non-finite training loss at step {bad[0]} ({bad[1]}); "
                                      f"stopped, {kept}")
         if do_log:
@@ -508,11 +543,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         if do_eval:
             checkpoints.save_best(state, eval_metrics["psnr"])
         writer.flush()
+        if stop:
+            logging.info("Stopped at step %d on a pre-emption notice, checkpoint saved; run again "
+                         "with --workdir=%s to resume", step, workdir)
+            break
 
+    preemption.restore()
     checkpoints.wait()
     checkpoints.close()
     writer.flush()
-    if eval_metrics is not None and is_chief:
+    if eval_metrics is not None and is_chief and int(jax.device_get(state.step)) == total:
         minutes = (time.time() - start) / 60
         summary = (f"Validation after step {total} ({minutes:.1f} min): PSNR {eval_metrics['psnr']:.2f} "
                    f"dB (input {eval_metrics['input_psnr']:.2f} dB), SSIM {eval_metrics['ssim']:.4f}")
