@@ -38,14 +38,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.batch_size = 4
     config.num_eval_images = -1
 
-    config.total_steps = 1000
+    config.total_steps = 2000
     config.learning_rate = 1e-3
-    config.lr_boundaries = (800, 900)
+    config.lr_boundaries = (1600, 1800)
 
     config.log_every_steps = 50
-    config.eval_every_steps = 100
-    config.checkpoint_every_steps = 250
-    config.image_summary_every_steps = 250
+    config.eval_every_steps = 250
+    config.checkpoint_every_steps = 500
+    config.image_summary_every_steps = 500
     config.keep_checkpoints = 2
 
     config.model.channels = 8

@@ -90,7 +90,8 @@ def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array | None 
 
     `rng` (a raw uint32 key) defaults to PRNGKey(config.seed); it is split into the seed of the
     initialisation and the state's base key. The initialisation draws with the "rbg" generator:
-    jitted, threefry makes XLA compile for minutes on a CPU (90 s against 15 s for a tiny IFAN).
+    jitted, threefry makes XLA compile far longer on a CPU (measured 90 s against 15 s for a
+    tiny IFAN on a busy 2-core machine).
     """
     model = create_model(config)
     rng = jax.random.PRNGKey(config.seed) if rng is None else rng
