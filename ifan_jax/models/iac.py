@@ -92,25 +92,31 @@ def iac(features: jax.Array, filters: jax.Array, num_iterations: int, kernel_siz
     """Apply IAC to `features` (B, H, W, C) with a filter map in the official layout.
 
     Returns (B, H, W, C). Every iteration but the last is followed by LeakyReLU(0.1); the last one
-    too when `activate_last`. The filter map is rearranged tap-major once (`split_filter_map`) and
-    the iterations run in a `lax.scan`, so the compiled program holds one iteration, not N.
+    too when `activate_last`. The iterations run in a `lax.scan`: iteration n slices its own
+    block [f_n1, f_n2] (2*C*k contiguous channels per pixel) and its bias out of the map and
+    rearranges only that block tap-major, so the whole map is never copied or transposed.
     `remat=True` recomputes each iteration in the backward pass instead of keeping its
     intermediates (less memory in training, same numbers).
     """
     _check_variant(variant)
-    n = num_iterations
-    f1, f2, bias = split_filter_map(filters, n, features.shape[-1], kernel_size)
+    n, c, k = num_iterations, features.shape[-1], kernel_size
+    expected = iac_channels(n, c, k)
+    if filters.shape[-1] != expected:
+        raise ValueError(f"filter map has {filters.shape[-1]} channels, IAC with N={n}, C={c}, "
+                         f"k={k} needs {expected}")
+    lead = features.shape[:-1]
 
-    def body(x, inputs):
-        i, a, b, c = inputs
+    def body(x, i):
+        block = jax.lax.dynamic_slice_in_dim(filters, i * 2 * c * k, 2 * c * k, axis=-1)
+        block = jnp.swapaxes(block.reshape(*lead, 2, c, k), -1, -2)  # (B, H, W, 2, k, C)
+        bias = jax.lax.dynamic_slice_in_dim(filters, n * 2 * c * k + i * c, c, axis=-1)
         activate = (i < n - 1) | activate_last
-        return iac_iteration(x, a, b, c, activate, variant).astype(x.dtype), None
+        f1, f2 = block[..., 0, :, :], block[..., 1, :, :]
+        return iac_iteration(x, f1, f2, bias, activate, variant).astype(x.dtype), None
 
     if remat:
         body = jax.checkpoint(body)
-    if variant == "official":
-        f2 = f1  # not read; keeps the scan inputs uniform without a second copy
-    out, _ = jax.lax.scan(body, features, (jnp.arange(n), f1, f2, bias))
+    out, _ = jax.lax.scan(body, features, jnp.arange(n))
     return out
 
 
