@@ -30,6 +30,8 @@ import zlib
 import numpy as np
 from PIL import Image
 
+from ifan_jax.data.decode import apply_orientation
+
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}
 JPEG_QUALITY = 95
 ORIENTATION_TAG = 0x0112
@@ -119,7 +121,7 @@ def _read_pillow_format(path: str, im: Image.Image) -> tuple[np.ndarray, ImageIn
 
 def _to_float(pixels: np.ndarray, info: ImageInfo) -> tuple[np.ndarray, ImageInfo]:
     """Stored integers (H x W [x C], C = 1-4) -> upright H x W x 3 float32 RGB; alpha into info."""
-    pixels = _orient(pixels, info.orientation)
+    pixels = apply_orientation(pixels, info.orientation)
     if pixels.ndim == 2:
         pixels = pixels[..., None]
     channels = pixels.shape[-1]
@@ -239,26 +241,6 @@ def _read_tiff(path: str) -> tuple[np.ndarray, ImageInfo]:
                      icc_profile=bytes(icc) if icc is not None else None,
                      orientation=orientation if 1 <= orientation <= 8 else 1)
     return pixels, info
-
-
-def _orient(a: np.ndarray, orientation: int) -> np.ndarray:
-    """Apply an EXIF orientation to an H x W (x C) array, as `PIL.ImageOps.exif_transpose` does."""
-    if orientation == 2:
-        return a[:, ::-1]
-    if orientation == 3:
-        return a[::-1, ::-1]
-    if orientation == 4:
-        return a[::-1]
-    if orientation == 5:
-        return np.swapaxes(a, 0, 1)
-    if orientation == 6:
-        return np.rot90(a, -1)
-    if orientation == 7:
-        return np.swapaxes(a[::-1, ::-1], 0, 1)
-    if orientation == 8:
-        return np.rot90(a, 1)
-    return a
-
 
 
 # --------------------------------------------------------------------------------------- writing

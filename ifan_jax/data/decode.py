@@ -115,7 +115,8 @@ def read_depth(file_bits: int, bit_depth: int | None) -> int:
 
 
 def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
-    """Turn an HxWxC array stored with EXIF `orientation` (1..8) upright, as PIL's exif_transpose."""
+    """Turn an H x W (x C) array stored with EXIF `orientation` (1..8) upright, as PIL's
+    exif_transpose does."""
     if orientation == 2:
         return image[:, ::-1]
     if orientation == 3:
@@ -123,11 +124,11 @@ def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
     if orientation == 4:
         return image[::-1]
     if orientation == 5:
-        return image.transpose(1, 0, 2)
+        return np.swapaxes(image, 0, 1)
     if orientation == 6:
         return np.rot90(image, k=-1)
     if orientation == 7:
-        return image[::-1, ::-1].transpose(1, 0, 2)
+        return np.swapaxes(image[::-1, ::-1], 0, 1)
     if orientation == 8:
         return np.rot90(image, k=1)
     return image
