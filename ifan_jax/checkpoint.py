@@ -36,6 +36,7 @@ def write_model_config(directory: str, model_config: dict) -> None:
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".model_config.")
     with os.fdopen(fd, "w") as f:
         json.dump(_jsonable(model_config), f, indent=2, sort_keys=True)
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; the config is as readable as the checkpoint
     os.replace(tmp, path)
 
 
