@@ -265,28 +265,26 @@ class IFAN(nn.Module):
     def _adapt(self, features, head, train: bool, return_filters: bool):
         """Apply the predicted filters to e_B; returns (deblurred features, filter map or None).
 
-        IAC computes each iteration's filters from `head` on the fly (`iac.iac_from_head`) at
-        inference, where the filter map is then never formed, and in training, where the map is
-        formed for the RBN only (this spares IAC's tap-major copies of the map and their
-        gradients). With `return_filters` (and not training) IAC reads the formed map.
+        At inference IAC computes each iteration's filters from `head` on the fly
+        (`iac.iac_from_head`) and the filter map is never formed. In training (the RBN needs the
+        map) and with `return_filters`, the map is formed once and IAC reads it block by block
+        (`iac.iac`); recomputing the filters from `head` there would double the 1x1 conv work.
         """
         if not self.use_filter_prediction:
             filters = self.filter_predictor.filter_conv(head)
             return self.iac_substitute(jnp.concatenate([features, filters], axis=-1)), filters
         features = features.astype(jnp.float32)
-        filters = None
-        if train or return_filters or self.adaptive_conv == "fac":
-            filters = self.filter_predictor.filter_conv(head).astype(jnp.float32)
-        if self.adaptive_conv == "fac":
-            return iac_lib.fac(features, filters, self.fac_kernel_size), filters
-        if filters is None or train:
+        if not (train or return_filters) and self.adaptive_conv == "iac":
             kernel, bias = self.filter_predictor.filter_conv.matrix()
             out = iac_lib.iac_from_head(features, head.astype(jnp.float32), kernel, bias,
                                         self.num_iterations, self.filter_size, True,
-                                        self.iac_variant, self.precision, remat=self.remat)
-            return out, filters
+                                        self.iac_variant, self.precision)
+            return out, None
+        filters = self.filter_predictor.filter_conv(head).astype(jnp.float32)
+        if self.adaptive_conv == "fac":
+            return iac_lib.fac(features, filters, self.fac_kernel_size), filters
         return iac_lib.iac(features, filters, self.num_iterations, self.filter_size,
-                           variant=self.iac_variant), filters
+                           variant=self.iac_variant, remat=self.remat), filters
 
     def __call__(self, blurred, right=None, left=None, sharp=None, train: bool = False,
                  return_filters: bool = False):
