@@ -36,12 +36,16 @@ CPU_MEMORY_OVERHEAD = 1.4
 
 
 def enable_compilation_cache(path: str | None = None) -> str:
-    """Persist XLA compilations on disk so a second run of a tool skips compiling the network."""
+    """Persist XLA compilations on disk so a second run of a tool skips compiling the network.
+
+    Every compilation is kept, however quick: a threshold makes it depend on the machine's speed
+    (and its load) whether the network's own compilation is cached at all.
+    """
     path = path or os.environ.get("IFAN_JAX_CACHE") or os.path.join(
         os.path.expanduser("~"), ".cache", "ifan_jax", "xla")
     os.makedirs(path, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return path
 

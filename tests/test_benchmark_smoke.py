@@ -109,3 +109,23 @@ def test_targets_compare_ratios_with_the_issue_limits():
     assert met["train time ratio ours/official <= 0.9"] is True
     assert met["inference_1280x720 compile <= 15 s"] is False
     assert met["second process loads the compiled network from the cache"] is True
+
+
+def test_gpu_targets_use_the_gpu_limit_and_device_memory():
+    """On a GPU: half the official time at 1280x720, memory from the device, not RSS."""
+    def res(t, device_mb):
+        return {"time_s": t, "peak_rss_mb": 5000.0, "device_mb": device_mb, "compile_s": 4.0}
+
+    spec = {"platform": "gpu"}
+    rows = [
+        {"key": "inference_1280x720", "name": "inference 1280x720", "kind": "inference",
+         "ours": spec, "result": {"ours": res(0.0052, 300.0), "official": res(0.01, 1200.0)}},
+        {"key": "inference_640x360", "name": "inference 640x360", "kind": "inference",
+         "ours": spec, "result": {"ours": res(0.009, 100.0), "official": res(0.01, 200.0)}},
+    ]
+    met = {t["target"]: t["met"] for t in benchmark.targets(rows)}
+    assert met == {"inference_1280x720 time ratio ours/official <= 0.5": False,  # 0.52
+                   "inference_1280x720 compile <= 15 s": True}
+    lines = {(line["row"], line["measure"]): line for line in benchmark.summarize(rows)}
+    memory = lines[("inference 1280x720", "device memory per call (MB)")]
+    assert memory["ours"] == 300.0 and memory["ratio"] == 0.25
