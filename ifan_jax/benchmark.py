@@ -770,6 +770,7 @@ def markdown(report: dict) -> str:
            f"Mode: {report['mode']}, compute dtype {report['dtype']}. Load average (1 min) "
            f"{report['load_average_start'][0]:.2f} at the start, "
            f"{report['load_average_end'][0]:.2f} at the end. Total {report['seconds']:.0f} s.",
+           *_precision_note(report),
            "", "| row | measure | ours | official | ours/official | target |",
            "|---|---|---|---|---|---|"]
     for line in report["table"]:
@@ -785,6 +786,21 @@ def markdown(report: dict) -> str:
         for t in report["targets"]:
             out.append(f"| {t['target']} | {_fmt(t['value'])} | {_fmt(t['met'])} |")
     return "\n".join(out) + "\n"
+
+
+def _precision_note(report: dict) -> list[str]:
+    """On a GPU, say what "float32" meant: both frameworks' defaults allow TF32."""
+    m = report["machine"]
+    if m.get("device") != "gpu":
+        return []
+    tf32 = [res.get("tf32_convolutions") for row in report["rows"]
+            for impl, res in _flat_results(row) if impl == "official"]
+    error = m.get("jax_default_matmul_rel_error")
+    return [f"Precision: both sides at their framework defaults. PyTorch cuDNN TF32 for "
+            f"convolutions: {_fmt(any(tf32)) if tf32 else '-'}; JAX default precision, whose "
+            f"float32 matrix product differs from Precision.HIGHEST by "
+            f"{_fmt(error)} (relative), i.e. TF32 too. bfloat16: ours computes in bfloat16 with "
+            f"float32 parameters; the official code runs under torch.autocast(bfloat16)."]
 
 
 def _flat_results(row):
