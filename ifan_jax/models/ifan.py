@@ -6,12 +6,15 @@
                               └──────────────── filter predictor ◄────────┘
 
 Images are NHWC float in [0, 1] with height and width multiples of 8 (`inference.Deblurrer` pads
-any size). With `train=False` the call returns {"result"} clipped to [0, 1] and, for IAC, streams
-the filters iteration by iteration (`iac.iac_from_head`) so the full filter map never exists. With
-`train=True` it also needs the right/left views and the sharp image and returns what the losses use:
+any size). With `train=False` the call returns {"result"} clipped to [0, 1]. IAC streams the filters
+iteration by iteration (`iac.iac_from_head`) and the reblurring network reads them through its
+first convolution composed with the 1x1 one that makes them (`layers.Pointwise`), so the full
+filter map (M = 15,232 channels) is never formed unless it is read itself. With `train=True` the
+call also needs the right/left views and the sharp image and returns what the losses use:
 
     result         (B, H, W, 3)    unclipped deblurred image
-    filters        (B, H/8, W/8, M) the deblurring filter map F_deblur (official channel layout)
+    filters        (B, H/8, W/8, M) the deblurring filter map F_deblur (official channel layout;
+                                    formed only if read: jit drops it otherwise)
     disparity      (B, H/8, W/8, 1) disparity of the right view            [use_disparity]
     warped_right   (B, H/8, W/8, 3) right view, 8x8 area mean, warped by it [use_disparity]
     left_down      (B, H/8, W/8, 3) left view, 8x8 area mean                [use_disparity]
@@ -35,6 +38,7 @@ from ifan_jax.models.layers import (
     Conv,
     ConvResStack,
     ConvTranspose,
+    Pointwise,
     ResidualBlock,
     leaky_relu,
     xavier_uniform,
@@ -263,23 +267,27 @@ class IFAN(nn.Module):
         return self.filter_encoder(x)[-1]
 
     def _adapt(self, features, head, train: bool, return_filters: bool):
-        """Apply the predicted filters to e_B; returns (deblurred features, filter map or None).
+        """Apply the predicted filters to e_B; returns (deblurred features, filters).
 
-        At inference IAC computes each iteration's filters from `head` on the fly
-        (`iac.iac_from_head`) and the filter map is never formed. In training (the RBN needs the
-        map) and with `return_filters`, the map is formed once and IAC reads it block by block
-        (`iac.iac`); recomputing the filters from `head` there would double the 1x1 conv work.
+        The filters come back as a `layers.Pointwise` (the map as `head @ kernel + bias`) or, where
+        it had to be formed anyway, as the map itself. IAC computes each iteration's filters from
+        `head` on the fly (`iac.iac_from_head`) and the reblurring network composes its first
+        convolution with the 1x1 one (`layers.Pointwise.conv`), so neither needs the full filter
+        map (0.9 GB at 1280x720); it is formed only when asked for (`return_filters`, or the
+        "filters" output in training, which jit drops when nothing reads it) and for FAC.
         """
         if not self.use_filter_prediction:
             filters = self.filter_predictor.filter_conv(head)
             return self.iac_substitute(jnp.concatenate([features, filters], axis=-1)), filters
         features = features.astype(jnp.float32)
-        if not (train or return_filters) and self.adaptive_conv == "iac":
-            kernel, bias = self.filter_predictor.filter_conv.matrix()
+        kernel, bias = self.filter_predictor.filter_conv.matrix()
+        factors = Pointwise(head, kernel, bias)
+        if self.adaptive_conv == "iac" and not return_filters:
             out = iac_lib.iac_from_head(features, head.astype(jnp.float32), kernel, bias,
                                         self.num_iterations, self.filter_size, True,
-                                        self.iac_variant, self.precision)
-            return out, None
+                                        self.iac_variant, self.precision,
+                                        remat=train and self.remat)
+            return out, factors
         filters = self.filter_predictor.filter_conv(head).astype(jnp.float32)
         if self.adaptive_conv == "fac":
             return iac_lib.fac(features, filters, self.fac_kernel_size), filters
@@ -303,7 +311,11 @@ class IFAN(nn.Module):
                 out["filters"] = filters
             return out
 
-        out = {"result": result, "filters": filters}
+        if isinstance(filters, Pointwise):
+            out = {"result": result, "filters": self.filter_predictor.filter_conv(head).astype(
+                jnp.float32)}
+        else:
+            out = {"result": result, "filters": filters}
         if self.use_disparity:
             # The disparity of the right view (the filter encoder reads R in place of C).
             encoded_right = encoded if self.dual_pixel_input else self._encode(right, right, left)
