@@ -34,6 +34,10 @@ def test_every_row_ran_with_positive_numbers(tiny_report):
             assert "error" not in res, (key, res)
             assert res["time_s"] > 0 and res["cpu_s"] >= 0 and res["peak_rss_mb"] > 50, key
             assert res["output_finite"] is True, key
+            if key != "compile_cache" and res.get("steady_rss_mb") is not None:
+                # The peak after compiling is part of the whole-life peak, and smaller for the
+                # train step, whose compilation is the bigger job.
+                assert 50 < res["steady_rss_mb"] <= res["peak_rss_mb"], key
             assert "official" not in row["result"]  # tiny mode measures ours only
     for key in ("inference_96x64", "inference_192x128", "train"):
         res = rows[key]["result"]["ours"]
@@ -43,6 +47,9 @@ def test_every_row_ran_with_positive_numbers(tiny_report):
                                                               "inference_192x128")}
     assert len(params) == 1 and params.pop() > 10_000
     assert rows["train"]["result"]["ours"]["loss"] > 0
+    train = rows["train"]["result"]["ours"]
+    if train.get("steady_rss_mb") is not None:
+        assert train["steady_rss_mb"] < train["peak_rss_mb"]
 
 
 @pytest.mark.slow
