@@ -14,14 +14,18 @@ import jax
 import jax.numpy as jnp
 
 from ifan_jax.models import iac as iac_lib
-from ifan_jax.models.layers import ConvResStack
+from ifan_jax.models.layers import ConvResStack, Pointwise
 from ifan_jax.models.resample import nearest_downsample
 
 Dtype = Any
 
 
 class ReblurringNetwork(nn.Module):
-    """sharp (B, H, W, 3) and deblurring filters (B, H/8, W/8, M) -> reblurred (B, H/8, W/8, 3)."""
+    """sharp (B, H, W, 3) and deblurring filters (B, H/8, W/8, M) -> reblurred (B, H/8, W/8, 3).
+
+    The filters may come as a `layers.Pointwise` (the 1x1 convolution that makes them, not yet
+    computed): the first convolution then reads them without forming the M-channel map.
+    """
 
     channels: int = 128  # 4 * ch, the width of its convolutions
     res_units: int = 2
@@ -41,7 +45,7 @@ class ReblurringNetwork(nn.Module):
         return iac_lib.iac_channels(self.num_iterations, 3, self.filter_size)
 
     @nn.compact
-    def __call__(self, sharp: jax.Array, deblur_filters: jax.Array) -> jax.Array:
+    def __call__(self, sharp: jax.Array, deblur_filters: jax.Array | Pointwise) -> jax.Array:
         sharp_down = nearest_downsample(sharp).astype(jnp.float32)
         filters = ConvResStack(
             self.channels, self.num_filter_channels(), num_blocks=2, units_per_block=self.res_units,
