@@ -91,8 +91,7 @@ class PointwiseConv(nn.Module):
         self.bias = self.param("bias", nn.initializers.zeros, (self.features,))
 
     def __call__(self, x):
-        return jnp.einsum("bhwd,dm->bhwm", x.astype(self.dtype), self.kernel[0, 0].astype(self.dtype),
-                          precision=self.precision) + self.bias.astype(self.dtype)
+        return Pointwise(x, *self.matrix()).materialize(self.dtype, self.precision)
 
     def matrix(self):
         """(kernel (D, M), bias (M,)) for computing a subset of output channels."""
@@ -312,10 +311,10 @@ class IFAN(nn.Module):
             return out
 
         if isinstance(filters, Pointwise):
-            out = {"result": result, "filters": self.filter_predictor.filter_conv(head).astype(
-                jnp.float32)}
+            filters_map = filters.materialize(self.dtype, self.precision).astype(jnp.float32)
         else:
-            out = {"result": result, "filters": filters}
+            filters_map = filters
+        out = {"result": result, "filters": filters_map}
         if self.use_disparity:
             # The disparity of the right view (the filter encoder reads R in place of C).
             encoded_right = encoded if self.dual_pixel_input else self._encode(right, right, left)

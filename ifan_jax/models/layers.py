@@ -29,6 +29,16 @@ def xavier_uniform(gain: float = 1.0):
     return nn.initializers.variance_scaling(gain**2, "fan_avg", "uniform")
 
 
+def conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1, dtype: Dtype = jnp.float32,
+           precision: Any = None) -> jax.Array:
+    """NHWC x HWIO convolution with PyTorch's zero padding of (k - 1) // 2 on every side."""
+    pad = (kernel.shape[0] - 1) // 2
+    return jax.lax.conv_general_dilated(
+        x.astype(dtype), kernel.astype(dtype), window_strides=(stride, stride),
+        padding=((pad, pad), (pad, pad)), dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=precision)
+
+
 class Pointwise(NamedTuple):
     """A feature map given as a 1x1 convolution not yet computed: `features @ kernel + bias`.
 
@@ -51,27 +61,19 @@ class Pointwise(NamedTuple):
                           precision=precision) + self.bias.astype(dtype)
 
     def conv(self, kernel: jax.Array, stride: int, dtype: Dtype, precision: Any) -> jax.Array:
-        """conv(features @ self.kernel + self.bias, kernel) with PyTorch zero padding.
+        """conv2d(features @ self.kernel + self.bias, kernel), without forming the map.
 
         Exact up to float rounding: conv(F W + b, K) = conv(F, W K) + conv(1, b K), where the
         second term is the bias seen through the zero padding (smaller at the borders).
         """
-        k = kernel.shape[0]
-        pad = (k - 1) // 2
         hp = jax.lax.Precision.HIGHEST
         composed = jnp.einsum("dm,yxmo->yxdo", self.kernel.astype(jnp.float32),
                               kernel.astype(jnp.float32), precision=hp)
         bias_taps = jnp.einsum("m,yxmo->yxo", self.bias.astype(jnp.float32),
                                kernel.astype(jnp.float32), precision=hp)[:, :, None, :]
         ones = jnp.ones((*self.features.shape[:-1], 1), dtype)
-        out = None
-        for inputs, weights in ((self.features.astype(dtype), composed), (ones, bias_taps)):
-            y = jax.lax.conv_general_dilated(
-                inputs, weights.astype(dtype), window_strides=(stride, stride),
-                padding=((pad, pad), (pad, pad)), dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                precision=precision)
-            out = y if out is None else out + y
-        return out
+        return (conv2d(self.features, composed, stride, dtype, precision)
+                + conv2d(ones, bias_taps, stride, dtype, precision))
 
 
 class Conv(nn.Module):
@@ -96,17 +98,9 @@ class Conv(nn.Module):
         kernel = self.param("kernel", xavier_uniform(self.gain), (k, k, channels, self.features))
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
         if isinstance(x, Pointwise):
-            y = x.conv(kernel, self.stride, self.dtype, self.precision) + bias.astype(self.dtype)
-            return leaky_relu(y) if self.activation else y
-        pad = (k - 1) // 2
-        y = jax.lax.conv_general_dilated(
-            x.astype(self.dtype),
-            kernel.astype(self.dtype),
-            window_strides=(self.stride, self.stride),
-            padding=((pad, pad), (pad, pad)),
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            precision=self.precision,
-        )
+            y = x.conv(kernel, self.stride, self.dtype, self.precision)
+        else:
+            y = conv2d(x, kernel, self.stride, self.dtype, self.precision)
         y = y + bias.astype(self.dtype)
         return leaky_relu(y) if self.activation else y
 
