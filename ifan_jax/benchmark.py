@@ -167,6 +167,15 @@ def _timed_runs(fn, repeats: int) -> list[tuple[float, float]]:
     return times
 
 
+def _steady_runs(fn, spec: dict, reset=lambda: None):
+    """spec["warmup"] calls of `fn`, then `reset()` (restart the peak-memory counters), then
+    spec["repeats"] timed calls; returns (their timings, what `reset` returned)."""
+    for _ in range(spec.get("warmup", 0)):
+        fn()
+    marker = reset()
+    return _timed_runs(fn, spec["repeats"]), marker
+
+
 def _summary(times: list[tuple[float, float]]) -> dict:
     """Median and minimum wall time, median CPU time (less sensitive to other processes)."""
     wall = [t for t, _ in times]
@@ -242,10 +251,8 @@ def ours_inference(spec: dict) -> dict:
     start = time.perf_counter()
     out = compiled(params, image).block_until_ready()
     first_run_s = time.perf_counter() - start
-    for _ in range(spec.get("warmup", 0)):
-        compiled(params, image).block_until_ready()
-    reset = _reset_peak_rss()
-    times = _timed_runs(lambda: compiled(params, image).block_until_ready(), spec["repeats"])
+    times, reset = _steady_runs(lambda: compiled(params, image).block_until_ready(), spec,
+                                _reset_peak_rss)
     memory = compiled.memory_analysis()
     return {**_summary(times), "compile_s": compile_s, "first_run_s": first_run_s,
             "peak_rss_mb": _peak_rss_mb(), "steady_rss_mb": _steady_rss_mb(reset),
@@ -308,10 +315,7 @@ def ours_train(spec: dict) -> dict:
     start = time.perf_counter()
     one_step()
     first_run_s = time.perf_counter() - start
-    for _ in range(spec.get("warmup", 0)):
-        one_step()
-    reset = _reset_peak_rss()
-    times = _timed_runs(one_step, spec["repeats"])
+    times, reset = _steady_runs(one_step, spec, _reset_peak_rss)
     return {**_summary(times), "compile_s": compile_s, "first_run_s": first_run_s,
             "peak_rss_mb": _peak_rss_mb(), "steady_rss_mb": _steady_rss_mb(reset),
             "peak_device_mb": _peak_device_mb(),
@@ -349,9 +353,7 @@ def ours_iac(spec: dict) -> dict:
     compiled = jax.jit(fn).lower(*args).compile()
     compile_s = time.perf_counter() - start
     out = compiled(*args).block_until_ready()
-    for _ in range(spec.get("warmup", 0)):
-        compiled(*args).block_until_ready()
-    times = _timed_runs(lambda: compiled(*args).block_until_ready(), spec["repeats"])
+    times, _ = _steady_runs(lambda: compiled(*args).block_until_ready(), spec)
     return {**_summary(times), "compile_s": compile_s, "peak_rss_mb": _peak_rss_mb(),
             "peak_device_mb": _peak_device_mb(), "backend": jax.default_backend(),
             "output_finite": bool(np.isfinite(np.asarray(out)).all()),
@@ -478,10 +480,7 @@ def official_inference(spec: dict) -> dict:
         start = time.perf_counter()
         out = forward()
         first_run_s = time.perf_counter() - start
-        for _ in range(spec.get("warmup", 0)):
-            forward()
-        run.reset_peak()
-        times = _timed_runs(forward, spec["repeats"])
+        times, _ = _steady_runs(forward, spec, run.reset_peak)
     return {**_summary(times), "first_run_s": first_run_s, **run.memory(),
             "output_finite": bool(torch.isfinite(out).all()),
             "num_params": int(sum(p.numel() for p in net.parameters()))}
@@ -522,10 +521,7 @@ def official_train(spec: dict) -> dict:
     start = time.perf_counter()
     one_step()
     first_run_s = time.perf_counter() - start
-    for _ in range(spec.get("warmup", 0)):
-        one_step()
-    run.reset_peak()
-    times = _timed_runs(one_step, spec["repeats"])
+    times, _ = _steady_runs(one_step, spec, run.reset_peak)
     return {**_summary(times), "first_run_s": first_run_s, **run.memory(),
             "loss": holder["loss"], "optimizer": "torch.optim.RAdam (stand-in for "
             "torch_optimizer.RAdam)", "output_finite": math.isfinite(holder["loss"])}
@@ -552,10 +548,7 @@ def official_iac(spec: dict) -> dict:
         else:
             fn = run.timed(lambda: iac_fn(features, conv(head), n, c, k))
         out = fn()
-        for _ in range(spec.get("warmup", 0)):
-            fn()
-        run.reset_peak()
-        times = _timed_runs(fn, spec["repeats"])
+        times, _ = _steady_runs(fn, spec, run.reset_peak)
     return {**_summary(times), **run.memory(), "output_finite": bool(torch.isfinite(out).all())}
 
 
