@@ -33,14 +33,15 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     import os
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from ifan_jax import environment
+
+    environment.configure_tensorflow()
     from ifan_jax.checkpoint import CheckpointError
     from ifan_jax.data import DataError
     from ifan_jax.evaluate import EvaluationError, evaluate
     from ifan_jax.image_io import ImageError
-    from ifan_jax.inference import enable_compilation_cache
 
-    enable_compilation_cache()
+    environment.enable_compilation_cache()
     try:
         summary = evaluate(FLAGS.ckpt, FLAGS.data_dir, FLAGS.dataset, FLAGS.output_dir,
                            save_images=FLAGS.save_images, iac_variant=FLAGS.iac, which=FLAGS.which,

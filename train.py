@@ -9,12 +9,13 @@ and to TensorBoard event files in the workdir (`tensorboard --logdir runs`).
 """
 
 import logging as pylogging
-import os
 import sys
 
-# Before TensorFlow loads: its oneDNN kernels round differently from run to run (see
-# ifan_jax/train.py), and the data stream must be the same after a restart.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+from ifan_jax import environment
+
+# Before TensorFlow loads: its oneDNN kernels round differently from run to run, and the data
+# stream must be the same after a restart (see ifan_jax/environment.py).
+environment.configure_tensorflow()
 
 import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
@@ -24,7 +25,6 @@ from ml_collections import config_flags  # noqa: E402
 from ifan_jax import checkpoint  # noqa: E402
 from ifan_jax import train as train_lib  # noqa: E402
 from ifan_jax.data import DataError  # noqa: E402
-from ifan_jax.inference import enable_compilation_cache  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -47,12 +47,8 @@ def main(argv):
     handler = logging.get_absl_handler()
     handler.python_handler.stream = sys.stdout
     handler.addFilter(_QuietLibraries())
-    # TensorFlow only feeds data; keep it off the GPUs so that it takes no accelerator memory.
-    import tensorflow as tf
-
-    tf.config.experimental.set_visible_devices([], "GPU")
-
-    enable_compilation_cache()  # a restarted run skips compiling the network again
+    environment.hide_gpus_from_tensorflow()
+    environment.enable_compilation_cache()  # a restarted run skips compiling the network again
     config = FLAGS.config
     try:
         train_lib.maybe_initialize_distributed(config)

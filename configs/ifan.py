@@ -9,38 +9,27 @@
 
 Arguments (comma separated, big_vision style): `N=<int>` (8, 17, 26, 35, 44), `variant=` one of
 baseline, D, F, FD, FR, FDR (Table 1; default FDR = the full model), `fac` (FAC k=11 instead of
-IAC), `dual`, `bits=8|16`, `iac=separable|official`. Any key can still be overridden with
-`--config.KEY=VALUE`.
+IAC), `dual`, `bits=8|16`, `iac=separable|official`. Booleans are strict: `fac`, `fac=true`
+and `fac=1` turn FAC on, `fac=false` and `fac=0` leave it off, `fac=maybe` is an error. Any key
+can still be overridden with `--config.KEY=VALUE`.
 """
-
-import math
 
 import ml_collections
 
+from configs.common import parse_arg
+from ifan_jax.data.settings import AUGMENT_DEFAULTS
+
 VARIANTS = ("baseline", "D", "F", "FD", "FR", "FDR")
-
-
-def parse_arg(arg: str | None, **defaults) -> dict:
-    """'N=26,fac' -> {'N': '26', 'fac': True}, over `defaults`."""
-    out = dict(defaults)
-    for item in (arg or "").split(","):
-        item = item.strip()
-        if not item:
-            continue
-        key, eq, value = item.partition("=")
-        out[key.strip()] = value.strip() if eq else True
-    unknown = set(out) - set(defaults)
-    if unknown:
-        raise ValueError(f"configs/ifan.py: unknown argument(s) {sorted(unknown)}; "
-                         f"known: {sorted(defaults)}")
-    return out
+IAC_VARIANTS = ("separable", "official")
 
 
 def model_config(n: int = 17, variant: str = "FDR", fac: bool = False, dual: bool = False,
                  iac: str = "separable") -> ml_collections.ConfigDict:
     """The `model` section: every field of `ifan_jax.models.IFAN`."""
     if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        raise ValueError(f"config argument variant={variant!r}: must be one of {VARIANTS}")
+    if iac not in IAC_VARIANTS:
+        raise ValueError(f"config argument iac={iac!r}: must be one of {IAC_VARIANTS}")
     return ml_collections.ConfigDict(dict(
         channels=32,  # ch; the feature maps at 1/8 have 4 * ch channels
         kernel_size=3,  # of every ordinary convolution
@@ -64,20 +53,19 @@ def model_config(n: int = 17, variant: str = "FDR", fac: bool = False, dual: boo
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = parse_arg(arg, N="17", variant="FDR", fac=False, dual=False, bits="8",
-                     iac="separable")
+    args = parse_arg(arg, N=17, variant="FDR", fac=False, dual=False, bits=8, iac="separable")
+    if args["bits"] not in (8, 16):
+        raise ValueError(f"config argument bits={args['bits']}: must be 8 or 16")
     config = ml_collections.ConfigDict()
     config.seed = 0
 
     # Data: ROOT/DPDD/{train,val,test}_{c,l,r}/source, {split}_c/target (see README).
     config.data_dir = "datasets"
     config.dataset = "dpdd"
-    config.bit_depth = int(args["bits"])
+    config.bit_depth = args["bits"]
     config.batch_size = 8  # global batch, split over all devices of all hosts
     config.crop_size = 256
-    config.augment = ml_collections.ConfigDict(dict(
-        noise_prob=0.05, noise_sigma_min=0.001, noise_sigma_max=math.sqrt(0.005),
-        gray_prob=0.3, scale_prob=0.5, scale_min=0.7, scale_max=1.0))
+    config.augment = ml_collections.ConfigDict(AUGMENT_DEFAULTS)  # the paper's
     config.num_eval_images = -1  # validation images per evaluation; -1: the whole split
     config.eval_lpips = True  # also LPIPS (AlexNet) in the periodic validation
     config.synthetic = ml_collections.ConfigDict(dict(generate=False, num=0, size=0))
@@ -106,6 +94,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.keep_checkpoints = 3
     config.distributed = False  # call jax.distributed.initialize() (several hosts)
 
-    config.model = model_config(int(args["N"]), args["variant"], bool(args["fac"]),
-                                bool(args["dual"]), args["iac"])
+    config.model = model_config(args["N"], args["variant"], args["fac"], args["dual"], args["iac"])
     return config

@@ -10,24 +10,14 @@ decay. Validation PSNR starts just below the blurred input's (the network begins
 identity) and ends above it.
 """
 
-import importlib.util
-import os
-
 import ml_collections
 
-
-def _ifan_config(arg=None) -> ml_collections.ConfigDict:
-    """configs/ifan.py's get_config (this file is loaded by path, not as a package)."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ifan.py")
-    spec = importlib.util.spec_from_file_location("ifan_jax_configs_ifan", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+from configs import ifan
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The quickstart; `arg` is passed to configs/ifan.py (e.g. `quickstart.py:variant=FD`)."""
-    config = _ifan_config(arg)
+    config = ifan.get_config(arg)
 
     config.data_dir = "{workdir}/data"  # inside the workdir
     config.synthetic.generate = True

@@ -30,6 +30,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
+from ifan_jax import environment
 from ifan_jax.data.decode import apply_orientation
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}
@@ -381,7 +382,7 @@ def _png_with_metadata(data: bytes, icc_profile: bytes | None) -> bytes:
 
 def _tensorflow():
     """TensorFlow, imported on first use (only 16-bit PNGs need it), without its start-up chatter."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    environment.configure_tensorflow()
     import tensorflow as tf
 
     return tf

@@ -16,13 +16,13 @@ fits the memory budget (`auto_memory_budget`), else the largest tile that fits.
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 
 import jax
 import numpy as np
 
 from ifan_jax import checkpoint, tiling
+from ifan_jax.environment import enable_compilation_cache  # noqa: F401 (part of this API)
 from ifan_jax.models import IFAN
 
 MULTIPLE = 8
@@ -33,21 +33,6 @@ CPU_MEMORY_CAP = 3 << 29  # 1.5 GiB
 # On the CPU the process grows by 1.23-1.37x what XLA's memory analysis reports for a forward pass
 # (measured for the full model with 512^2 and 1024^2 tiles); the estimate is scaled by this.
 CPU_MEMORY_OVERHEAD = 1.4
-
-
-def enable_compilation_cache(path: str | None = None) -> str:
-    """Persist XLA compilations on disk so a second run of a tool skips compiling the network.
-
-    Every compilation is kept, however quick: a threshold makes it depend on the machine's speed
-    (and its load) whether the network's own compilation is cached at all.
-    """
-    path = path or os.environ.get("IFAN_JAX_CACHE") or os.path.join(
-        os.path.expanduser("~"), ".cache", "ifan_jax", "xla")
-    os.makedirs(path, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    return path
 
 
 def pad_to_multiple(image: np.ndarray, multiple: int = MULTIPLE) -> np.ndarray:

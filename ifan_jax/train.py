@@ -21,10 +21,9 @@ from __future__ import annotations
 import functools
 import os
 import signal
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import flax.struct
@@ -40,15 +39,15 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ifan_jax import checkpoint as ckpt_lib
-from ifan_jax import losses
+from ifan_jax import environment, losses
 from ifan_jax.models import IFAN
 from ifan_jax.optimizer import create_optimizer
+from ifan_jax.validation import Validator, eval_step, local_copy, summary_step  # noqa: F401
 
-# TensorFlow's oneDNN kernels pick code paths at run time that round differently (1 ulp, in a few
-# runs out of ten on a busy CPU), which would break the exact resume. They must be off before
-# TensorFlow is imported; `train.py` sets this first thing, importing this module does it too.
-_TF_ONEDNN_LATE = "tensorflow" in sys.modules and os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0"
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+# TensorFlow's oneDNN kernels must be off before it is imported (exact resume; see
+# `ifan_jax.environment`); `train.py` does it first thing, importing this module does it too.
+_TF_ONEDNN_LATE = environment.tensorflow_was_imported_with_onednn()
+environment.configure_tensorflow()
 
 BATCH_KEYS = ("c", "r", "l", "gt")  # blurred input, right view, left view, sharp target
 DATA_AXIS = "data"
@@ -127,21 +126,6 @@ def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     return state.apply_gradients(grads=grads), metrics
 
 
-def eval_step(apply_fn: Callable, params, batch: dict) -> jax.Array:
-    """The deblurred batch (B, H, W, 3) clipped to [0, 1]; "r"/"l" are read if present (dual)."""
-    return apply_fn({"params": params}, batch["c"], batch.get("r"), batch.get("l"))["result"]
-
-
-def summary_step(apply_fn: Callable, params, batch: dict) -> dict:
-    """Images for TensorBoard from a training-mode forward pass on a batch with all four views:
-    output (clipped), and the disparity map (B, H/8, W/8, 1) when the model predicts one."""
-    out = apply_fn({"params": params}, batch["c"], batch["r"], batch["l"], batch["gt"], train=True)
-    images = {"output": jnp.clip(out["result"], 0.0, 1.0)}
-    if "disparity" in out:
-        images["disparity"] = out["disparity"]
-    return images
-
-
 # --------------------------------------------------------------------------------------------
 # Devices
 
@@ -190,11 +174,6 @@ def global_batch(local_batch: dict, mesh: Mesh) -> dict:
     sharding = NamedSharding(mesh, P(DATA_AXIS))
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(local_batch[k]))
             for k in BATCH_KEYS}
-
-
-def local_copy(tree):
-    """A replicated global pytree -> the same values on this process's first device."""
-    return jax.tree.map(lambda x: x.addressable_data(0) if isinstance(x, jax.Array) else x, tree)
 
 
 # --------------------------------------------------------------------------------------------
@@ -298,86 +277,6 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> str:
 
             multihost_utils.sync_global_devices("ifan_jax synthetic data")
     return root
-
-
-class Evaluator:
-    """PSNR, SSIM and LPIPS of the model on the validation split (input PSNR for comparison).
-
-    The images are split over hosts (image i goes to host i mod #hosts); each host runs its share
-    on its first device, and the sums are combined. Images may differ in size (one compilation
-    per size).
-    """
-
-    def __init__(self, config: ml_collections.ConfigDict, root: str, apply_fn: Callable):
-        from ifan_jax import data as data_lib
-
-        self.config = config
-        self.root = root
-        self.dual = bool(config.model.dual_pixel_input)
-        self.load = functools.partial(data_lib.load_split, root, config.dataset, "val",
-                                      bit_depth=config.bit_depth)
-        self.forward = jax.jit(functools.partial(eval_step, apply_fn))
-        self.summary = jax.jit(functools.partial(summary_step, apply_fn))
-        self.lpips = None
-        if config.get("eval_lpips", True):
-            from ifan_jax.lpips import LPIPS
-
-            self.lpips = LPIPS()
-        self._summary_batch = None
-
-    def examples(self) -> Iterator[dict]:
-        limit = self.config.num_eval_images
-        from ifan_jax import data as data_lib
-
-        for i, ex in enumerate(data_lib.numpy_iterator(self.load())):
-            if 0 <= limit <= i:
-                break
-            if i % jax.process_count() == jax.process_index():
-                yield ex
-
-    def __call__(self, params) -> dict[str, float]:
-        from ifan_jax import metrics
-
-        params = local_copy(params)
-        sums = np.zeros(5)  # psnr, ssim, lpips, input psnr, count
-        for ex in self.examples():
-            batch = {k: ex[k][None] for k in (("c", "r", "l") if self.dual else ("c",))}
-            out = np.asarray(self.forward(params, batch))[0]
-            gt = ex["gt"]
-            sums += [metrics.psnr(out, gt), metrics.ssim(out, gt),
-                     float(self.lpips(out, gt)) if self.lpips is not None else 0.0,
-                     metrics.psnr(ex["c"], gt), 1.0]
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-
-            sums = np.asarray(multihost_utils.process_allgather(sums)).sum(axis=0)
-        if sums[-1] == 0:
-            raise ConfigError(f"{self.root}: the validation split of {self.config.dataset} is empty")
-        mean = sums[:-1] / sums[-1]
-        out = {"psnr": mean[0], "ssim": mean[1], "input_psnr": mean[3]}
-        if self.lpips is not None:
-            out["lpips"] = mean[2]
-        return {k: float(v) for k, v in out.items()}
-
-    def summary_images(self, params) -> dict[str, np.ndarray]:
-        """input, output, sharp, disparity of a fixed central crop of the first validation image."""
-        if self._summary_batch is None:
-            from ifan_jax import data as data_lib
-
-            ex = next(data_lib.numpy_iterator(self.load().take(1)))
-            h, w = ex["c"].shape[:2]
-            side = min(h, w, self.config.crop_size) // 8 * 8
-            top, left = (h - side) // 2 // 8 * 8, (w - side) // 2 // 8 * 8
-            self._summary_batch = {k: ex[k][None, top:top + side, left:left + side]
-                                   for k in BATCH_KEYS}
-        batch = self._summary_batch
-        out = jax.device_get(self.summary(local_copy(params), batch))
-        images = {"input": batch["c"], "output": out["output"], "sharp": batch["gt"]}
-        if "disparity" in out:
-            d = out["disparity"]
-            d = (d - d.min()) / max(float(d.max() - d.min()), 1e-8)
-            images["disparity"] = np.repeat(np.repeat(d, 8, axis=1), 8, axis=2)
-        return {k: np.clip(np.asarray(v, np.float32), 0.0, 1.0) for k, v in images.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -484,7 +383,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         raise
     except ValueError as e:
         raise ConfigError(f"config: {e}") from None
-    evaluator = Evaluator(config, root, state.apply_fn)
+    evaluator = Validator(config, root, state.apply_fn)
     p_train_step = compile_train_step(mesh)
     hooks = [periodic_actions.ReportProgress(num_train_steps=total, writer=writer,
                                              every_steps=config.log_every_steps)] if is_chief else []

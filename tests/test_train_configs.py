@@ -1,12 +1,12 @@
 """configs/ifan.py (the paper and its variants) and configs/quickstart.py."""
 
-import importlib.util
 import os
 
 import jax
 import numpy as np
 import pytest
 
+from configs import ConfigArgError, load_config
 from ifan_jax import train as train_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -14,11 +14,6 @@ REQUIRED = ("total_steps", "batch_size", "seed", "checkpoint_every_steps", "eval
             "log_every_steps", "data_dir", "model")
 
 
-def load_config(name, arg=None):
-    spec = importlib.util.spec_from_file_location(f"cfg_{name}", os.path.join(ROOT, "configs", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
 
 
 def test_paper_config():
@@ -50,8 +45,45 @@ def test_variants_select_the_model(arg, expect):
 
 def test_sixteen_bit_and_unknown_arguments():
     assert load_config("ifan", "bits=16").bit_depth == 16
-    with pytest.raises(ValueError, match="unknown argument"):
+    with pytest.raises(ValueError, match="unknown config argument 'M'"):
         load_config("ifan", "M=3")
+
+
+@pytest.mark.parametrize("arg, fac, dual", [
+    ("fac", True, False), ("fac=True", True, False), ("fac=true", True, False), ("fac=1", True, False),
+    ("fac=False", False, False), ("fac=false", False, False), ("fac=0", False, False),
+    ("dual=False", False, False), ("dual=0,fac=no", False, False), ("dual", False, True),
+    ("dual=yes,fac=off", False, True), ("", False, False),
+])
+def test_boolean_arguments_mean_what_they_say(arg, fac, dual):
+    # `fac=False` used to turn FAC on (the value was kept as the string "False").
+    model = load_config("ifan", arg).model
+    assert (model.adaptive_conv == "fac", model.dual_pixel_input) == (fac, dual)
+    assert load_config(f"configs/ifan.py:{arg}").model.adaptive_conv == model.adaptive_conv
+
+
+@pytest.mark.parametrize("arg, key", [("fac=maybe", "fac"), ("dual=2", "dual"), ("N=many", "N"),
+                                      ("bits=12", "bits"), ("variant=XYZ", "variant"),
+                                      ("iac=both", "iac"), ("N", "N")])
+def test_bad_argument_values_name_the_key(arg, key):
+    with pytest.raises(ConfigArgError if key in ("fac", "dual", "N") else ValueError,
+                       match=f"config argument {key}"):
+        load_config("ifan", arg)
+
+
+def test_load_config_by_name_path_and_suffix(tmp_path):
+    assert load_config("ifan", "N=26").model.num_iterations == 26
+    assert load_config("configs/ifan.py", "N=26").model.num_iterations == 26
+    assert load_config(os.path.join(ROOT, "configs", "ifan.py:N=8")).model.num_iterations == 8
+    assert load_config("quickstart").model.channels == 8
+    tiny = load_config("tiny:variant=FD")
+    assert (tiny.model.channels, tiny.model.num_iterations, tiny.model.use_reblur) == (8, 3, False)
+    own = tmp_path / "mine.py"
+    own.write_text("from configs import ifan\n\ndef get_config(arg=None):\n"
+                   "    c = ifan.get_config(arg)\n    c.seed = 7\n    return c\n")
+    assert load_config(str(own), "fac").seed == 7
+    with pytest.raises(ValueError, match="nonexistent.py: no such config file"):
+        load_config("configs/nonexistent.py")
 
 
 @pytest.mark.parametrize("arg", ["fac", "dual"])

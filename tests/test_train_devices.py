@@ -13,16 +13,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Runs in a fresh process (the device count is fixed when JAX starts): two updates of a tiny IFAN
 # with the training loop's jitted step on a mesh of every device, then saves the parameters.
 WORKER = r"""
-import importlib.util, json, sys
+import json, sys
 import jax, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
+from configs import load_config
 from ifan_jax import train as train_lib
 
-spec = importlib.util.spec_from_file_location("c", sys.argv[1] + "/configs/ifan.py")
-module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)
-config = module.get_config()
-config.model.channels, config.model.num_iterations, config.model.reblur_iterations = 8, 3, 3
-config.batch_size, config.crop_size, config.learning_rate = 4, 32, 1e-3
+config = load_config("tiny")
+config.batch_size = 4
 train_lib.check_config(config)
 mesh = train_lib.data_mesh()
 state = jax.device_put(train_lib.create_train_state(config), NamedSharding(mesh, P()))
@@ -46,7 +44,7 @@ def run_worker(devices: int, out: str) -> dict:
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
                JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, "-c", WORKER, ROOT, out], env=env, capture_output=True,
-                          text=True, timeout=900)
+                          text=True, timeout=900, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

@@ -1,6 +1,5 @@
 """train_and_evaluate / train.py end to end on a tiny fake DPDD: NaN guard, kill -9 and resume."""
 
-import importlib.util
 import os
 import signal
 import subprocess
@@ -10,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+from configs import load_config
 from ifan_jax import checkpoint
 from ifan_jax.data import testing as data_testing
 
@@ -25,10 +25,7 @@ OVERRIDES = {
 
 
 def ifan_config():
-    spec = importlib.util.spec_from_file_location("ifan_config", os.path.join(ROOT, "configs", "ifan.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return load_config("ifan")
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,12 @@
 """The losses, the train state and the pure train step, on synthetic numpy batches."""
 
-import importlib.util
 import os
 
 import jax
 import numpy as np
 import pytest
 
+from configs import load_config
 from ifan_jax import losses
 from ifan_jax import train as train_lib
 
@@ -14,21 +14,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def ifan_config(arg=None):
-    spec = importlib.util.spec_from_file_location("ifan_config", os.path.join(ROOT, "configs", "ifan.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return load_config("ifan", arg)
 
 
 def tiny_config(arg=None):
-    config = ifan_config(arg)
-    config.model.channels = 8
-    config.model.num_iterations = 3
-    config.model.reblur_iterations = 3
-    config.batch_size = 2
-    config.crop_size = 32
-    config.learning_rate = 1e-3
-    return config
+    return load_config("tiny", arg)
 
 
 def batch(size=32, n=2, seed=0):

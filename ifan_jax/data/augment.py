@@ -23,41 +23,13 @@ import math
 
 import tensorflow as tf
 
-AUGMENT_DEFAULTS = dict(
-    noise_prob=0.05,
-    noise_sigma_min=0.001,
-    noise_sigma_max=math.sqrt(0.005),
-    gray_prob=0.3,
-    scale_prob=0.5,
-    scale_min=0.7,
-    scale_max=1.0,
-)
+from ifan_jax.data.settings import AUGMENT_DEFAULTS, augment_config  # noqa: F401 (re-exported)
 
 # Luminance weights of the official loader (the last is 0.0722 in the sRGB standard).
 GRAY_WEIGHTS = (0.2126, 0.7152, 0.07228)
 
 # Sub-streams of an example key, one per random draw.
 _NOISE_GATE, _NOISE_SIGMA, _NOISE, _GRAY_GATE, _SCALE_GATE, _SCALE, _CROP = range(7)
-
-
-def augment_config(augment=None) -> dict:
-    """The augmentation settings: AUGMENT_DEFAULTS (the paper's) updated with `augment` (a dict or
-    ConfigDict with the same keys, as config.augment); error for unknown keys or bad ranges."""
-    cfg = dict(AUGMENT_DEFAULTS)
-    if augment is not None:
-        given = dict(augment.items()) if hasattr(augment, "items") else dict(augment)
-        unknown = sorted(set(given) - set(cfg))
-        if unknown:
-            raise ValueError(f"augment: unknown key(s) {unknown}; known: {sorted(cfg)}")
-        cfg.update({k: float(v) for k, v in given.items()})
-    for name in ("noise_prob", "gray_prob", "scale_prob"):
-        if not 0.0 <= cfg[name] <= 1.0:
-            raise ValueError(f"augment.{name} must be in [0, 1], got {cfg[name]}")
-    if not 0.0 <= cfg["noise_sigma_min"] <= cfg["noise_sigma_max"]:
-        raise ValueError("augment: need 0 <= noise_sigma_min <= noise_sigma_max")
-    if not 0.0 < cfg["scale_min"] <= cfg["scale_max"] <= 1.0:
-        raise ValueError("augment: need 0 < scale_min <= scale_max <= 1 (downscaling only)")
-    return cfg
 
 
 def fold(key, *data) -> tf.Tensor:

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from ifan_jax import environment
 from ifan_jax.data import augment as augment_lib
 from ifan_jax.data.decode import (
     ImageHeader,
@@ -36,10 +37,7 @@ from ifan_jax.data.layouts import (
     list_split,
 )
 
-try:  # keep TensorFlow off the GPUs; fails harmlessly if TF already initialised its devices
-    tf.config.set_visible_devices([], "GPU")
-except (RuntimeError, ValueError):
-    pass
+environment.hide_gpus_from_tensorflow()  # TensorFlow only feeds data: no accelerator memory
 
 EVAL_MULTIPLE = 8  # evaluation crops H and W down to multiples of this (top-left), as the official
 _SHUFFLE, _EXAMPLE = 1, 2  # key streams: per-epoch scene order, per-example draws

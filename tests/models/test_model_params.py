@@ -1,6 +1,5 @@
 """Parameter counts and names against the official model, and the official initialisation."""
 
-import importlib.util
 import json
 import math
 import os
@@ -12,6 +11,7 @@ import pytest
 from conftest import ASSETS
 from flax.traverse_util import flatten_dict
 
+from configs import ifan as configs_ifan
 from ifan_jax.convert_torch import check_against_model, convert_state_dict, official_shapes
 from ifan_jax.cost import count_params, param_shapes
 from ifan_jax.models import IFAN, layers
@@ -22,11 +22,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def ifan_config_module():
-    spec = importlib.util.spec_from_file_location("ifan_config", os.path.join(REPO, "configs",
-                                                                               "ifan.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return configs_ifan
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ model, all from configs/ifan.py with channels=8, N=3. Parameters come from `jax.
 `init` (the structure), filled with scaled uniform noise by NumPy: fast, and enough to run.
 """
 
-import importlib.util
 import os
 
 import jax
@@ -13,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import ifan as configs_ifan
 from ifan_jax.models import IFAN
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -21,11 +21,7 @@ CH, N = 8, 3
 
 
 def model_config(**kwargs):
-    spec = importlib.util.spec_from_file_location("ifan_config", os.path.join(REPO, "configs",
-                                                                               "ifan.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    cfg = module.model_config(N, **kwargs)
+    cfg = configs_ifan.model_config(N, **kwargs)
     cfg.channels = CH
     return cfg
 
