@@ -5,6 +5,8 @@ import os
 import numpy as np
 import pytest
 
+from configs import load_config
+
 ASSETS = os.path.join(os.path.dirname(__file__), "assets")
 
 
@@ -30,3 +32,9 @@ def tiny_official_checkpoint(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("ckpt") / "tiny_official")
     checkpoint.save_inference_checkpoint(path, params, config)
     return path
+
+
+@pytest.fixture
+def tiny_config():
+    """configs/tiny.py: the paper's config with a ch=8, N=3 model, batch 2, 32x32 crops."""
+    return load_config("tiny")
