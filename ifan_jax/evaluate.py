@@ -1,171 +1,262 @@
 """Evaluate a checkpoint on a test set the way the paper reports it (Tables 2-5).
 
     from ifan_jax.evaluate import evaluate
-    summary = evaluate("ckpt/IFAN", "datasets", "dpdd", "results/IFAN_dpdd", save_images=True)
+    summary = evaluate("ckpt/IFAN", "datasets", "dpdd", "results/IFAN_dpdd", save_images=True,
+                       subsets="indoor=indoor_labels.npy,outdoor=outdoor_labels.npy")
 
-For every test image, in the official order, the whole image (cropped to a multiple of 8, as the
-official evaluation does) runs through the jitted network and is scored against its ground truth:
+Sets with ground truth (DPDD, RealDOF) are scored as the official evaluation does: each image,
+cropped from the top-left to a multiple of 8, runs whole through the jitted network
+(`ifan_jax.evaluation.Scorer`) and is scored against its ground truth on the float output:
 
     OUTPUT_DIR/scores.csv     name,psnr,ssim,mae,lpips,seconds   (one row per image)
-    OUTPUT_DIR/summary.json   the means, parameter count, MACs, and what was evaluated
+    OUTPUT_DIR/summary.json   the means (of the whole set and of each subset), the input's and
+                              the model's bit depth, parameter count, MACs, what was evaluated
     OUTPUT_DIR/images/*.png   the outputs (with save_images), at the input's bit depth
 
-PSNR, SSIM and MAE are `ifan_jax.metrics`, LPIPS is `ifan_jax.lpips` (AlexNet v0.1), all on the
-float output before quantisation, as the official code scores them. `seconds` is the network's
-steady-state time for the image: the first image of each shape is run once to compile, then
-every image is timed from dispatch to `block_until_ready` with its input already on the device.
-Sets without ground truth (PixelDP, CUHK, folder) get outputs and times only: their metric cells
-are empty and their means null.
+Sets without ground truth (PixelDP, CUHK, folder) get outputs and times only (empty metric
+cells, null means); their images are written by default, at the input's full size (padded to a
+multiple of 8 by edge replication and cropped back, as the deblur tool does).
+
+`seconds` is the network's steady-state time for the image: the first image of each shape is run
+once to compile, then every image is timed from dispatch to `block_until_ready` with its input
+already on the device. Nothing is overwritten unless asked: scores.csv and summary.json are
+written when the run is complete, and images/ is assembled under a temporary name and renamed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import math
 import os
-import time
+import sys
+from collections.abc import Callable, Iterator
 
 import jax
 import numpy as np
+from tqdm import tqdm
 
-from ifan_jax import cost, image_io, metrics
+from ifan_jax import checkpoint, cost, data, evaluation, fileio, image_io, models, subsets
+from ifan_jax.data.decode import decode_file, read_depth
+from ifan_jax.data.layouts import canonical_dataset
 from ifan_jax.inference import Deblurrer
 
-COLUMNS = ("name", "psnr", "ssim", "mae", "lpips", "seconds")
-METRICS = ("psnr", "ssim", "mae", "lpips")
+METRICS = evaluation.METRICS
+COLUMNS = ("name", *METRICS, "seconds")
 SCORES_FILE = "scores.csv"
 SUMMARY_FILE = "summary.json"
 IMAGES_DIR = "images"
+# Optional key of model_config.json: the bit depth (8 or 16) the model was trained at. It is not
+# a field of the network; `load_model` takes it out and reports it.
+BIT_DEPTH_KEY = "bit_depth"
+UNKNOWN = "unknown"
 
 
 class EvaluationError(ValueError):
     """An evaluation that cannot run as asked; the message says why."""
 
 
-def evaluate(ckpt: str, data_dir: str, dataset: str, output_dir: str, save_images: bool = False,
-             iac_variant: str | None = None, which: str = "latest", split: str = "test",
-             bit_depth: int | None = None, limit: int | None = None,
-             progress: bool = True) -> dict:
+def load_model(ckpt: str, which: str = "latest",
+               iac_variant: str | None = None) -> tuple[Deblurrer, int | str]:
+    """(Deblurrer, the bit depth the model was trained at: 8, 16 or "unknown") of a checkpoint.
+
+    The depth is model_config.json's optional "bit_depth" key; checkpoints without it (converted
+    official weights, training workdirs written before it existed) say "unknown".
+    """
+    model_config, params = checkpoint.load_params(ckpt, which)
+    model_config = dict(model_config)
+    depth = model_config.pop(BIT_DEPTH_KEY, None)
+    if depth not in (None, 8, 16):
+        raise EvaluationError(f"{os.path.join(ckpt, checkpoint.MODEL_CONFIG_FILE)}: "
+                              f"{BIT_DEPTH_KEY} must be 8 or 16, got {depth!r}")
+    try:
+        deblurrer = Deblurrer(params, model_config, iac_variant)
+    except (TypeError, ValueError) as e:
+        raise EvaluationError(f"{ckpt}: {e}") from None
+    return deblurrer, UNKNOWN if depth is None else depth
+
+
+def full_size_examples(examples: list[dict], headers: list[dict], keys, bit_depth: int | None,
+                       rotated: bool) -> Iterator[dict]:
+    """Examples {"name", keys..., "bit_depth"} at their full size (float32 H x W x 3 in [0, 1],
+    read as `data.load_split` reads them but not cropped), rotated 90 degrees counter-clockwise
+    when `rotated`; `headers` are `data.check_examples(examples, keys)`."""
+    for example, hdrs in zip(examples, headers, strict=True):
+        out = {"name": example["name"], "bit_depth": read_depth(hdrs[keys[0]].bit_depth, bit_depth)}
+        for key in keys:
+            h = hdrs[key]
+            image = decode_file(h.path, h.format_code, read_depth(h.bit_depth, bit_depth),
+                                h.orientation, (h.height, h.width))
+            out[key] = np.rot90(image, k=1) if rotated else image
+        yield out
+
+
+def evaluate(ckpt: str, data_dir: str, dataset: str, output_dir: str,
+             save_images: bool | None = None, iac_variant: str | None = None,
+             which: str = "latest", split: str = "test", bit_depth: int | None = None,
+             limit: int | None = None, subset_files: str | dict[str, str] | None = None,
+             overwrite: bool = False, progress: bool = True,
+             warn: Callable[[str], None] | None = None) -> dict:
     """Score checkpoint `ckpt` on `dataset` under `data_dir`; write scores.csv and summary.json.
 
     `which`: "latest" or "best" step of a training workdir. `iac_variant` overrides the
     checkpoint's ("official" for converted official weights, which record it already).
-    `bit_depth`: None reads each image at its own depth (see `ifan_jax.data.load_split`).
-    `limit`: evaluate only the first `limit` images. Returns the summary dict.
+    `save_images`: write the outputs (None: only for sets without ground truth). `bit_depth`:
+    None reads 16-bit PNGs at the model's training depth when the checkpoint records it, else at
+    their own depth (see `ifan_jax.data.load_split`). `limit`: only the first `limit` images.
+    `subset_files`: "NAME=PATH,..." or {name: path} of `ifan_jax.subsets` files, whose means are
+    reported beside the whole set's. `warn(message)` receives warnings (default: stderr).
+    Returns the summary dict.
     """
-    from tqdm import tqdm
-
-    from ifan_jax import data
-
-    deblurrer = Deblurrer.from_checkpoint(ckpt, which=which, iac_variant=iac_variant)
-    dataset = dataset.lower()
-    examples = data.list_split(data_dir, dataset, split)
+    warn = warn or _print_warning
+    deblurrer, model_depth = load_model(ckpt, which, iac_variant)
+    dataset = canonical_dataset(dataset)
     keys = data.KEYS[dataset]
     if deblurrer.needs_dual_pixel and not {"l", "r"} <= set(keys):
         raise EvaluationError(f"{ckpt} is a dual-pixel-input model; {dataset} has no left/right "
                               f"views")
-    total = len(examples) if limit is None else min(limit, len(examples))
-    if total == 0:
-        raise EvaluationError(f"{data_dir}: {dataset} {split} has no images")
+    examples = data.list_split(data_dir, dataset, split)
+    groups = {} if subset_files is None else subsets.read_subsets(
+        subset_files, [e["name"] for e in examples])
+    examples = examples[:limit] if limit is not None else examples
+    if not examples:
+        raise EvaluationError(f"{data_dir}: {dataset} {split} has no images to evaluate")
     has_gt = "gt" in keys
+    save_images = (not has_gt) if save_images is None else save_images
+    if bit_depth is None and model_depth != UNKNOWN:
+        bit_depth = model_depth
+    headers = data.check_examples(examples, keys, what=f"{dataset} {split}")
+    input_depths = sorted({read_depth(h[keys[0]].bit_depth, bit_depth) for h in headers})
+    warnings = _depth_warnings(ckpt, model_depth, input_depths)
+    for message in warnings:
+        warn(message)
+    _check_outputs(output_dir, save_images, overwrite)
+
     rotated = dataset in data.ROTATED_DATASETS
-    lpips_model = None
-    if has_gt:
-        from ifan_jax.lpips import LPIPS
-
-        lpips_model = LPIPS()
-
-    os.makedirs(output_dir, exist_ok=True)
-    if save_images:
-        os.makedirs(os.path.join(output_dir, IMAGES_DIR), exist_ok=True)
-    rows, compiled_shapes, first_shape = [], set(), None
-    scores_path = os.path.join(output_dir, SCORES_FILE)
-    stream = data.numpy_iterator(data.load_split(data_dir, dataset, split, bit_depth))
-    with open(scores_path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(COLUMNS)
-        bar = tqdm(total=total, desc=f"{dataset} {split}", unit="image", disable=not progress,
-                   dynamic_ncols=True)
-        for example in stream:
-            if len(rows) >= total:
-                break
-            name = example["name"].decode() if isinstance(example["name"], bytes) else str(
-                example["name"])
-            views = [example["c"][None]]
-            if deblurrer.needs_dual_pixel:
-                views += [example["r"][None], example["l"][None]]
-            views = [jax.device_put(v) for v in views]
-            jax.block_until_ready(views)
-            shape = views[0].shape
-            first_shape = first_shape or shape
-            if shape not in compiled_shapes:  # compile (and run once) outside the timing
-                deblurrer.run_batch(*views).block_until_ready()
-                compiled_shapes.add(shape)
-            start = time.perf_counter()
-            out = deblurrer.run_batch(*views).block_until_ready()
-            seconds = time.perf_counter() - start
-            result = np.asarray(out[0], np.float32)
-            if rotated:
-                result = np.rot90(result, k=-1)
-            row = {"name": name, "seconds": seconds}
-            if has_gt:
-                gt = example["gt"]
-                if rotated:
-                    gt = np.rot90(gt, k=-1)
-                row.update(psnr=metrics.psnr(result, gt), ssim=metrics.ssim(result, gt),
-                           mae=metrics.mae(result, gt), lpips=lpips_model(result, gt))
-            if save_images:
-                image_io.write_image(os.path.join(output_dir, IMAGES_DIR, f"{name}.png"),
-                                     result, bit_depth=int(example["bit_depth"]), overwrite=True)
-            writer.writerow([row["name"]] + [_cell(row.get(k)) for k in COLUMNS[1:]])
-            f.flush()
-            rows.append(row)
+    if has_gt:  # the official evaluation: cropped to a multiple of 8
+        stream = data.numpy_iterator(data.load_split(data_dir, dataset, split, bit_depth)
+                                     .take(len(examples)))
+    else:  # full size: padded to a multiple of 8 and cropped back
+        stream = full_size_examples(examples, headers, keys, bit_depth, rotated)
+    scorer = evaluation.Scorer(deblurrer.model.apply, dual=deblurrer.needs_dual_pixel,
+                               metrics=METRICS if has_gt else (), rotated=rotated, timed=True)
+    images_dir = os.path.join(output_dir, IMAGES_DIR)
+    rows, shape = [], None
+    with contextlib.ExitStack() as stack:
+        staging = stack.enter_context(fileio.atomic_directory(images_dir, overwrite=overwrite)
+                                      ) if save_images else None
+        bar = stack.enter_context(tqdm(total=len(examples), desc=f"{dataset} {split}",
+                                       unit="image", disable=not progress, dynamic_ncols=True))
+        for scored in scorer(deblurrer.params, stream):
+            if shape is None:  # the size that ran (before rotating back)
+                shape = scored.output.shape[1::-1] if rotated else scored.output.shape[:2]
+            rows.append({"name": scored.name, **scored.scores})
+            if staging is not None:
+                path = os.path.join(staging, f"{scored.name}.png")
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                image_io.write_image(path, scored.output, bit_depth=scored.bit_depth)
             bar.update(1)
             if has_gt:
                 bar.set_postfix(psnr=f"{np.mean([r['psnr'] for r in rows]):.3f}")
-        bar.close()
 
-    summary = _summary(rows, deblurrer, ckpt, which, data_dir, dataset, split, first_shape)
-    with open(os.path.join(output_dir, SUMMARY_FILE), "w") as f:
-        json.dump(summary, f, indent=2)
-        f.write("\n")
+    summary = {
+        **_what(ckpt, which, data_dir, dataset, split, has_gt),
+        **_means(rows),
+        "subsets": {name: {"num_listed": len(members), **_means(_members(rows, members))}
+                    for name, members in groups.items()},
+        "input_bit_depth": input_depths[0] if len(input_depths) == 1 else input_depths,
+        "model_bit_depth": model_depth,
+        "warnings": warnings,
+        **_model_facts(deblurrer, shape),
+        "images": os.path.abspath(images_dir) if save_images else None,
+    }
+    fileio.atomic_write_text(os.path.join(output_dir, SCORES_FILE), _csv(rows),
+                             overwrite=overwrite)
+    fileio.atomic_write_text(os.path.join(output_dir, SUMMARY_FILE),
+                             json.dumps(summary, indent=2) + "\n", overwrite=overwrite)
     return summary
+
+
+def _print_warning(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _depth_warnings(ckpt: str, model_depth, input_depths: list[int]) -> list[str]:
+    """A warning when a model trained at one bit depth is scored on inputs read at another."""
+    if model_depth == UNKNOWN:
+        return []
+    other = [d for d in input_depths if d != model_depth]
+    if not other:
+        return []
+    hint = " (--bit_depth=8 reads 16-bit PNGs as it was trained)" if model_depth == 8 else ""
+    return [f"{ckpt} is a {model_depth}-bit model (trained on {model_depth}-bit images) scored on "
+            f"{other[0]}-bit inputs: its scores are not those of its own protocol{hint}"]
+
+
+def _check_outputs(output_dir: str, save_images: bool, overwrite: bool) -> None:
+    """Refuse, before any work, to replace earlier results unless `overwrite`."""
+    if overwrite:
+        return
+    ours = [SCORES_FILE, SUMMARY_FILE] + ([IMAGES_DIR] if save_images else [])
+    for name in ours:
+        path = os.path.join(output_dir, name)
+        if os.path.exists(path):
+            raise EvaluationError(f"{path} exists (not overwritten; pass --overwrite to replace "
+                                  f"the results in {output_dir})")
+
+
+def _means(rows: list[dict]) -> dict:
+    """{"num_images", metric means..., "seconds"}: null where no row has a value or the mean is
+    not finite (JSON has no infinity)."""
+    keys = (*METRICS, "seconds")
+    means = evaluation.means(evaluation.totals(rows, keys), keys)
+    return {"num_images": len(rows),
+            **{k: v if v is not None and math.isfinite(v) else None for k, v in means.items()}}
+
+
+def _members(rows: list[dict], names: list[str]) -> list[dict]:
+    names = set(names)
+    return [r for r in rows if r["name"] in names]
+
+
+def _csv(rows: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for row in rows:
+        writer.writerow([row["name"]] + [_cell(row.get(k)) for k in COLUMNS[1:]])
+    return out.getvalue()
 
 
 def _cell(value) -> str:
     if value is None:
         return ""
-    if isinstance(value, str):
-        return value
     return f"{value:.6f}" if math.isfinite(value) else str(value)
 
 
-def _mean(values) -> float | None:
-    values = [v for v in values if v is not None]
-    if not values:
-        return None
-    m = float(np.mean(values))
-    return m if math.isfinite(m) else None
-
-
-def _summary(rows, deblurrer: Deblurrer, ckpt, which, data_dir, dataset, split,
-             shape) -> dict:
-    config = deblurrer.model_config
-    height, width = int(shape[1]), int(shape[2])
-    macs = cost.count_macs(config, height, width)
-    summary = {
+def _what(ckpt, which, data_dir, dataset, split, has_gt) -> dict:
+    return {
         "checkpoint": os.path.abspath(ckpt),
         "which": which,
         "dataset": dataset,
         "split": split,
         "data_dir": os.path.abspath(data_dir),
-        "num_images": len(rows),
-        **{k: _mean(r.get(k) for r in rows) for k in METRICS},
-        "seconds": _mean(r["seconds"] for r in rows),
-        "num_params": cost.count_params(deblurrer.params),
-        # ptflops convention (as the paper), at the first image's size; the IAC's own per-pixel
-        # multiply-adds, which ptflops does not see, separately.
+        "image_size": "cropped to a multiple of 8 (the official evaluation)" if has_gt else
+                      "full size (padded to a multiple of 8 and cropped back)",
+    }
+
+
+def _model_facts(deblurrer: Deblurrer, shape) -> dict:
+    config = deblurrer.model_config
+    # MACs at the first image's size as it ran (padded to a multiple of 8).
+    height, width = (int(math.ceil(n / 8) * 8) for n in shape)
+    macs = cost.count_macs(config, height, width)
+    return {
+        "num_params": models.count_params(deblurrer.params),
+        # ptflops convention (as the paper); the IAC's own per-pixel multiply-adds, which ptflops
+        # does not see, separately.
         "macs": macs.total,
         "adaptive_macs": macs.adaptive,
         "macs_height": height,
@@ -177,4 +268,4 @@ def _summary(rows, deblurrer: Deblurrer, ckpt, which, data_dir, dataset, split,
         "timing": "steady-state seconds per image of the jitted network (compilation excluded, "
                   "input on device, block_until_ready)",
     }
-    return summary
+

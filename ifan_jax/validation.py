@@ -1,5 +1,6 @@
-"""Validation during training: PSNR, SSIM and LPIPS of the model on the validation split, and the
-images TensorBoard shows (input, output, sharp, disparity).
+"""Validation during training: PSNR, SSIM and LPIPS of the model on the validation split (a thin
+front-end of the evaluation core, `ifan_jax.evaluation`), and the images TensorBoard shows (input,
+output, sharp, disparity).
 """
 
 from __future__ import annotations
@@ -14,19 +15,14 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from ifan_jax import data as data_lib
-from ifan_jax import metrics
-from ifan_jax.lpips import LPIPS
+from ifan_jax import evaluation
+from ifan_jax.evaluation import eval_step  # noqa: F401 (the eval forward, re-exported for train)
 
 BATCH_KEYS = ("c", "r", "l", "gt")  # blurred input, right view, left view, sharp target
 
 
 class ValidationError(ValueError):
     """A validation split that cannot be scored; the message names it."""
-
-
-def eval_step(apply_fn: Callable, params, batch: dict) -> jax.Array:
-    """The deblurred batch (B, H, W, 3) clipped to [0, 1]; "r"/"l" are read if present (dual)."""
-    return apply_fn({"params": params}, batch["c"], batch.get("r"), batch.get("l"))["result"]
 
 
 def summary_step(apply_fn: Callable, params, batch: dict) -> dict:
@@ -48,24 +44,24 @@ class Validator:
     """PSNR, SSIM and LPIPS of the model on the validation split (input PSNR for comparison).
 
     The images are split over hosts (image i goes to host i mod #hosts); each host runs its share
-    on its first device, and the sums are combined. Images may differ in size (one compilation
-    per size).
+    on its first device, and the sums are combined, so every image counts once. Images may differ
+    in size (one compilation per size).
     """
 
     def __init__(self, config: ml_collections.ConfigDict, root: str, apply_fn: Callable):
         self.config = config
         self.root = root
-        self.dual = bool(config.model.dual_pixel_input)
         self.load = functools.partial(data_lib.load_split, root, config.dataset, "val",
                                       bit_depth=config.bit_depth)
-        self.forward = jax.jit(functools.partial(eval_step, apply_fn))
+        names = ("psnr", "ssim") + (("lpips",) if config.get("eval_lpips", True) else ())
+        self.scorer = evaluation.Scorer(apply_fn, dual=bool(config.model.dual_pixel_input),
+                                        metrics=names, input_metrics=("psnr",))
+        self.keys = (*names, evaluation.INPUT_PREFIX + "psnr")
         self.summary = jax.jit(functools.partial(summary_step, apply_fn))
-        self.lpips = None
-        if config.get("eval_lpips", True):
-            self.lpips = LPIPS()
         self._summary_batch = None
 
     def examples(self) -> Iterator[dict]:
+        """This host's share of the validation examples (numpy dicts of `load_split`)."""
         limit = self.config.num_eval_images
         for i, ex in enumerate(data_lib.numpy_iterator(self.load())):
             if 0 <= limit <= i:
@@ -74,24 +70,15 @@ class Validator:
                 yield ex
 
     def __call__(self, params) -> dict[str, float]:
-        params = local_copy(params)
-        sums = np.zeros(5)  # psnr, ssim, lpips, input psnr, count
-        for ex in self.examples():
-            batch = {k: ex[k][None] for k in (("c", "r", "l") if self.dual else ("c",))}
-            out = np.asarray(self.forward(params, batch))[0]
-            gt = ex["gt"]
-            sums += [metrics.psnr(out, gt), metrics.ssim(out, gt),
-                     float(self.lpips(out, gt)) if self.lpips is not None else 0.0,
-                     metrics.psnr(ex["c"], gt), 1.0]
+        """{"psnr", "ssim", "input_psnr", ["lpips"]}: means over the whole split, all hosts."""
+        scored = self.scorer(local_copy(params), self.examples())
+        sums = evaluation.totals((s.scores for s in scored), self.keys)
         if jax.process_count() > 1:
             sums = np.asarray(multihost_utils.process_allgather(sums)).sum(axis=0)
-        if sums[-1] == 0:
-            raise ValidationError(f"{self.root}: the validation split of {self.config.dataset} is empty")
-        mean = sums[:-1] / sums[-1]
-        out = {"psnr": mean[0], "ssim": mean[1], "input_psnr": mean[3]}
-        if self.lpips is not None:
-            out["lpips"] = mean[2]
-        return {k: float(v) for k, v in out.items()}
+        if sums[0, 1] == 0:
+            raise ValidationError(f"{self.root}: the validation split of {self.config.dataset} "
+                                  f"is empty")
+        return evaluation.means(sums, self.keys)
 
     def summary_images(self, params) -> dict[str, np.ndarray]:
         """input, output, sharp, disparity of a fixed central crop of the first validation image."""
