@@ -191,8 +191,8 @@ def _depth_warnings(ckpt: str, model_depth, input_depths: list[int]) -> list[str
     if not other:
         return []
     hint = " (--bit_depth=8 reads 16-bit PNGs as it was trained)" if model_depth == 8 else ""
-    return [f"{ckpt} is a {model_depth}-bit model (trained on {model_depth}-bit images) scored on "
-            f"{other[0]}-bit inputs: its scores are not those of its own protocol{hint}"]
+    return [f"{ckpt} was trained on {model_depth}-bit images but is scored on {other[0]}-bit "
+            f"inputs: its scores are not those of its own protocol{hint}"]
 
 
 def _check_outputs(output_dir: str, save_images: bool, overwrite: bool) -> None:

@@ -206,7 +206,7 @@ def test_subsets_and_bit_depths_in_the_summary(dpdd, tiny_official_checkpoint, t
                        subset_files=spec, progress=False, warn=warnings.append)
     assert summary["input_bit_depth"] == 16 and summary["model_bit_depth"] == 8
     assert len(warnings) == 1 and summary["warnings"] == warnings
-    assert "8-bit model" in warnings[0] and "16-bit inputs" in warnings[0]
+    assert "trained on 8-bit images" in warnings[0] and "16-bit inputs" in warnings[0]
     assert str(ckpt) in warnings[0]
     assert not os.path.exists(tmp_path / "out16" / "images")  # ground truth: images if asked
     with open(tmp_path / "out16" / "scores.csv", newline="") as f:
