@@ -203,6 +203,8 @@ def test_committed_targets_name_rows_that_a_full_run_measures():
     assert committed and {t.row for t in committed} <= keys
     assert {"checkpoint_640x360", "checkpoint_1280x720", "train_b8", "input_8bit",
             "input_16bit"} <= keys
+    gpu = {row.key for row in plan.plan(argparse.Namespace(**{**vars(args), "platform": "gpu"}))}
+    assert gpu - keys == {"train_b8_fed"}  # input wait: only where the step is fast
 
 
 @pytest.mark.parametrize("entry,words", [

@@ -38,6 +38,8 @@ Rows (full mode; the model is the paper's: ch=32, N=17, 10.5 M parameters, rando
                      augmentation, no cache) on 8 generated DPDD-layout scenes of 1680x1120 PNGs,
                      8 and 16 bit: examples per second, CPU seconds per batch and the host
                      process's peak memory, on the host whatever --platform says.
+  fed train step     (GPU only) the batch-8 step fed by the 8-bit pipeline against the same
+                     loop on one fixed batch: the share of the step time spent waiting for input.
 
 Every measurement runs in its own subprocess (`ifan_jax.benchmark.worker`), so the memory is per
 job and PyTorch and XLA never share the cores; both use as many threads as this process may run

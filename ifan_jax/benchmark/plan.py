@@ -10,6 +10,7 @@ from ifan_jax.benchmark import input_pipeline, rows, specs
 # Full mode: the sizes the paper and issue time at; tiny mode: a smoke run whose numbers mean nothing.
 FULL_SIZES = ((360, 640), (720, 1280))
 TINY_SIZES = ((64, 96), (128, 192))
+INPUT_SCENES = 8  # generated DPDD-layout scenes of the input-pipeline rows (full mode)
 
 
 def _repeats(tiny: bool, gpu: bool, height: int) -> int:
@@ -62,6 +63,12 @@ def plan(args: argparse.Namespace) -> list[rows.Row]:
         out.append(rows.PsnrRow(key="bf16_psnr", name="bfloat16 vs float32 output PSNR",
                                 job=specs.Bf16Psnr(model=model, size=size, **common)))
     out += _input_rows(tiny)
+    if gpu and not tiny:  # on 2 CPU cores the step itself takes seconds: nothing to learn
+        job = specs.FedTrainStep(model=separable, batch=8, crop=256, bits=8, dtype=args.dtype,
+                                 platform=args.platform, warmup=3, repeats=50)
+        out.append(rows.FedTrainRow(key="train_b8_fed", job=job, scenes=INPUT_SCENES,
+                                    image_size=input_pipeline.DPDD_SIZE,
+                                    name="train step 8x256x256 fed by the 8-bit input pipeline"))
     return out
 
 
@@ -87,8 +94,9 @@ def _input_rows(tiny: bool) -> list[rows.Row]:
     if tiny:
         size, scenes, depths, batch, crop, warmup, repeats = (128, 192), 2, (8,), 2, 32, 1, 3
     else:
-        size, scenes, depths, batch, crop, warmup, repeats = (input_pipeline.DPDD_SIZE, 8,
-                                                               (8, 16), 8, 256, 5, 20)
+        size, scenes, depths, batch, crop, warmup, repeats = (input_pipeline.DPDD_SIZE,
+                                                               INPUT_SCENES, (8, 16), 8, 256, 5,
+                                                               20)
     out = []
     for bits in depths:
         job = specs.InputPipeline(bits=bits, batch=batch, crop=crop, warmup=warmup,

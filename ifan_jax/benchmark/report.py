@@ -73,6 +73,15 @@ def _(row: rows_lib.InputRow, platform):
             ("mean PNG file (MB)", "png_mb", "MB")]
 
 
+@_measures.register
+def _(row: rows_lib.FedTrainRow, platform):
+    return [("step time fed by the pipeline (s)", "time_s", "s"),
+            ("step time on a fixed batch (s)", "step_s", "s"),
+            ("share of the fed step waiting for input", "input_wait_fraction", ""),
+            ("time in next(batch) per step (s)", "next_batch_s", "s"),
+            ("host peak memory (MB)", "peak_rss_mb", "MB")]
+
+
 def summarize(rows: list[rows_lib.Row], platform: str = "cpu",
               targets: list[targets_lib.Target] = (), dtype: str = "float32") -> list[dict]:
     """Table lines {"row", "measure", "unit", "ours", "official", "ratio", "target"}; "target" is

@@ -152,7 +152,7 @@ class InputRow(Row):
 
     KIND: ClassVar[str] = "input"
 
-    job: specs.InputPipeline
+    job: specs.InputPipeline | specs.FedTrainStep
     scenes: int
     image_size: tuple[int, int]
 
@@ -167,6 +167,13 @@ class InputRow(Row):
     def jobs(self) -> dict:
         return {"ours": specs.to_json(self.job), "scenes": self.scenes,
                 "image_size": list(self.image_size)}
+
+
+@dataclasses.dataclass(kw_only=True)
+class FedTrainRow(InputRow):
+    """The training step fed by the input pipeline on generated scenes (`specs.FedTrainStep`)."""
+
+    KIND: ClassVar[str] = "fed_train"
 
 
 def measure(rows: list[Row], runner: Runner) -> list[Row]:

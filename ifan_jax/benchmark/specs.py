@@ -133,8 +133,22 @@ class InputPipeline(Job):
     crop: int = 256
 
 
+@dataclasses.dataclass(frozen=True)
+class FedTrainStep(Job):
+    """The training step fed by `train_dataset` on a DPDD-layout folder: how much of the step
+    time goes to waiting for input."""
+
+    OURS: ClassVar[str] = "ifan_jax.benchmark.training:fed_train_step"
+
+    model: Model = FULL_MODEL
+    batch: int = 8
+    crop: int = 256
+    data_dir: str = ""
+    bits: int = 8
+
+
 JOBS = {cls.__name__: cls for cls in (Probe, Inference, TrainStep, Iac, Bf16Psnr, MakeCheckpoint,
-                                      CheckpointInference, InputPipeline)}
+                                      CheckpointInference, InputPipeline, FedTrainStep)}
 
 
 def to_json(job: Job) -> dict:
