@@ -31,15 +31,24 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
-import os
 import sys
-from collections.abc import Mapping
 
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-REBLUR_KEY = "reblurring_network"
+from configs import load_config
+from ifan_jax.models import IFAN, REBLUR_KEY, abstract_params, count_params
+from ifan_jax.models.ifan import PointwiseConv
+from ifan_jax.models.layers import Conv, ConvTranspose
+
+# Re-exported for the callers that still import them from here (ifan_jax/evaluate.py,
+# tests/models/test_model_params.py); the definitions live in `ifan_jax.models`.
+param_shapes = abstract_params
+__all__ = ["LayerCost", "MacCount", "adaptive_macs", "count_macs", "count_params", "main",
+           "param_shapes", "summarize"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,41 +94,6 @@ class MacCount:
         return out
 
 
-def count_params(params_or_shapes, include_reblur: bool = False) -> int:
-    """Number of scalars in a Flax params tree (arrays or `jax.ShapeDtypeStruct`s).
-
-    A tree wrapped as {"params": ...} is unwrapped. The reblurring network (used only in training,
-    and not counted by the paper) is left out unless `include_reblur`.
-    """
-    import jax
-
-    tree = params_or_shapes
-    if isinstance(tree, Mapping) and set(tree) == {"params"}:
-        tree = tree["params"]
-    if isinstance(tree, Mapping) and not include_reblur:
-        tree = {k: v for k, v in tree.items() if k != REBLUR_KEY}
-    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(tree))
-
-
-def _model(model_config):
-    from ifan_jax.models import IFAN
-
-    return IFAN.from_config(model_config)
-
-
-def param_shapes(model_config):
-    """Shapes of every parameter (incl. the reblurring network when the model has one), computed
-    with `jax.eval_shape` so nothing is allocated."""
-    import jax
-    import jax.numpy as jnp
-
-    model = _model(model_config)
-    x = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
-    variables = jax.eval_shape(
-        lambda c, r, left, s: model.init(jax.random.PRNGKey(0), c, r, left, s, train=True), x, x, x, x)
-    return variables["params"]
-
-
 def _check_size(height: int, width: int) -> None:
     if height <= 0 or width <= 0 or height % 8 or width % 8:
         raise ValueError(f"height and width must be positive multiples of 8, got {height}x{width}")
@@ -145,15 +119,8 @@ def count_macs(model_config, height: int, width: int) -> MacCount:
     `model_config` is the `model` section of a config (ConfigDict or dict). See the module
     docstring for what is counted; the result is exact for the given size.
     """
-    import flax.linen as nn
-    import jax
-    import jax.numpy as jnp
-
-    from ifan_jax.models.ifan import PointwiseConv
-    from ifan_jax.models.layers import Conv, ConvTranspose
-
     _check_size(height, width)
-    model = _model(model_config)
+    model = IFAN.from_config(model_config)
     layers: list[LayerCost] = []
 
     def record(next_fun, args, kwargs, context):
@@ -199,34 +166,23 @@ def count_macs(model_config, height: int, width: int) -> MacCount:
         height=height, width=width, layers=tuple(layers))
 
 
-def load_config(spec: str):
-    """Load `path/to/config.py[:arg]` and return `get_config(arg)` (a ConfigDict).
-
-    The config's `model` section is what `count_macs` wants; a config without one is taken to be
-    a model config itself.
-    """
-    path, _, arg = spec.partition(":")
-    if not os.path.isfile(path):
-        raise ValueError(f"{path}: no such config file")
-    name = "_ifan_config_" + os.path.splitext(os.path.basename(path))[0]
-    module_spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(module_spec)
+def load_model_config(spec: str):
+    """The `model` section of the config `path/to/config.py[:arg]` (or a named config, see
+    `configs.load_config`); a config without one is taken to be a model config itself. Any
+    failure is a ValueError naming the config."""
     try:
-        module_spec.loader.exec_module(module)
-    except Exception as e:
-        raise ValueError(f"{path}: could not be loaded ({type(e).__name__}: {e})") from None
-    if not hasattr(module, "get_config"):
-        raise ValueError(f"{path}: has no get_config()")
-    try:
-        return module.get_config(arg) if arg else module.get_config()
-    except ValueError as e:
-        raise ValueError(f"{spec}: {e}") from None
+        config = load_config(spec)
+    except ValueError:
+        raise
+    except Exception as e:  # a user's config file that does not run
+        raise ValueError(f"{spec}: could not be loaded ({type(e).__name__}: {e})") from None
+    return config.model if "model" in config else config
 
 
 def summarize(model_config, height: int, width: int) -> dict:
     """Parameters and MACs as a JSON-able dict (what the CLI prints)."""
     _check_size(height, width)
-    shapes = param_shapes(model_config)
+    shapes = abstract_params(model_config)
     macs = count_macs(model_config, height, width)
     reblur = count_params(shapes[REBLUR_KEY]) if REBLUR_KEY in shapes else None
     return {
@@ -244,7 +200,7 @@ def summarize(model_config, height: int, width: int) -> dict:
 
 
 def format_summary(summary: dict, title: str) -> str:
-    b = lambda n: f"{n / 1e9:9.3f} B"  # noqa: E731
+    b = lambda n: f"{n / 1e9:9.3f} B"
     lines = [
         f"{title} at {summary['width']}x{summary['height']}",
         f"parameters, deblurring network  {summary['params_deblurring']:>12,} "
@@ -269,16 +225,15 @@ def format_summary(summary: dict, title: str) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ifan_jax.cost", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="configs/ifan.py",
-                        help="config file, optionally with an argument: configs/ifan.py:N=26")
+    parser.add_argument("--config", default="ifan",
+                        help="config name or file, optionally with an argument: ifan:N=26, "
+                             "configs/ifan.py:N=26 (default: ifan, the paper's model)")
     parser.add_argument("--height", type=int, default=720)
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     args = parser.parse_args(argv)
     try:
-        config = load_config(args.config)
-        model_config = config.model if "model" in config else config
-        summary = summarize(model_config, args.height, args.width)
+        summary = summarize(load_model_config(args.config), args.height, args.width)
     except ValueError as e:
         print(f"cost: error: {e}", file=sys.stderr)
         return 1

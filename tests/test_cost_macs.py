@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from configs import load_config
 from ifan_jax import cost
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -14,7 +15,7 @@ PAPER_MACS = 362.9e9  # Table 1 / 4, IFAN (N=17) at 1280 x 720, measured with pt
 
 
 def model_config(arg=""):
-    return cost.load_config(f"{CONFIG}:{arg}" if arg else CONFIG).model
+    return load_config(CONFIG, arg or None).model
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +73,10 @@ def test_size_must_be_a_multiple_of_8():
         cost.count_macs(model_config(), 100, 64)
 
 
-def test_count_params_unwraps_and_excludes_reblur():
-    shapes = cost.param_shapes(model_config())
-    deblur = cost.count_params(shapes)
-    assert deblur == 10_476_996
-    assert cost.count_params({"params": shapes}) == deblur
-    assert cost.count_params(shapes, include_reblur=True) == deblur + 19_139_685
+def test_summary_counts_the_reblurring_network_apart():
+    summary = cost.summarize(model_config(), 64, 64)
+    assert summary["params_deblurring"] == 10_476_996
+    assert summary["params_reblurring"] == 19_139_685
 
 
 def test_cli(tmp_path, capsys):
@@ -104,3 +103,11 @@ def test_cli_errors_are_one_line(args, words, capsys):
     assert len(err.splitlines()) == 1
     for word in words:
         assert word in err
+
+
+def test_a_config_that_fails_to_run_is_one_line(tmp_path, capsys):
+    broken = tmp_path / "broken.py"
+    broken.write_text("def get_config():\n    raise RuntimeError('no GPU here')\n")
+    assert cost.main([f"--config={broken}"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "broken.py" in err and "no GPU here" in err

@@ -1,0 +1,5 @@
+"""`python -m ifan_jax.benchmark`: see `ifan_jax.benchmark.cli`."""
+
+from ifan_jax.benchmark.cli import main
+
+main()

@@ -1,0 +1,108 @@
+"""Which rows a run measures, from the command line's choices (full or tiny, CPU or GPU)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from ifan_jax.benchmark import input_pipeline, rows, specs
+
+# Full mode: the sizes the paper and issue time at; tiny mode: a smoke run whose numbers mean nothing.
+FULL_SIZES = ((360, 640), (720, 1280))
+TINY_SIZES = ((64, 96), (128, 192))
+INPUT_SCENES = 8  # generated DPDD-layout scenes of the input-pipeline rows (full mode)
+
+
+def _repeats(tiny: bool, gpu: bool, height: int) -> int:
+    if tiny:
+        return 2
+    if gpu:  # milliseconds per call: many calls for a stable median
+        return 50
+    return 5 if height <= 360 else 3
+
+
+def plan(args: argparse.Namespace) -> list[rows.Row]:
+    """The rows to measure, in order (checkpoint rows after the inference rows they compare
+    with)."""
+    tiny, gpu = args.tiny, args.platform == "gpu"
+    model = specs.TINY_MODEL if tiny else specs.FULL_MODEL
+    separable = dataclasses.replace(model, iac_variant="separable")
+    common = dict(dtype=args.dtype, platform=args.platform, warmup=3 if gpu else 0)
+    checkout = None if tiny else args.official
+    sizes = TINY_SIZES if tiny else FULL_SIZES
+    out: list[rows.Row] = []
+    for h, w in sizes:
+        job = specs.Inference(model=model, size=(h, w), repeats=_repeats(tiny, gpu, h), **common)
+        out.append(rows.InferenceRow(key=f"inference_{w}x{h}", name=f"inference {w}x{h}",
+                                     job=job, checkout=checkout))
+    if not tiny:
+        for h, w in sizes:
+            job = specs.Inference(model=separable, size=(h, w), repeats=_repeats(tiny, gpu, h),
+                                  **common)
+            out.append(rows.InferenceRow(key=f"inference_{w}x{h}_separable",
+                                         name=f"inference {w}x{h}, separable IAC", job=job))
+    # The real path: 640x360 and 1280x720 (tiny: the smaller size only).
+    for h, w in sizes[:1] if tiny else sizes:
+        job = specs.CheckpointInference(size=(h, w), repeats=_repeats(tiny, gpu, h), **common)
+        out.append(rows.CheckpointRow(key=f"checkpoint_{w}x{h}", model=model, job=job,
+                                      name=f"inference {w}x{h}, checkpoint loaded in a fresh "
+                                           f"process", baseline=f"inference_{w}x{h}"))
+    h, w = sizes[0]
+    out.append(rows.CacheRow(key="compile_cache", name=f"compile cache {w}x{h}",
+                             job=specs.Inference(model=model, size=(h, w), **common)))
+    crop = 64 if tiny else 256
+    for batch in (2,) if tiny else (2, 8):
+        repeats = 1 if tiny else (20 if gpu else (5 if batch == 2 else 3))
+        job = specs.TrainStep(model=separable, batch=batch, crop=crop, repeats=repeats, **common)
+        out.append(rows.TrainRow(key="train" if batch == 2 else f"train_b{batch}",
+                                 name=f"train step {batch}x{crop}x{crop}", job=job,
+                                 checkout=checkout))
+    out += _iac_rows(model, tiny, gpu, common, checkout)
+    if args.dtype == "bfloat16":
+        size = (128, 128) if tiny else (512, 512)
+        out.append(rows.PsnrRow(key="bf16_psnr", name="bfloat16 vs float32 output PSNR",
+                                job=specs.Bf16Psnr(model=model, size=size, **common)))
+    out += _input_rows(tiny)
+    if gpu and not tiny:  # on 2 CPU cores the step itself takes seconds: nothing to learn
+        job = specs.FedTrainStep(model=separable, batch=8, crop=256, bits=8, dtype=args.dtype,
+                                 platform=args.platform, warmup=3, repeats=50)
+        out.append(rows.FedTrainRow(key="train_b8_fed", job=job, scenes=INPUT_SCENES,
+                                    image_size=input_pipeline.DPDD_SIZE,
+                                    name="train step 8x256x256 fed by the 8-bit input pipeline"))
+    return out
+
+
+def _iac_rows(model, tiny, gpu, common, checkout) -> list[rows.Row]:
+    features = (1, 8, 12, 32) if tiny else (1, 90, 160, 128)
+    n = model.num_iterations
+    repeats = 2 if tiny else (50 if gpu else 5)
+    job = specs.Iac(features=features, iterations=n, filter_size=3, repeats=repeats, **common)
+    shape = "x".join(map(str, features))
+    return [
+        rows.IacRow(key="iac_map", name=f"IAC {shape} N={n}, given filter map",
+                    job=dataclasses.replace(job, form="map"), checkout=checkout),
+        rows.IacRow(key="iac_per_pixel", name="  the same, per-pixel gather reference",
+                    job=dataclasses.replace(job, form="per_pixel")),
+        rows.IacRow(key="iac_head", name=f"IAC {shape} N={n}, filters from features",
+                    job=dataclasses.replace(job, form="head"), checkout=checkout),
+    ]
+
+
+def _input_rows(tiny: bool) -> list[rows.Row]:
+    """The input pipeline on generated DPDD-layout PNGs: 8 and 16 bit, batch 8, 256x256 crops
+    (tiny: 8 bit, two small scenes, batch 2, 32x32). On the host, whatever the platform."""
+    if tiny:
+        size, scenes, depths, batch, crop, warmup, repeats = (128, 192), 2, (8,), 2, 32, 1, 3
+    else:
+        size, scenes, depths, batch, crop, warmup, repeats = (input_pipeline.DPDD_SIZE,
+                                                               INPUT_SCENES, (8, 16), 8, 256, 5,
+                                                               20)
+    out = []
+    for bits in depths:
+        job = specs.InputPipeline(bits=bits, batch=batch, crop=crop, warmup=warmup,
+                                  repeats=repeats, platform="cpu")
+        out.append(rows.InputRow(key=f"input_{bits}bit", job=job, scenes=scenes,
+                                 image_size=size,
+                                 name=f"input pipeline, {bits}-bit PNGs {size[1]}x{size[0]}, "
+                                      f"batch {batch}, {crop}x{crop}"))
+    return out
