@@ -160,7 +160,7 @@ def main(argv=None) -> int:
     if not files:
         say("no images to process")
         return 1
-    inference.enable_compilation_cache()
+    environment.enable_compilation_cache()
     try:
         deblurrer = load_deblurrer(args, say)
     except (checkpoint.CheckpointError, ValueError) as e:
