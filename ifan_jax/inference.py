@@ -28,7 +28,7 @@ import psutil
 from ifan_jax import checkpoint, convert_torch, tiling
 from ifan_jax import defocus as defocus_lib
 from ifan_jax.environment import enable_compilation_cache  # noqa: F401 (part of this API)
-from ifan_jax.models import IFAN
+from ifan_jax.models import IFAN, REBLUR_KEY
 
 MULTIPLE = 8
 # Automatic tiling: the network may use this share of the free memory, and on the CPU at most
@@ -61,12 +61,11 @@ class Deblurrer:
             overrides["iac_variant"] = iac_variant
         if dtype is not None:
             overrides["dtype"] = dtype
-        config = {k: v for k, v in dict(model_config).items()}
-        config.update(overrides)
+        config = {**dict(model_config), **overrides}
         self.model_config = config
         self.model = IFAN.from_config(config)
         # Inference needs only the deblurring network.
-        self.params = jax.device_put({k: v for k, v in params.items() if k != "reblurring_network"})
+        self.params = jax.device_put({k: v for k, v in params.items() if k != REBLUR_KEY})
         self._forward = jax.jit(self._apply, static_argnames="with_defocus")
 
     @classmethod
