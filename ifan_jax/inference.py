@@ -1,10 +1,11 @@
 """Deblurring images of any size with a trained or converted IFAN.
 
     from ifan_jax.inference import Deblurrer
-    deblur = Deblurrer.from_checkpoint("ckpt/IFAN")
+    deblur = Deblurrer.from_checkpoint("ckpt/IFAN")   # or "IFAN.pytorch" (converted once, cached)
     sharp = deblur(image)          # image: H x W x 3 float32 in [0, 1], any H, W
     sharp = deblur(image, tile=0)  # the whole image at once
     sharp = deblur(image, tile=256)  # 256 x 256 tiles (see `ifan_jax.tiling`)
+    sharp, defocus = deblur(image, return_defocus=True)  # and the H x W defocus map
 
 The image is padded to a multiple of 8 by edge replication, run through the jitted network and
 cropped back, so no pixel is lost (the official code crops the remainder away). Large images run
@@ -16,14 +17,18 @@ fits the memory budget (`auto_memory_budget`), else the largest tile that fits.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import psutil
 
-from ifan_jax import checkpoint, tiling
+from ifan_jax import checkpoint, convert_torch, tiling
+from ifan_jax import defocus as defocus_lib
 from ifan_jax.environment import enable_compilation_cache  # noqa: F401 (part of this API)
-from ifan_jax.models import IFAN
+from ifan_jax.models import IFAN, REBLUR_KEY
 
 MULTIPLE = 8
 # Automatic tiling: the network may use this share of the free memory, and on the CPU at most
@@ -56,18 +61,21 @@ class Deblurrer:
             overrides["iac_variant"] = iac_variant
         if dtype is not None:
             overrides["dtype"] = dtype
-        config = {k: v for k, v in dict(model_config).items()}
-        config.update(overrides)
+        config = {**dict(model_config), **overrides}
         self.model_config = config
         self.model = IFAN.from_config(config)
         # Inference needs only the deblurring network.
-        self.params = jax.device_put({k: v for k, v in params.items() if k != "reblurring_network"})
-        self._forward = jax.jit(self._apply)
+        self.params = jax.device_put({k: v for k, v in params.items() if k != REBLUR_KEY})
+        self._forward = jax.jit(self._apply, static_argnames="with_defocus")
 
     @classmethod
     def from_checkpoint(cls, path: str, which: str = "latest", iac_variant: str | None = None,
                         dtype: str | None = None) -> Deblurrer:
-        """Load a converted official checkpoint or a training workdir (see `ifan_jax.checkpoint`)."""
+        """Load a converted official checkpoint or a training workdir (see `ifan_jax.checkpoint`),
+        or an official `.pytorch`/`.pth` file, converted once into a cache
+        (`convert_torch.cached_conversion`)."""
+        if os.path.isfile(path):
+            path = convert_torch.cached_conversion(path)
         model_config, params = checkpoint.load_params(path, which)
         return cls(params, model_config, iac_variant, dtype)
 
@@ -75,56 +83,95 @@ class Deblurrer:
     def needs_dual_pixel(self) -> bool:
         return bool(self.model.dual_pixel_input)
 
-    def _apply(self, params, blurred, right=None, left=None):
-        return self.model.apply({"params": params}, blurred, right, left)["result"]
+    @property
+    def has_defocus_map(self) -> bool:
+        """Whether the model has a disparity map estimator (variants with D) to return a map from."""
+        return bool(self.model.use_disparity)
 
-    def run_batch(self, blurred: np.ndarray, right=None, left=None) -> jax.Array:
-        """N x H x W x 3 with H, W multiples of 8 -> N x H x W x 3 (device array, not waited on)."""
-        return self._forward(self.params, blurred, right, left)
+    def _apply(self, params, blurred, right=None, left=None, with_defocus=False):
+        if not with_defocus:
+            return self.model.apply({"params": params}, blurred, right, left)["result"]
+        out, state = self.model.apply({"params": params}, blurred, right, left,
+                                      capture_intermediates=_is_disparity_map_estimator,
+                                      mutable=["intermediates"])
+        disparity = state["intermediates"]["disparity_map_estimator"]["__call__"][0]
+        defocus = defocus_lib.upsample(disparity, *blurred.shape[1:3])
+        return jnp.concatenate([out["result"], defocus], axis=-1)
 
-    @functools.cached_property
-    def num_params(self) -> int:
-        return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(self.params))
+    def run_batch(self, blurred: np.ndarray, right=None, left=None,
+                  with_defocus: bool = False) -> jax.Array:
+        """N x H x W x 3 with H, W multiples of 8 -> N x H x W x 3 (device array, not waited on).
 
-    def deblur_whole(self, image: np.ndarray, right=None, left=None) -> np.ndarray:
-        """Run the whole image at once: pad to a multiple of 8, run, crop back."""
+        With `with_defocus`, N x H x W x 4: the deblurred image and, as channel 3, the disparity map
+        estimator's output upsampled to H x W (`ifan_jax.defocus.upsample`)."""
+        return self._forward(self.params, blurred, right, left, with_defocus=with_defocus)
+
+    def deblur_whole(self, image: np.ndarray, right=None, left=None,
+                     return_defocus: bool = False):
+        """Run the whole image at once: pad to a multiple of 8, run, crop back.
+
+        Returns H x W x 3 float32, or (that, H x W float32 defocus map) with `return_defocus`."""
         image = _as_image(image, "image")
+        self._check_defocus(return_defocus)
         h, w = image.shape[:2]
         views = [pad_to_multiple(v)[None] if v is not None else None
                  for v in (image, _opt(right, "right"), _opt(left, "left"))]
-        out = self.run_batch(*views)
-        return np.asarray(out[0, :h, :w], dtype=np.float32)
+        out = np.asarray(self.run_batch(*views, with_defocus=return_defocus)[0, :h, :w],
+                         dtype=np.float32)
+        return _split(out, return_defocus)
 
     def deblur_tiled(self, image: np.ndarray, right=None, left=None, tile: int = 512,
                      overlap: int = tiling.DEFAULT_OVERLAP, batch_size: int = 1,
-                     progress: Callable[[int], None] | None = None) -> np.ndarray:
-        """Run overlapping `tile` x `tile` tiles in batches and blend them (`ifan_jax.tiling`)."""
+                     progress: Callable[[int], None] | None = None, return_defocus: bool = False):
+        """Run overlapping `tile` x `tile` tiles in batches and blend them (`ifan_jax.tiling`); the
+        defocus map (with `return_defocus`) is blended with the same weights as the image."""
+        self._check_defocus(return_defocus)
+        check_tile(tile, overlap)
         views = [_as_image(image, "image"), _opt(right, "right"), _opt(left, "left")]
-        return tiling.deblur_tiled(self.run_batch, views, tile, overlap, batch_size, progress)
+        forward = functools.partial(self.run_batch, with_defocus=return_defocus)
+        out = tiling.deblur_tiled(forward, views, tile, overlap, batch_size, progress)
+        return _split(out, return_defocus)
 
     def __call__(self, image: np.ndarray, right=None, left=None, tile: int | None = None,
                  overlap: int = tiling.DEFAULT_OVERLAP,
-                 progress: Callable[[int], None] | None = None) -> np.ndarray:
+                 progress: Callable[[int], None] | None = None, return_defocus: bool = False):
         """Deblur an H x W x 3 float image in [0, 1]; returns H x W x 3 float32 in [0, 1].
 
         `tile=None` chooses: the whole image at once when it fits the memory budget, else tiles of
         the largest size that fits (`plan`). `tile=0` forces the whole image at once; an int > 0
-        runs tiles of that many pixels (rounded up to a multiple of 8) overlapping by `overlap`.
-        `progress(n)` is called as tiles finish.
+        runs tiles of that many pixels (rounded up to a multiple of 8) overlapping by `overlap`
+        (`tile` must exceed the overlap by 8 pixels: `check_tile`). `progress(n)` is called as
+        tiles finish. With `return_defocus=True` returns `(sharp, defocus)`, `defocus` the H x W
+        float32 output of the disparity map estimator upsampled to the input's size
+        (`ifan_jax.defocus`); a model without one (variants without D) raises ValueError.
         """
         if self.needs_dual_pixel and (right is None or left is None):
             raise ValueError("this is the dual-pixel-input model: pass right= and left= views")
+        self._check_defocus(return_defocus)
         image = _as_image(image, "image")
-        h, w = image.shape[:2]
+        tile, batch_size, num_tiles = self.schedule(*image.shape[:2], tile, overlap)
+        if num_tiles == 1:
+            return self.deblur_whole(image, right, left, return_defocus)
+        return self.deblur_tiled(image, right, left, tile, overlap, batch_size, progress,
+                                 return_defocus)
+
+    def schedule(self, height: int, width: int, tile: int | None = None,
+                 overlap: int = tiling.DEFAULT_OVERLAP) -> tuple[int, int, int]:
+        """(tile, batch size, number of tiles) that `__call__` runs an image with; one tile means
+        the whole image at once. `tile=None` chooses (`plan`); errors as `check_tile`."""
         if tile is None:
-            tile, batch_size = self.plan(h, w, overlap)
+            tile, batch_size = self.plan(height, width, overlap)
         else:
-            if int(tile) < 0:
-                raise ValueError(f"tile must be None, 0 (whole image) or a size > 0, got {tile}")
             tile, batch_size = int(tile), 1
-        if tile == 0 or tiling.tile_shape(h, w, tile) == (tiling.round_up(h), tiling.round_up(w)):
-            return self.deblur_whole(image, right, left)
-        return self.deblur_tiled(image, right, left, tile, overlap, batch_size, progress)
+        check_tile(tile, overlap)
+        if tile == 0:
+            return 0, 1, 1
+        return tile, batch_size, tiling.num_tiles(height, width, tile, overlap)
+
+    def _check_defocus(self, return_defocus: bool) -> None:
+        if return_defocus and not self.has_defocus_map:
+            raise ValueError("this model has no disparity map estimator (a variant without D): "
+                             "it has no defocus map to return")
 
     def plan(self, height: int, width: int, overlap: int = tiling.DEFAULT_OVERLAP,
              budget: float | None = None) -> tuple[int, int]:
@@ -159,6 +206,30 @@ class Deblurrer:
         return scale * fixed, scale * per_pixel
 
 
+def check_tile(tile: int, overlap: int) -> None:
+    """Raise ValueError (one line) unless `tile` is 0 (whole image) or exceeds `overlap` by at least
+    8 pixels after both are rounded up to multiples of 8 (a tile must advance past its overlap)."""
+    if int(tile) < 0:
+        raise ValueError(f"tile must be None, 0 (whole image) or a size > 0, got {tile}")
+    if int(overlap) < 0:
+        raise ValueError(f"overlap must be >= 0, got {overlap}")
+    if tile and tiling.round_up(tile) - tiling.round_up(overlap) < tiling.ALIGN:
+        raise ValueError(f"tile {tile} is too small for an overlap of {overlap}: use a tile of at "
+                         f"least {tiling.round_up(overlap) + tiling.ALIGN} pixels or a smaller "
+                         f"overlap")
+
+
+def _is_disparity_map_estimator(module, method_name: str) -> bool:
+    return module.name == "disparity_map_estimator" and method_name == "__call__"
+
+
+def _split(out: np.ndarray, return_defocus: bool):
+    """H x W x 3 image, or (image, H x W defocus map) from an H x W x 4 network output."""
+    if not return_defocus:
+        return out
+    return np.ascontiguousarray(out[..., :3]), np.ascontiguousarray(out[..., 3])
+
+
 def _on_cpu() -> bool:
     return jax.local_devices()[0].platform == "cpu"
 
@@ -176,8 +247,6 @@ def auto_memory_budget() -> float:
             return MEMORY_FRACTION * (stats["bytes_limit"] - stats["bytes_in_use"])
         except Exception:
             pass
-    import psutil
-
     return min(MEMORY_FRACTION * psutil.virtual_memory().available, CPU_MEMORY_CAP)
 
 

@@ -91,16 +91,23 @@ def tile_shape(height: int, width: int, tile: int) -> tuple[int, int]:
     return min(tile, round_up(height)), min(tile, round_up(width))
 
 
+def num_tiles(height: int, width: int, tile: int, overlap: int = DEFAULT_OVERLAP) -> int:
+    """How many tiles `deblur_tiled` runs for an H x W image."""
+    th, tw = tile_shape(height, width, tile)
+    return (len(tile_starts(round_up(height), th, overlap))
+            * len(tile_starts(round_up(width), tw, overlap)))
+
+
 def deblur_tiled(forward: Callable[..., np.ndarray], views: Sequence[np.ndarray | None], tile: int,
                  overlap: int = DEFAULT_OVERLAP, batch_size: int = 1,
                  progress: Callable[[int], None] | None = None) -> np.ndarray:
     """Run `forward` over overlapping tiles of H x W x 3 `views` and blend the outputs.
 
     `forward(*batches)` takes one (B, th, tw, 3) float32 array per view (None views are passed as
-    None) and returns a (B, th, tw, 3) array (a numpy or jax array; it is converted after the next
+    None) and returns a (B, th, tw, C) array (a numpy or jax array; it is converted after the next
     batch has been dispatched). `views[0]` is the blurred image; the others (dual-pixel right/left
-    views) are cut into the same tiles. Returns H x W x 3 float32. `progress(n)` is called with the
-    number of tiles finished after each batch.
+    views) are cut into the same tiles. Returns H x W x C float32, every channel blended alike.
+    `progress(n)` is called with the number of tiles finished after each batch.
     """
     image = views[0]
     h, w = image.shape[:2]
@@ -109,7 +116,7 @@ def deblur_tiled(forward: Callable[..., np.ndarray], views: Sequence[np.ndarray 
     wy, wx = axis_weights(ys, th), axis_weights(xs, tw)
     corners = [(i, j) for i in range(len(ys)) for j in range(len(xs))]
 
-    acc = np.zeros((h, w, 3), np.float32)
+    acc = None  # H x W x C, allocated when the first batch tells C
     # The total weight at (y, x) is sum_ij wy_i(y) wx_j(x) = Wy(y) Wx(x): two 1-D sums suffice.
     total_y = np.zeros(round_up(h), np.float32)
     total_x = np.zeros(round_up(w), np.float32)
@@ -132,7 +139,10 @@ def deblur_tiled(forward: Callable[..., np.ndarray], views: Sequence[np.ndarray 
         return out
 
     def scatter(batch, result):
+        nonlocal acc
         result = np.asarray(result, np.float32)
+        if acc is None:
+            acc = np.zeros((h, w, result.shape[-1]), np.float32)
         for k, (i, j) in enumerate(batch):
             y, x = ys[i], xs[j]
             ch, cw = min(th, h - y), min(tw, w - x)
@@ -186,10 +196,9 @@ def choose_tile(height: int, width: int, bytes_for_pixels: Callable[[int], float
     else:
         tile = candidates[-1]
         th, tw = tile_shape(height, width, tile)
-    num_tiles = (len(tile_starts(round_up(height), th, overlap))
-                 * len(tile_starts(round_up(width), tw, overlap)))
+    count = num_tiles(height, width, tile, overlap)
     batch = 1
-    while (batch < min(max_batch, num_tiles)
+    while (batch < min(max_batch, count)
            and bytes_for_pixels((batch + 1) * th * tw) <= budget):
         batch += 1
     return tile, batch

@@ -59,6 +59,17 @@ def test_pointwise_network_is_reproduced_exactly(shape, tile, overlap, batch):
     assert sum(done) == len(starts[0]) * len(starts[1])
 
 
+def test_extra_output_channels_are_blended_alike():
+    """A network returning more channels than the image (the defocus map) gets each one blended."""
+    image = np.random.default_rng(1).random((75, 130, 3), dtype=np.float32)
+    forward = lambda x, right, left: np.concatenate([np.sqrt(x), x[..., :1] ** 2], axis=-1)
+    out = tiling.deblur_tiled(forward, [image, None, None], 48, 16, 2)
+    assert out.shape == (75, 130, 4)
+    np.testing.assert_allclose(out[..., :3], np.sqrt(image), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(out[..., 3], image[..., 0] ** 2, rtol=1e-5, atol=1e-6)
+    assert tiling.num_tiles(75, 130, 48, 16) > 1
+
+
 def test_choose_tile_from_memory_budget():
     per_pixel = lambda n: 1e6 + 500.0 * n  # noqa: E731  (about the full model's working set)
     assert tiling.choose_tile(720, 1280, per_pixel, budget=8e9) == (0, 1)
@@ -116,3 +127,10 @@ def test_working_memory_grows_with_the_image(tiny_deblurrer):
     assert 0 < small < large
     with pytest.raises(ValueError, match="tile"):
         tiny_deblurrer(np.zeros((32, 32, 3), np.float32), tile=-1)
+    # The default overlap (64) leaves a 64-pixel tile no room to advance: a clear one-line error.
+    with pytest.raises(ValueError, match="tile 64 is too small for an overlap of 64: use a tile "
+                                         "of at least 72 pixels") as e:
+        tiny_deblurrer(np.zeros((200, 300, 3), np.float32), tile=64)
+    assert "\n" not in str(e.value)
+    assert tiny_deblurrer(np.zeros((200, 300, 3), np.float32), tile=64, overlap=16).shape == (
+        200, 300, 3)
