@@ -38,7 +38,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from ifan_jax import checkpoint, cost, data, evaluation, fileio, image_io, models, subsets
+from ifan_jax import checkpoint, convert_torch, cost, data, evaluation, fileio, image_io, models, subsets
 from ifan_jax.data.decode import decode_file, read_depth
 from ifan_jax.data.layouts import canonical_dataset
 from ifan_jax.inference import Deblurrer
@@ -60,11 +60,14 @@ class EvaluationError(ValueError):
 
 def load_model(ckpt: str, which: str = "latest",
                iac_variant: str | None = None) -> tuple[Deblurrer, int | str]:
-    """(Deblurrer, the bit depth the model was trained at: 8, 16 or "unknown") of a checkpoint.
+    """(Deblurrer, the bit depth the model was trained at: 8, 16 or "unknown") of a checkpoint
+    directory or an official `.pytorch`/`.pth` file.
 
     The depth is model_config.json's optional "bit_depth" key; checkpoints without it (converted
     official weights, training workdirs written before it existed) say "unknown".
     """
+    if os.path.isfile(ckpt):  # an official .pytorch/.pth file, converted once (as the deblur tool)
+        ckpt = convert_torch.cached_conversion(ckpt)
     model_config, params = checkpoint.load_params(ckpt, which)
     model_config = dict(model_config)
     depth = model_config.pop(BIT_DEPTH_KEY, None)

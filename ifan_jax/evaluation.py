@@ -24,18 +24,11 @@ import jax
 import numpy as np
 
 from ifan_jax import lpips, metrics
-from ifan_jax.inference import pad_to_multiple
+from ifan_jax.inference import eval_step, pad_to_multiple
 
 METRICS = ("psnr", "ssim", "mae", "lpips")  # the named metrics, in the order reports list them
 INPUT_PREFIX = "input_"  # input_psnr: a metric of the blurred input against the ground truth
 DUAL_KEYS = ("c", "r", "l")  # the views the dual-pixel model reads, in its argument order
-
-
-def eval_step(apply_fn: Callable, params, batch: dict) -> jax.Array:
-    """The one eval forward: the deblurred batch (B, H, W, 3) in [0, 1] of the eval-mode network
-    for the blurred batch["c"] (B, H, W, 3), H and W multiples of 8; batch["r"] and batch["l"]
-    (the right and left views) are passed when present (the dual-pixel model)."""
-    return apply_fn({"params": params}, batch["c"], batch.get("r"), batch.get("l"))["result"]
 
 
 def metric_functions(names: Sequence[str]) -> dict[str, Callable[[np.ndarray, np.ndarray], float]]:

@@ -51,6 +51,13 @@ def pad_to_multiple(image: np.ndarray, multiple: int = MULTIPLE) -> np.ndarray:
     return np.pad(image, widths, mode="edge")
 
 
+def eval_step(apply_fn: Callable, params, batch: dict) -> jax.Array:
+    """The one eval forward: the deblurred batch (B, H, W, 3) in [0, 1] of the eval-mode network
+    for the blurred batch["c"] (B, H, W, 3), H and W multiples of 8; batch["r"] and batch["l"]
+    (the right and left views) are passed when present (the dual-pixel model)."""
+    return apply_fn({"params": params}, batch["c"], batch.get("r"), batch.get("l"))["result"]
+
+
 class Deblurrer:
     """A jitted IFAN forward pass with its parameters, callable on numpy images."""
 
@@ -90,7 +97,7 @@ class Deblurrer:
 
     def _apply(self, params, blurred, right=None, left=None, with_defocus=False):
         if not with_defocus:
-            return self.model.apply({"params": params}, blurred, right, left)["result"]
+            return eval_step(self.model.apply, params, {"c": blurred, "r": right, "l": left})
         out, state = self.model.apply({"params": params}, blurred, right, left,
                                       capture_intermediates=_is_disparity_map_estimator,
                                       mutable=["intermediates"])

@@ -19,7 +19,7 @@ from ifan_jax.models import iac as iac_lib
 def forward_fn(model_config):
     """The jitted forward pass (params, (N, H, W, 3) image) -> deblurred image of `model_config`."""
     model = IFAN.from_config(model_config)
-    return jax.jit(lambda p, x: model.apply({"params": p}, x)["result"])
+    return jax.jit(lambda p, x: inference_lib.eval_step(model.apply, p, {"c": x}))
 
 
 def inference(job: specs.Inference) -> dict:
