@@ -20,6 +20,8 @@ Nothing here imports gradio; `ifan_jax.app.page` puts it on a web page.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextvars
 import dataclasses
 import os
 import shutil
@@ -70,10 +72,20 @@ class Service:
         self.workdir = workdir
         self.tile, self.overlap = tile, overlap
         self.keep, self.preview, self.crop = keep, preview, crop
+        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="deblur")
         os.makedirs(workdir, exist_ok=True)
 
     def process(self, path: str, progress: Callable[[int, int], None] | None = None) -> Result:
-        """Deblur the photo at `path`; `progress(done, total)` counts network runs (tiles)."""
+        """Deblur the photo at `path`; `progress(done, total)` counts network runs (tiles).
+
+        Runs on the service's one worker thread (callers wait their turn), in the caller's context
+        (so `progress` may rely on context variables, as Gradio's does). One thread keeps one
+        request on the accelerator and lets the allocator reuse the same memory for every request
+        (a new thread per request would grow the process by a malloc arena each)."""
+        task = contextvars.copy_context().run
+        return self._worker.submit(task, self._process, path, progress).result()
+
+    def _process(self, path: str, progress: Callable[[int, int], None] | None) -> Result:
         start = time.perf_counter()
         name = os.path.basename(path)
         image, info = read_upload(path)
