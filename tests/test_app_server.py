@@ -199,6 +199,21 @@ def test_eight_clients_at_once_are_answered_in_order_in_bounded_memory(server, t
     assert second < first + 32 * mb
 
 
+def test_command_line_errors_are_one_line(tmp_path, capsys, tiny_official_checkpoint):
+    from ifan_jax.app import cli
+
+    assert cli.main([f"--ckpt={tmp_path / 'nowhere'}"]) == 1
+    assert capsys.readouterr().err == f"app: {tmp_path / 'nowhere'}: no such checkpoint directory\n"
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert cli.main([f"--ckpt={tiny_official_checkpoint}", f"--port={port}"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("app: ") and str(port) in err and "\n" not in err, err
+
+
+@pytest.mark.slow
 def test_the_readme_space_app_file_serves(tiny_official_checkpoint, tmp_path):
     """The README's Hugging Face Space `app.py`, with the Space's environment variables."""
     with open(os.path.join(ROOT, "README.md")) as f:
@@ -252,6 +267,7 @@ def _wait(what, condition, timeout=120):
     pytest.fail(f"timed out waiting for {what}")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
                     reason="the browser test needs Chromium and its driver: "
                            "apt-get install chromium chromium-driver")
@@ -275,6 +291,11 @@ def test_in_chromium_upload_deblur_download(server, tiny_official_checkpoint, tm
         _wait("the page", lambda: "Choose a photo" in status())
         assert "N = 3" in driver.find_element(By.TAG_NAME, "body").text
 
+        # An example photo runs with one click.
+        driver.find_element(By.XPATH, "//button[normalize-space()='Coffee']").click()
+        _wait("the example's result", lambda: "coffee.png: 360 x 360" in status())
+        driver.find_element(By.CSS_SELECTOR, "#upload button[aria-label=Clear]").click()
+
         # A broken file: a readable message on the page, and the page still works after it.
         driver.find_element(By.CSS_SELECTOR, "#upload input[type=file]").send_keys(str(bad))
         _wait("the error message", lambda: "broken.png:" in " ".join(
@@ -282,7 +303,7 @@ def test_in_chromium_upload_deblur_download(server, tiny_official_checkpoint, tm
         driver.find_element(By.CSS_SELECTOR, "#upload button[aria-label=Clear]").click()
 
         driver.find_element(By.CSS_SELECTOR, "#upload input[type=file]").send_keys(photo)
-        _wait("the result", lambda: "deblurred as" in status())
+        _wait("the result", lambda: "portrait.png" in status())
         assert f"{w} x {h} pixels, 16-bit PNG" in status()
         button = driver.find_element(By.ID, "download")
         assert "portrait_deblurred.png" in button.text

@@ -14,6 +14,7 @@ import argparse
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 
@@ -81,6 +82,13 @@ def main(argv=None) -> int:
     except ImportError as e:
         print(f"app: needs gradio ({e}): pip install \".[app]\"", file=sys.stderr)
         return 1
+    try:  # before the slow start-up: is the port free?
+        with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as probe:
+            probe.bind((args.host, args.port))
+    except OSError as e:
+        print(f"app: cannot listen on {args.host}:{args.port} ({e.strerror or e}); choose another "
+              f"--port", file=sys.stderr)
+        return 1
     enable_compilation_cache()
     try:
         deblurrer = Deblurrer.from_checkpoint(args.ckpt, which=args.which)
@@ -97,8 +105,8 @@ def main(argv=None) -> int:
         print(f"app: no example photos ({e})", file=sys.stderr)
         examples = []
     workdir = tempfile.mkdtemp(prefix="ifan_jax_app_")
-    # SIGTERM ends the server like Ctrl-C, so the request folders are removed.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # SIGTERM ends the server like Ctrl-C (Gradio closes it), and the request folders are removed.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         service = Service(deblurrer, workdir, tile=args.tile, overlap=args.overlap)
         demo = page.build(service, examples, describe(deblurrer, args.ckpt))
