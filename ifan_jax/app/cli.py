@@ -36,9 +36,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         description="Serve a web page that deblurs uploaded photos with an IFAN checkpoint.")
     p.add_argument("--ckpt", required=True,
                    help="converted checkpoint, training workdir or official .pytorch file")
-    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT",
-                                                                  DEFAULT_PORT)),
-                   help=f"port to serve on (default {DEFAULT_PORT})")
+    p.add_argument("--port", type=int, default=os.environ.get("GRADIO_SERVER_PORT", DEFAULT_PORT),
+                   help=f"port to serve on (default {DEFAULT_PORT}, or $GRADIO_SERVER_PORT)")
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                    help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--tile", type=int, default=None, metavar="PIXELS",

@@ -52,10 +52,9 @@ def build(service, examples: list[tuple[str, str]], about: str) -> gr.Blocks:
                     crop = gr.ImageSlider(label="1:1 crop where the photo is most out of focus",
                                           type="filepath", format="png", interactive=False,
                                           elem_id="crop")
-                    defocus = gr.Image(label="Defocus map (the network's disparity estimate: purple low, "
-                                             "yellow high)",
+                    defocus = gr.Image(label="Defocus map (purple: low, yellow: high)",
                                        type="filepath", format="png", interactive=False,
-                                       elem_id="defocus")
+                                       buttons=["download", "fullscreen"], elem_id="defocus")
 
         def deblur(path, progress=gr.Progress()):
             if not path:  # the file was removed: leave the page as it is
