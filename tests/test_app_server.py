@@ -246,7 +246,8 @@ def test_the_readme_space_app_file_serves(tiny_official_checkpoint, tmp_path):
 
 def _browser(download_dir: str):
     """Headless Debian Chromium via Selenium; the browser may reach 127.0.0.1 only."""
-    webdriver = pytest.importorskip("selenium.webdriver")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="the browser test needs Selenium: "
+                                    "pip install -r requirements-test.txt")
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()

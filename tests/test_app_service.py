@@ -60,6 +60,16 @@ def test_download_keeps_size_format_and_bit_depth_and_equals_deblurrer(
     assert f"{W} x {H} pixels, {depth}-bit" in result.summary
 
 
+def test_a_file_named_for_another_format_keeps_its_own_format_and_bits(tmp_path, deblurrer):
+    path = str(tmp_path / "scan.tif")
+    image_io.write_image(path, _photo(), bit_depth=16)
+    misnamed = tmp_path / "scan.jpg"
+    os.rename(path, misnamed)
+    result = service.Service(deblurrer, str(tmp_path / "work")).process(str(misnamed))
+    assert os.path.basename(result.output) == "scan_deblurred.tif"
+    assert image_io.read_image(result.output)[1].bit_depth == 16
+
+
 def test_progress_counts_every_tile_and_previews_are_bounded(tmp_path, deblurrer):
     h, w = 100, 150
     path = str(tmp_path / "big.png")

@@ -110,7 +110,8 @@ class Service:
 
         folder = self._request_folder()
         stem, ext = os.path.splitext(name)
-        ext = ext.lower() if ext.lower() in image_io.FORMATS else ".png"
+        if image_io.FORMATS.get(ext.lower()) != info.format:  # e.g. a PNG named .jpg
+            ext = {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif"}[info.format]
         output = os.path.join(folder, f"{stem}_deblurred{ext}")
         depth = 8 if image_io.format_for_path(output) == "JPEG" else info.bit_depth
         image_io.write_image(output, sharp, info, bit_depth=depth)
