@@ -1,23 +1,29 @@
-"""Convert an official IFAN PyTorch checkpoint into an ifan-jax checkpoint.
+"""Convert an official IFAN PyTorch checkpoint into an ifan-jax checkpoint, without PyTorch.
 
     python -m ifan_jax.convert_torch --input=IFAN.pytorch --output=CKPT_DIR [--iac=official]
+    cached_conversion("IFAN.pytorch")   # converted once, reused: what the deblur tool does
 
-The mapping itself (`convert_state_dict`) is a function of a name -> numpy array dict, so it runs
-without PyTorch (the tests feed it the reference .npz files); only reading a `.pytorch` file needs
-torch (`pip install ifan-jax[torch]`). N, the width and the dual-pixel variant are inferred from
-the shapes. Official checkpoints were trained with the IAC whose second pass reuses the first
-filter, so the converted model uses `iac_variant="official"` unless told otherwise.
+The `.pytorch`/`.pth` file is read by `ifan_jax.torch_pickle` (NumPy and a restricted unpickler:
+no torch, no code run from the file). The mapping itself (`convert_state_dict`) is a function of a
+name -> numpy array dict. N, the width and the dual-pixel variant are inferred from the shapes.
+Official checkpoints were trained with the IAC whose second pass reuses the first filter, so the
+converted model uses `iac_variant="official"` unless told otherwise.
 """
 
 from __future__ import annotations
 
+import argparse
+import hashlib
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
+from flax.traverse_util import flatten_dict, unflatten_dict
 
+from ifan_jax import checkpoint, torch_pickle
+from ifan_jax.models import REBLUR_KEY, abstract_params, count_params
 from ifan_jax.models.iac import iac_channels
 
 PREFIXES = ("module.", "Network.")
@@ -209,8 +215,6 @@ def convert_state_dict(state: Mapping[str, np.ndarray], iac_variant: str = "offi
     inferred config: an unexpected key, a wrong shape or a missing key is a `ConversionError`
     naming the key.
     """
-    from flax.traverse_util import unflatten_dict
-
     config = infer_model_config(state)
     config["iac_variant"] = iac_variant
     expected = official_shapes(config)
@@ -246,20 +250,9 @@ def convert_state_dict(state: Mapping[str, np.ndarray], iac_variant: str = "offi
 
 
 def check_against_model(params, config: dict) -> None:
-    """Compare converted shapes with a freshly built model; raise naming the first mismatch."""
-    import jax
-    import jax.numpy as jnp
-    from flax.traverse_util import flatten_dict
-
-    from ifan_jax.models import IFAN
-
-    model = IFAN.from_config(config)
-    x = jnp.zeros((1, 64, 64, 3))
-    expected = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, x, x, x, train=True))
-    expected = flatten_dict(expected["params"])
+    """Compare converted shapes with the model's parameter tree; raise naming the first mismatch."""
+    expected = flatten_dict(abstract_params(config, with_reblur=bool(config.get("use_reblur", True))))
     got = flatten_dict(params)
-    if not config.get("use_reblur", True):
-        expected = {k: v for k, v in expected.items() if k[0] != "reblurring_network"}
     for path in sorted(set(expected) | set(got)):
         name = "/".join(path)
         if path not in got:
@@ -272,22 +265,18 @@ def check_against_model(params, config: dict) -> None:
 
 
 def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
-    """Read a PyTorch checkpoint file into a name -> numpy dict (needs torch)."""
+    """Read a PyTorch checkpoint file into a name -> float32 numpy dict (`ifan_jax.torch_pickle`;
+    a dict wrapping the state dict under "state_dict", "model" or "network" is unwrapped)."""
     try:
-        import torch
-    except ImportError:
-        raise ConversionError("reading .pytorch files needs PyTorch: pip install 'ifan-jax[torch]'"
-                              ) from None
-    if os.path.isdir(path):
-        raise ConversionError(f"{path}: is a directory, not a PyTorch checkpoint file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch_pickle.load(path)
     except FileNotFoundError:
         raise ConversionError(f"{path}: no such file") from None
-    except Exception as e:  # torch raises many kinds for a corrupt file
-        reason = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else ""
-        raise ConversionError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}"
-                              f"{': ' + reason[:120] if reason else ''})") from None
+    except IsADirectoryError:
+        raise ConversionError(f"{path}: is a directory, not a PyTorch checkpoint file") from None
+    except OSError as e:
+        raise ConversionError(f"{path}: cannot be read ({e.strerror or e})") from None
+    except torch_pickle.TorchPickleError as e:
+        raise ConversionError(f"{path}: {e}") from None
     for wrapper in ("state_dict", "model", "network"):
         if isinstance(obj, dict) and wrapper in obj and isinstance(obj[wrapper], dict):
             obj = obj[wrapper]
@@ -295,20 +284,75 @@ def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
         raise ConversionError(f"{path}: does not hold a state dict")
     out = {}
     for k, v in obj.items():
-        if not hasattr(v, "detach"):
+        if not isinstance(v, np.ndarray):
             raise ConversionError(f"{path}: entry {k!r} is not a tensor")
-        out[k] = v.detach().float().numpy()
+        out[k] = v.astype(np.float32, copy=False)
     return out
 
 
+def convert_file(path: str, iac_variant: str = "official"):
+    """Official checkpoint file -> (params, model config), checked against the model; errors name
+    the file."""
+    state = load_torch_state_dict(path)
+    try:
+        params, config = convert_state_dict(state, iac_variant)
+        check_against_model(params, config)
+    except ConversionError as e:
+        raise ConversionError(f"{path}: {e}") from None
+    return params, config
+
+
+def file_digest(path: str) -> str:
+    """SHA-256 of a file's content, hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_root() -> str:
+    """Where conversions go when the weights' own folder is not writable: $IFAN_JAX_CACHE/converted,
+    else ~/.cache/ifan_jax/converted."""
+    base = os.environ.get("IFAN_JAX_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
+                                                            "ifan_jax")
+    return os.path.join(base, "converted")
+
+
+def cached_conversion(path: str, report: Callable[[str], None] | None = None) -> str:
+    """The ifan-jax checkpoint directory of an official weights file, converted on first use.
+
+    The conversion is keyed by the file's content: `<stem>.ifan_jax-<sha256[:16]>/` beside the file
+    when its folder is writable, else in `cache_root()`; an existing one is reused. It is written
+    all or nothing (`checkpoint.save_inference_checkpoint`), so an interrupted or concurrent
+    conversion never leaves a partial one. `report(message)` hears about a conversion.
+    """
+    if not os.path.isfile(path):
+        raise ConversionError(f"{path}: no such file")
+    stem = os.path.splitext(os.path.basename(path))[0]
+    name = f"{stem}.ifan_jax-{file_digest(path)[:16]}"
+    folders = [os.path.dirname(os.path.abspath(path)), cache_root()]
+    for folder in folders:
+        if os.path.isfile(os.path.join(folder, name, checkpoint.MODEL_CONFIG_FILE)):
+            return os.path.join(folder, name)
+    params, config = convert_file(path)
+    for folder in folders:
+        target = os.path.join(folder, name)
+        if report is not None:
+            report(f"converting {path} once into {target}")
+        try:
+            checkpoint.save_inference_checkpoint(target, params, config)
+            return target
+        except (OSError, checkpoint.CheckpointError):
+            if os.path.isfile(os.path.join(target, checkpoint.MODEL_CONFIG_FILE)):
+                return target  # converted meanwhile by another process
+    raise ConversionError(f"{path}: could not write its conversion beside it or in {cache_root()}")
+
+
 def main(argv=None) -> int:
-    import argparse
-
-    from ifan_jax import checkpoint
-
     parser = argparse.ArgumentParser(prog="python -m ifan_jax.convert_torch", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--input", required=True, help="official .pytorch state dict")
+    parser.add_argument("--input", required=True, help="official .pytorch/.pth state dict")
     parser.add_argument("--output", required=True, help="checkpoint directory to create")
     parser.add_argument("--iac", default="official", choices=("official", "separable"),
                         help="IAC variant the converted model runs (default: official, as trained)")
@@ -319,28 +363,16 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 1
     try:
-        state = load_torch_state_dict(args.input)
-        params, config = convert_state_dict(state, args.iac)
-        check_against_model(params, config)
+        params, config = convert_file(args.input, args.iac)
         checkpoint.save_inference_checkpoint(args.output, params, config, overwrite=args.overwrite)
     except (ConversionError, checkpoint.CheckpointError) as e:
         print(f"convert_torch: error: {e}", file=sys.stderr)
         return 1
-    n_params = sum(int(np.prod(leaf.shape)) for name, sub in params.items()
-                   if name != "reblurring_network" for leaf in _leaves(sub))
     print(f"wrote {args.output}: N={config['num_iterations']}, ch={config['channels']}, "
           f"dual_pixel_input={config['dual_pixel_input']}, iac={args.iac}, "
-          f"{n_params:,} deblurring parameters"
-          + (" (+ reblurring network)" if config["use_reblur"] else ""))
+          f"{count_params(params):,} deblurring parameters"
+          + (" (+ reblurring network)" if REBLUR_KEY in params else ""))
     return 0
-
-
-def _leaves(tree):
-    if isinstance(tree, Mapping):
-        for value in tree.values():
-            yield from _leaves(value)
-    else:
-        yield tree
 
 
 if __name__ == "__main__":

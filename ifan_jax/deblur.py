@@ -1,13 +1,14 @@
 """Deblur your own photos at full resolution.
 
     python -m ifan_jax.deblur --ckpt=ckpt/IFAN photo.jpg more_photos/ --output_dir=sharp/
+    python -m ifan_jax.deblur --ckpt=IFAN.pytorch --defocus_map photo.jpg
 
 See `python -m ifan_jax.deblur --help`. Each INPUT is an image file or a folder (its JPEG, PNG and
 TIFF files, not its subfolders). Every output keeps its input's file name, format, size, bit
 depth, grey-ness, alpha channel and colour profile (`ifan_jax.image_io`). Large images run as
 overlapping tiles sized to the free memory (`ifan_jax.tiling`). A file that cannot be deblurred
 gets one line on stderr, `deblur: <file>: <reason>`, and the others still run; the exit status is
-1 if any file failed.
+1 if any file failed. A usage mistake is one line and exit status 2.
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+
+from absl import logging as absl_logging
+from tqdm import tqdm
+
+from ifan_jax import checkpoint, convert_torch, defocus, environment, image_io, inference
 
 MIN_SIZE = 16  # images smaller than this (either side) are refused as "too small"
 
@@ -34,15 +40,32 @@ existing output is skipped (reported on stderr, not counted as a failure) unless
 A file that cannot be processed (unreadable, truncated, not an image, smaller than 16 x 16, ...)
 is reported on stderr as "deblur: FILE: REASON" and the rest still run; the exit status is 1 if
 any file failed, else 0.
+
+--defocus_map also writes, beside each output, IFAN's defocus map at the input's size:
+NAME_defocus.png (colour-mapped, viridis: dark purple = low, yellow = high, spread between the
+map's 1st and 99th percentiles) and NAME_defocus.npy (the values, float32, for computing: the
+disparity map estimator's output, upsampled bilinearly from 1/8 resolution).
+
+--ckpt takes a checkpoint directory or an official .pytorch/.pth file; the file is converted once
+(no PyTorch needed) into NAME.ifan_jax-HASH/ beside it, or under $IFAN_JAX_CACHE/converted
+(default ~/.cache/ifan_jax/converted) when its folder is not writable, and reused after that.
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes as one line (no usage block) and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"deblur: error: {message} (see --help)\n")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m ifan_jax.deblur", description=DESCRIPTION,
+    p = _Parser(prog="python -m ifan_jax.deblur", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     p.add_argument("--ckpt", required=True,
-                   help="checkpoint directory (converted official weights or a training workdir)")
+                   help="checkpoint directory (converted official weights or a training "
+                        "workdir) or an official .pytorch/.pth file (converted once, cached)")
     p.add_argument("--output_dir", default=None,
                    help="folder for the outputs (created if needed); default: a 'deblurred' folder "
                         "beside each input file")
@@ -59,20 +82,26 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="checkpoint step of a training workdir (default latest)")
     p.add_argument("--iac", choices=("separable", "official"), default=None,
                    help="override the checkpoint's IAC variant")
+    p.add_argument("--defocus_map", action="store_true",
+                   help="also write NAME_defocus.png (colour map) and NAME_defocus.npy (values) "
+                        "beside each output")
+    p.add_argument("--verbosity", type=int, default=0,
+                   help="1 or more: show the libraries' INFO logs (default 0: progress and "
+                        "results only)")
     args = p.parse_args(argv)
     if args.tile is not None and args.tile < 0:
         p.error("--tile must be >= 0")
     if args.overlap < 0:
         p.error("--overlap must be >= 0")
-    if args.tile and args.tile < args.overlap + 8:
-        p.error(f"--tile {args.tile} is too small for --overlap {args.overlap}")
+    try:
+        inference.check_tile(args.tile or 0, args.overlap)
+    except ValueError as e:
+        p.error(str(e).replace("tile ", "--tile ", 1).replace("an overlap of", "--overlap"))
     return args
 
 
 def collect_inputs(inputs, report) -> list[str]:
     """Image files named by INPUT arguments (files as given, folders' image files sorted)."""
-    from ifan_jax.image_io import FORMATS
-
     files = []
     for item in inputs:
         if os.path.isdir(item):
@@ -82,7 +111,7 @@ def collect_inputs(inputs, report) -> list[str]:
                 report(item, f"cannot list folder ({e.strerror or e})")
                 continue
             files += [os.path.join(item, n) for n in names
-                      if not n.startswith(".") and os.path.splitext(n)[1].lower() in FORMATS
+                      if not n.startswith(".") and os.path.splitext(n)[1].lower() in image_io.FORMATS
                       and os.path.isfile(os.path.join(item, n))]
         elif os.path.exists(item):
             files.append(item)
@@ -91,55 +120,73 @@ def collect_inputs(inputs, report) -> list[str]:
     return files
 
 
+def output_paths(path: str, args) -> list[str]:
+    """Files written for input `path`: the deblurred image, then (with --defocus_map) the defocus
+    map's colour PNG and raw .npy."""
+    out_dir = args.output_dir or os.path.join(os.path.dirname(path), "deblurred")
+    out_path = os.path.join(out_dir, os.path.basename(path))
+    return [out_path, *defocus.output_paths(out_path)] if args.defocus_map else [out_path]
+
+
+def load_deblurrer(args, say) -> inference.Deblurrer:
+    """The checkpoint (an official file converted once, cached); ValueError with one line."""
+    path = args.ckpt
+    if os.path.isfile(path):
+        path = convert_torch.cached_conversion(path, report=say)
+    deblurrer = inference.Deblurrer.from_checkpoint(path, which=args.which, iac_variant=args.iac)
+    if deblurrer.needs_dual_pixel:
+        raise ValueError(f"{args.ckpt}: a dual-pixel-input model needs left/right views; this "
+                         f"tool takes single images")
+    if args.defocus_map and not deblurrer.has_defocus_map:
+        raise ValueError(f"{args.ckpt}: this model has no disparity map estimator (a variant "
+                         f"without D), so --defocus_map has nothing to write")
+    return deblurrer
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from tqdm import tqdm
-
+    environment.quiet_libraries(args.verbosity)
+    if args.verbosity >= 1:  # as absl's --verbosity does for train.py: library INFO to stderr
+        absl_logging.use_absl_handler()
+        absl_logging.set_verbosity(absl_logging.INFO)
     failures = []
+    say = lambda line: tqdm.write(f"deblur: {line}", file=sys.stderr)
 
     def report(path, reason):
         failures.append(path)
-        tqdm.write(f"deblur: {path}: {reason}", file=sys.stderr)
+        say(f"{path}: {reason}")
 
     files = collect_inputs(args.inputs, report)
     if not files:
-        tqdm.write("deblur: no images to process", file=sys.stderr)
+        say("no images to process")
         return 1
-
-    from ifan_jax import checkpoint, image_io
-    from ifan_jax.inference import Deblurrer, enable_compilation_cache
-
-    enable_compilation_cache()
+    environment.enable_compilation_cache()
     try:
-        deblurrer = Deblurrer.from_checkpoint(args.ckpt, which=args.which, iac_variant=args.iac)
+        deblurrer = load_deblurrer(args, say)
     except (checkpoint.CheckpointError, ValueError) as e:
-        print(f"deblur: {e}", file=sys.stderr)
-        return 1
-    if deblurrer.needs_dual_pixel:
-        print(f"deblur: {args.ckpt}: a dual-pixel-input model needs left/right views; this tool "
-              f"takes single images", file=sys.stderr)
+        say(str(e))
         return 1
 
     written, skipped, claimed = 0, 0, {}
     bar = tqdm(files, desc="deblur", unit="image", file=sys.stderr, dynamic_ncols=True)
     for path in bar:
-        out_dir = args.output_dir or os.path.join(os.path.dirname(path), "deblurred")
-        out_path = os.path.join(out_dir, os.path.basename(path))
-        key = os.path.realpath(out_path)
-        if key == os.path.realpath(path):
+        outputs = output_paths(path, args)
+        keys = [os.path.realpath(p) for p in outputs]
+        if os.path.realpath(path) in keys:
             report(path, "the output would replace the input; choose another --output_dir")
             continue
-        if key in claimed:
-            report(path, f"has the same output name as {claimed[key]}")
+        taken = [claimed[k] for k in keys if k in claimed]
+        if taken:
+            report(path, f"has the same output name as {taken[0]}")
             continue
-        claimed[key] = path
-        if os.path.exists(out_path) and not args.overwrite:
+        claimed.update(dict.fromkeys(keys, path))
+        existing = [p for p in outputs if os.path.exists(p)]
+        if existing and not args.overwrite:
             skipped += 1
-            tqdm.write(f"deblur: {path}: skipped, {out_path} exists (use --overwrite)",
-                       file=sys.stderr)
+            say(f"{path}: skipped, {existing[0]} exists (use --overwrite)")
             continue
         try:
-            _deblur_file(deblurrer, path, out_path, args, image_io, tqdm)
+            _deblur_file(deblurrer, path, outputs, args)
             written += 1
         except image_io.ImageError as e:
             report(path, str(e).removeprefix(f"{path}: "))
@@ -157,34 +204,33 @@ def main(argv=None) -> int:
     return 1 if failures else 0
 
 
-def _deblur_file(deblurrer, path, out_path, args, image_io, tqdm) -> None:
-    from ifan_jax import tiling
-
+def _deblur_file(deblurrer: inference.Deblurrer, path: str, outputs: list[str], args) -> None:
     image, info = image_io.read_image(path)
     h, w = image.shape[:2]
     if min(h, w) < MIN_SIZE:
         raise image_io.ImageError(f"{path}: image too small ({w} x {h} pixels; at least "
                                   f"{MIN_SIZE} x {MIN_SIZE} needed)")
+    out_path = outputs[0]
     depth = info.bit_depth if args.bit_depth == "auto" else int(args.bit_depth)
     if image_io.format_for_path(out_path) == "JPEG":
         depth = 8
-    tile = args.tile
-    batch = 1
-    if tile is None:
-        tile, batch = deblurrer.plan(h, w, args.overlap)
-    if tile:
-        th, tw = tiling.tile_shape(h, w, tile)
-        count = (len(tiling.tile_starts(tiling.round_up(h), th, args.overlap))
-                 * len(tiling.tile_starts(tiling.round_up(w), tw, args.overlap)))
+    tile, batch, count = deblurrer.schedule(h, w, args.tile, args.overlap)
+    if count == 1:
+        result = deblurrer.deblur_whole(image, return_defocus=args.defocus_map)
+    else:
         with tqdm(total=count, desc=os.path.basename(path), unit="tile", leave=False,
                   file=sys.stderr, dynamic_ncols=True) as tiles:
             result = deblurrer.deblur_tiled(image, tile=tile, overlap=args.overlap,
-                                            batch_size=batch, progress=tiles.update)
-    else:
-        result = deblurrer.deblur_whole(image)
+                                            batch_size=batch, progress=tiles.update,
+                                            return_defocus=args.defocus_map)
     del image
+    if args.defocus_map:
+        result, dmap = result
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     image_io.write_image(out_path, result, info, bit_depth=depth, overwrite=args.overwrite)
+    if args.defocus_map:
+        defocus.write_defocus(outputs[1], dmap, overwrite=args.overwrite)
+        defocus.write_raw(outputs[2], dmap, overwrite=args.overwrite)
 
 
 def run(argv=None) -> int:

@@ -1,10 +1,11 @@
 """Deblurring images of any size with a trained or converted IFAN.
 
     from ifan_jax.inference import Deblurrer
-    deblur = Deblurrer.from_checkpoint("ckpt/IFAN")
+    deblur = Deblurrer.from_checkpoint("ckpt/IFAN")   # or "IFAN.pytorch" (converted once, cached)
     sharp = deblur(image)          # image: H x W x 3 float32 in [0, 1], any H, W
     sharp = deblur(image, tile=0)  # the whole image at once
     sharp = deblur(image, tile=256)  # 256 x 256 tiles (see `ifan_jax.tiling`)
+    sharp, defocus = deblur(image, return_defocus=True)  # and the H x W defocus map
 
 The image is padded to a multiple of 8 by edge replication, run through the jitted network and
 cropped back, so no pixel is lost (the official code crops the remainder away). Large images run
@@ -16,6 +17,7 @@ fits the memory budget (`auto_memory_budget`), else the largest tile that fits.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 
 import jax
@@ -23,10 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 import psutil
 
-from ifan_jax import checkpoint, tiling
+from ifan_jax import checkpoint, convert_torch, tiling
 from ifan_jax import defocus as defocus_lib
 from ifan_jax.environment import enable_compilation_cache  # noqa: F401 (part of this API)
-from ifan_jax.models import IFAN
+from ifan_jax.models import IFAN, REBLUR_KEY
 
 MULTIPLE = 8
 # Automatic tiling: the network may use this share of the free memory, and on the CPU at most
@@ -59,18 +61,21 @@ class Deblurrer:
             overrides["iac_variant"] = iac_variant
         if dtype is not None:
             overrides["dtype"] = dtype
-        config = {k: v for k, v in dict(model_config).items()}
-        config.update(overrides)
+        config = {**dict(model_config), **overrides}
         self.model_config = config
         self.model = IFAN.from_config(config)
         # Inference needs only the deblurring network.
-        self.params = jax.device_put({k: v for k, v in params.items() if k != "reblurring_network"})
+        self.params = jax.device_put({k: v for k, v in params.items() if k != REBLUR_KEY})
         self._forward = jax.jit(self._apply, static_argnames="with_defocus")
 
     @classmethod
     def from_checkpoint(cls, path: str, which: str = "latest", iac_variant: str | None = None,
                         dtype: str | None = None) -> Deblurrer:
-        """Load a converted official checkpoint or a training workdir (see `ifan_jax.checkpoint`)."""
+        """Load a converted official checkpoint or a training workdir (see `ifan_jax.checkpoint`),
+        or an official `.pytorch`/`.pth` file, converted once into a cache
+        (`convert_torch.cached_conversion`)."""
+        if os.path.isfile(path):
+            path = convert_torch.cached_conversion(path)
         model_config, params = checkpoint.load_params(path, which)
         return cls(params, model_config, iac_variant, dtype)
 

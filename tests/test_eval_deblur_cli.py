@@ -1,16 +1,22 @@
 """The deblur tool on a folder of good and bad files: outputs, forms kept, errors, no overwrite."""
 
 import os
+import re
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 import tifffile
+from conftest import reference_state_dict
 from PIL import Image
 
-from ifan_jax import deblur, image_io
+from configs import load_config
+from ifan_jax import checkpoint, convert_torch, deblur, defocus, image_io
 from ifan_jax.data.testing import encode_png
+from ifan_jax.inference import Deblurrer
+from ifan_jax.models import abstract_params
 
 RNG = np.random.default_rng(0)
 
@@ -94,6 +100,11 @@ def test_cli_processes_good_files_and_reports_bad_ones(photos, tiny_official_che
         capture_output=True, text=True, env=cache_env, timeout=600)
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
+    # Progress bars and results only: no library log lines or warnings.
+    shown = [part.strip() for part in re.split(r"[\r\n]", proc.stderr) if part.strip()]
+    assert all(part.startswith(("deblur", "\x1b[A")) or part.endswith("tile/s]")
+               for part in shown), [p for p in shown if not p.startswith("deblur")]
+    assert not proc.stdout
     lines = [line for line in proc.stderr.splitlines() if line.startswith("deblur: ")]
     for name, reason in BAD.items():
         hits = [line for line in lines if f"deblur: {folder / name}: " in line]
@@ -102,6 +113,13 @@ def test_cli_processes_good_files_and_reports_bad_ones(photos, tiny_official_che
     assert any(f"deblur: {folder / 'grey.png'}: skipped" in line for line in lines)
     assert (out / "grey.png").read_bytes() == b"an earlier result"
     assert sorted(os.listdir(out)) == sorted(GOOD)
+    # --verbosity=1 shows the libraries' INFO logs (orbax's, reading the checkpoint).
+    proc = subprocess.run(
+        [sys.executable, "-m", "ifan_jax.deblur", f"--ckpt={tiny_official_checkpoint}",
+         f"--output_dir={out}", "--overwrite", "--verbosity=1", str(folder / "deep.png")],
+        capture_output=True, text=True, env=cache_env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert any(line.startswith("I") and "checkpoint" in line for line in proc.stderr.splitlines())
     (out / "grey.png").unlink()
     assert deblur.main([f"--ckpt={tiny_official_checkpoint}", f"--output_dir={out}",
                         str(folder / "grey.png")]) == 0
@@ -158,3 +176,91 @@ def test_unreadable_checkpoint_is_one_line(tmp_path, capsys):
     assert deblur.main([f"--ckpt={tmp_path / 'nope'}", str(tmp_path / "a.png")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("deblur: ") and "nope" in err[0]
+
+
+def test_help_exits_0_and_usage_mistakes_are_one_line():
+    proc = subprocess.run([sys.executable, "-m", "ifan_jax.deblur", "--help"], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0 and "--defocus_map" in proc.stdout and not proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "ifan_jax.deblur", "--ckpt=x", "--tile=64",
+                           "a.jpg"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "deblur: error: --tile 64 is too small for --overlap 64: use a tile of at least 72 "
+        "pixels or a smaller overlap (see --help)"]
+
+
+@pytest.fixture()
+def official_file(tmp_path):
+    """The tiny official state dict saved by torch.save, as the released weights are."""
+    torch = pytest.importorskip("torch")
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    state = {k: torch.from_numpy(v) for k, v in reference_state_dict("official").items()}
+    torch.save(state, folder / "IFAN.pytorch")
+    return folder / "IFAN.pytorch"
+
+
+def test_official_file_and_defocus_map(photos, official_file, cache_env, tmp_path, capsys,
+                                       monkeypatch):
+    folder, _ = photos
+    monkeypatch.setenv("IFAN_JAX_CACHE", cache_env["IFAN_JAX_CACHE"])
+    out = tmp_path / "out"
+    inputs = [str(folder / "alpha.png"), str(folder / "deep.tif")]
+    args = [f"--ckpt={official_file}", f"--output_dir={out}", "--defocus_map", *inputs]
+    assert deblur.main(args) == 0
+    err = capsys.readouterr().err
+    converted = [p for p in os.listdir(official_file.parent) if p != "IFAN.pytorch"]
+    assert len(converted) == 1 and converted[0].startswith("IFAN.ifan_jax-")
+    assert f"converting {official_file} once into" in err
+    assert sorted(os.listdir(out)) == ["alpha.png", "alpha_defocus.npy", "alpha_defocus.png",
+                                       "deep.tif", "deep_defocus.npy", "deep_defocus.png"]
+    deblurrer = Deblurrer.from_checkpoint(str(official_file))  # the cached conversion
+    for name, (h, w) in (("alpha", (57, 93)), ("deep", (64, 96))):
+        image = image_io.read_image(str(folder / f"{name}.{'png' if name == 'alpha' else 'tif'}"))[0]
+        _, expected = deblurrer(image, return_defocus=True)
+        raw = np.load(out / f"{name}_defocus.npy")
+        assert raw.shape == (h, w) and raw.dtype == np.float32
+        np.testing.assert_allclose(raw, expected, atol=1e-6)
+        colour = np.asarray(Image.open(out / f"{name}_defocus.png"))
+        np.testing.assert_array_equal(colour, defocus.colorize(raw))
+    # Second run: the conversion is reused; existing outputs (defocus maps included) are kept.
+    (out / "deep.tif").unlink()
+    assert deblur.main(args) == 0
+    err = capsys.readouterr().err
+    assert "converting" not in err and f"{folder / 'deep.tif'}: skipped" in err
+    assert "deep_defocus" in err and not (out / "deep.tif").exists()
+
+
+def test_official_file_in_a_read_only_folder_converts_into_the_cache(official_file, tmp_path,
+                                                                     monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("IFAN_JAX_CACHE", str(cache))
+    folder = official_file.parent
+    os.chmod(folder, 0o555)
+    try:
+        if os.access(folder, os.W_OK):  # root writes anyway: block the name instead
+            os.chmod(folder, 0o755)
+            digest = convert_torch.file_digest(str(official_file))[:16]
+            (folder / f"IFAN.ifan_jax-{digest}").write_text("in the way")
+            os.chmod(folder, 0o555)
+        path = convert_torch.cached_conversion(str(official_file))
+    finally:
+        os.chmod(folder, 0o755)
+    assert os.path.dirname(path) == str(cache / "converted")
+    assert os.path.basename(path).startswith("IFAN.ifan_jax-")
+    assert convert_torch.cached_conversion(str(official_file)) == path  # found, not redone
+    assert Deblurrer.from_checkpoint(str(official_file)).model.num_iterations == 3
+
+
+def test_defocus_map_of_a_model_without_the_dme_is_one_line(tmp_path, capsys, monkeypatch):
+    config = load_config("tiny", "variant=F").model.to_dict()
+    params = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype),
+                                    abstract_params(config, with_reblur=False))
+    ckpt = tmp_path / "ckpt_F"
+    checkpoint.save_inference_checkpoint(str(ckpt), params, {**config, "use_reblur": False})
+    Image.fromarray(_smooth(32, 32)).save(tmp_path / "a.png")
+    assert deblur.main([f"--ckpt={ckpt}", "--defocus_map", str(tmp_path / "a.png")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"deblur: {ckpt}: this model has no disparity map estimator (a variant "
+                   f"without D), so --defocus_map has nothing to write"]

@@ -127,3 +127,10 @@ def test_working_memory_grows_with_the_image(tiny_deblurrer):
     assert 0 < small < large
     with pytest.raises(ValueError, match="tile"):
         tiny_deblurrer(np.zeros((32, 32, 3), np.float32), tile=-1)
+    # The default overlap (64) leaves a 64-pixel tile no room to advance: a clear one-line error.
+    with pytest.raises(ValueError, match="tile 64 is too small for an overlap of 64: use a tile "
+                                         "of at least 72 pixels") as e:
+        tiny_deblurrer(np.zeros((200, 300, 3), np.float32), tile=64)
+    assert "\n" not in str(e.value)
+    assert tiny_deblurrer(np.zeros((200, 300, 3), np.float32), tile=64, overlap=16).shape == (
+        200, 300, 3)
