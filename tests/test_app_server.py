@@ -17,6 +17,7 @@ import urllib.request
 import numpy as np
 import psutil
 import pytest
+from conftest import reference_state_dict
 
 from ifan_jax import image_io
 from ifan_jax.inference import Deblurrer
@@ -76,13 +77,26 @@ def stop_server(proc) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(tiny_official_checkpoint, tmp_path_factory):
+def weights(tiny_official_checkpoint, tmp_path_factory):
+    """What the README's commands get as --ckpt: the tiny official weights saved by torch as an
+    official `.pytorch` file (the app converts it), or without torch the converted checkpoint."""
+    try:
+        import torch
+    except ImportError:
+        return tiny_official_checkpoint
+    path = tmp_path_factory.mktemp("weights") / "IFAN.pytorch"
+    torch.save({k: torch.from_numpy(v) for k, v in reference_state_dict("official").items()}, path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def server(weights, tmp_path_factory):
     """The README's `python -m ifan_jax.app --ckpt=... --port=...` on a free port (and 127.0.0.1:
     the default host); yields (process, url, gradio config)."""
     tmp = tmp_path_factory.mktemp("app_server")
     argv = readme_command("python -m ifan_jax.app ")
     port = free_port()
-    argv = [f"--ckpt={tiny_official_checkpoint}" if a.startswith("--ckpt=") else
+    argv = [f"--ckpt={weights}" if a.startswith("--ckpt=") else
             f"--port={port}" if a.startswith("--port=") else a for a in argv]
     argv.append(f"--examples_dir={tmp / 'examples'}")
     env = {"GRADIO_SERVER_PORT": str(port), "GRADIO_TEMP_DIR": str(tmp / "gradio"),
@@ -109,10 +123,11 @@ def _markdown(config: dict) -> str:
                     if c.get("type") == "markdown")
 
 
-def test_page_names_the_model_and_the_device(server, tiny_official_checkpoint):
+def test_page_names_the_model_and_the_device(server, weights):
     _, url, config = server
     text = _markdown(config)
-    params = count_params(Deblurrer.from_checkpoint(tiny_official_checkpoint).params)
+    params = count_params(Deblurrer.from_checkpoint(weights).params)
+    assert f"Model **{os.path.splitext(os.path.basename(weights))[0]}**" in text
     assert "N = 3" in text and f"{params:,} parameters" in text and "Device: **CPU**" in text
     assert config.get("analytics_enabled") is False
 
@@ -221,15 +236,15 @@ def test_command_line_errors_are_one_line(tmp_path, capsys, tiny_official_checkp
 
 
 @pytest.mark.slow
-def test_the_readme_space_app_file_serves(tiny_official_checkpoint, tmp_path):
+def test_the_readme_space_app_file_serves(weights, tmp_path):
     """The README's Hugging Face Space `app.py`, with the Space's environment variables."""
     with open(os.path.join(ROOT, "README.md")) as f:
         readme = f.read()
     section = readme[readme.index("### On a Hugging Face Space"):]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     code = "\n".join(line[3:] if line.startswith("   ") else line for line in code.splitlines())
-    assert '"--ckpt=ckpt/IFAN"' in code
-    (tmp_path / "app.py").write_text(code.replace("ckpt/IFAN", tiny_official_checkpoint))
+    assert '"--ckpt=IFAN.pytorch"' in code
+    (tmp_path / "app.py").write_text(code.replace("IFAN.pytorch", weights))
     port = free_port()
     env = {"GRADIO_SERVER_NAME": HOST, "GRADIO_SERVER_PORT": str(port),
            "GRADIO_TEMP_DIR": str(tmp_path / "gradio"), "IFAN_JAX_CACHE": str(tmp_path / "xla"),
@@ -279,7 +294,7 @@ def _wait(what, condition, timeout=120):
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
                     reason="the browser test needs Chromium and its driver: "
                            "apt-get install chromium chromium-driver")
-def test_in_chromium_upload_deblur_download(server, tiny_official_checkpoint, tmp_path):
+def test_in_chromium_upload_deblur_download(server, weights, tmp_path):
     """Upload a 16-bit PNG in the browser, download the result: full size, 16 bits, and exactly
     `Deblurrer`'s output on the same file (lossless PNG, so no quantisation step is allowed)."""
     from selenium.webdriver.common.by import By
@@ -332,5 +347,5 @@ def test_in_chromium_upload_deblur_download(server, tiny_official_checkpoint, tm
 
     out, info = image_io.read_image(str(target))
     assert out.shape == (h, w, 3) and info.bit_depth == 16
-    sharp, _ = Deblurrer.from_checkpoint(tiny_official_checkpoint)(image, return_defocus=True)
+    sharp, _ = Deblurrer.from_checkpoint(weights)(image, return_defocus=True)
     np.testing.assert_array_equal(image_io.quantize(out, 16), image_io.quantize(sharp, 16))
