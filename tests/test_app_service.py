@@ -1,0 +1,158 @@
+"""The web page's request processing (`ifan_jax.app.service`) and example photos, without a server."""
+
+import os
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from ifan_jax import image_io, tiling
+from ifan_jax.app import examples, service
+from ifan_jax.data import synth
+from ifan_jax.inference import Deblurrer
+
+H, W = 72, 90  # not multiples of 8: the padding and cropping are exercised
+
+
+@pytest.fixture(scope="module")
+def deblurrer(tiny_official_checkpoint):
+    return Deblurrer.from_checkpoint(tiny_official_checkpoint)
+
+
+def _photo(seed=0, h=H, w=W):
+    """A smooth colour image with fine detail, float32 in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w] / max(h, w)
+    base = np.stack([0.5 + 0.4 * np.sin(6 * x + c) * np.cos(4 * y - c) for c in range(3)], -1)
+    return np.clip(base + 0.05 * rng.standard_normal((h, w, 3)), 0, 1).astype(np.float32)
+
+
+@pytest.mark.parametrize("name,depth", [("p16.png", 16), ("t16.tif", 16), ("p8.png", 8),
+                                        ("j8.jpg", 8)])
+def test_download_keeps_size_format_and_bit_depth_and_equals_deblurrer(
+        tmp_path, deblurrer, name, depth):
+    path = str(tmp_path / name)
+    image_io.write_image(path, _photo(), bit_depth=depth)
+    image, _ = image_io.read_image(path)
+    result = service.Service(deblurrer, str(tmp_path / "work")).process(path)
+
+    assert os.path.basename(result.output) == name.replace(".", "_deblurred.")
+    out, info = image_io.read_image(result.output)
+    assert out.shape == (H, W, 3) and info.bit_depth == depth
+    assert info.format == image_io.format_for_path(path)
+    expected, defocus = deblurrer(image, return_defocus=True)
+    if name.endswith(".jpg"):  # lossy: exactly Deblurrer's output encoded as write_image encodes
+        reference = str(tmp_path / "reference.jpg")
+        image_io.write_image(reference, expected, image_io.read_image(path)[1])
+        np.testing.assert_array_equal(out, image_io.read_image(reference)[0])
+    else:  # lossless: exactly Deblurrer's output, quantised as write_image quantises
+        stored = tifffile.imread(result.output) if name.endswith(".tif") else None
+        got = image_io.quantize(out, depth) if stored is None else stored
+        np.testing.assert_array_equal(got, image_io.quantize(expected, depth))
+        # ...and within one quantisation step of the plain call (no defocus map requested).
+        plain = image_io.quantize(deblurrer(image), depth).astype(np.int64)
+        assert np.abs(got.astype(np.int64) - plain).max() <= 1
+    with Image.open(result.defocus) as im:
+        assert im.size == (W, H) and im.mode == "RGB"
+    with Image.open(result.after) as im:
+        assert im.size == (W, H)
+    assert f"{W} x {H} pixels, {depth}-bit" in result.summary
+
+
+def test_a_file_named_for_another_format_keeps_its_own_format_and_bits(tmp_path, deblurrer):
+    path = str(tmp_path / "scan.tif")
+    image_io.write_image(path, _photo(), bit_depth=16)
+    misnamed = tmp_path / "scan.jpg"
+    os.rename(path, misnamed)
+    result = service.Service(deblurrer, str(tmp_path / "work")).process(str(misnamed))
+    assert os.path.basename(result.output) == "scan_deblurred.tif"
+    assert image_io.read_image(result.output)[1].bit_depth == 16
+
+
+def test_progress_counts_every_tile_and_previews_are_bounded(tmp_path, deblurrer):
+    h, w = 100, 150
+    path = str(tmp_path / "big.png")
+    image_io.write_image(path, _photo(1, h, w))
+    calls = []
+    svc = service.Service(deblurrer, str(tmp_path / "work"), tile=48, overlap=16, preview=64,
+                          crop=40)
+    result = svc.process(path, progress=lambda done, total: calls.append((done, total)))
+    total = tiling.num_tiles(h, w, 48, 16)
+    assert total > 4
+    assert calls[0] == (0, total) and calls[-1] == (total, total)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+    with Image.open(result.before) as im:
+        assert max(im.size) == 64
+    with Image.open(result.crop_after) as im:
+        assert im.size == (40, 40)
+    assert f"{total} tiles" in result.summary
+
+
+@pytest.mark.parametrize("content,reason", [
+    (b"", "empty file"), (b"hello, not a photo", "not an image"),
+    (None, "truncated or corrupt"), ("small", "image too small")])
+def test_bad_uploads_are_one_line_errors_naming_the_file(tmp_path, deblurrer, content, reason):
+    path = tmp_path / "upload_dir" / "photo.png"
+    path.parent.mkdir()
+    if content is None:
+        Image.fromarray((_photo() * 255).astype(np.uint8)).save(path)
+        path.write_bytes(path.read_bytes()[:200])
+    elif content == "small":
+        Image.fromarray(np.zeros((8, 40, 3), np.uint8)).save(path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(service.UploadError) as e:
+        service.Service(deblurrer, str(tmp_path / "work")).process(str(path))
+    message = str(e.value)
+    assert message.startswith("photo.png: ") and reason in message
+    assert "upload_dir" not in message and "\n" not in message
+
+
+def test_crop_goes_where_the_defocus_map_is_largest():
+    defocus = np.zeros((300, 500), np.float32)
+    defocus[200:260, 40:100] = -3.0  # in front of the focal plane: negative, large magnitude
+    row, col = service.most_defocused(defocus, 64)
+    assert 200 <= row < 260 and 40 <= col < 100
+    rows, cols = service.crop_window(300, 500, (295, 2), 64)
+    assert (rows.start, rows.stop, cols.start, cols.stop) == (236, 300, 0, 64)
+    rows, cols = service.crop_window(30, 500, (15, 250), 64)
+    assert (rows.stop - rows.start, cols.stop - cols.start) == (30, 64)
+
+
+def test_only_the_newest_request_folders_are_kept(tmp_path, deblurrer):
+    path = str(tmp_path / "p.png")
+    image_io.write_image(path, _photo())
+    work = tmp_path / "work"
+    svc = service.Service(deblurrer, str(work), keep=2)
+    outputs = [svc.process(path).output for _ in range(4)]
+    assert len(os.listdir(work)) == 2
+    assert [os.path.exists(p) for p in outputs] == [False, False, True, True]
+
+
+def test_examples_are_rendered_once_and_blurred(tmp_path):
+    folder = tmp_path / "examples"
+    found = examples.ensure_examples(str(folder))
+    assert [label for _, label in found][0] == "Motorcycle (measured depth)"
+    for path, _ in found:
+        with Image.open(path) as im:
+            assert im.size == (examples.SIZE, examples.SIZE) and im.mode == "RGB"
+    stamps = [os.stat(p).st_mtime_ns for p, _ in found]
+    assert examples.ensure_examples(str(folder)) == found
+    assert [os.stat(p).st_mtime_ns for p, _ in found] == stamps  # reused, not rendered again
+    # The first example is the synthetic renderer's blurred view of its scene, and that scene's
+    # sharp photo has clearly more detail.
+    photo = {p.name: p for p in synth.load_photos()}[examples.EXAMPLES[0][0]]
+    scene = synth.make_scene(photo, np.random.default_rng([examples.SEED, 0]), examples.SIZE,
+                             examples.MAX_COC)
+    blurred = np.asarray(Image.open(found[0][0]), np.float32) / 255
+    np.testing.assert_allclose(blurred, scene["c"], atol=0.5 / 255 + 1e-6)
+    detail = lambda im: np.abs(np.diff(im, axis=1)).mean()
+    assert detail(blurred) < 0.8 * detail(scene["gt"])
+
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "holiday.jpg").write_bytes(b"x")
+    with pytest.raises(ValueError, match="not an examples folder"):
+        examples.ensure_examples(str(other))
+    assert (other / "holiday.jpg").exists()
