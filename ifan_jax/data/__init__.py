@@ -26,7 +26,7 @@ __all__ = ["DATASETS", "KEYS", "ROTATED_DATASETS", "SPLITS", "DataError", "list_
 
 def __getattr__(name):
     if name in _PIPELINE:
-        from ifan_jax.data import pipeline
+        from ifan_jax.data import pipeline  # deferred on purpose: imports TensorFlow (seconds)
 
         return getattr(pipeline, name)
     raise AttributeError(f"module 'ifan_jax.data' has no attribute {name!r}")

@@ -13,11 +13,10 @@ import functools
 import re
 import weakref
 
+import jax
 import numpy as np
-import tensorflow as tf
 from tqdm import tqdm
 
-from ifan_jax import environment
 from ifan_jax.data import augment as augment_lib
 from ifan_jax.data.decode import (
     ImageHeader,
@@ -27,6 +26,7 @@ from ifan_jax.data.decode import (
     find_broken,
     read_depth,
     read_header,
+    tensorflow,
 )
 from ifan_jax.data.layouts import (
     KEYS,
@@ -37,7 +37,7 @@ from ifan_jax.data.layouts import (
     list_split,
 )
 
-environment.hide_gpus_from_tensorflow()  # TensorFlow only feeds data: no accelerator memory
+tf = tensorflow()  # set up by ifan_jax.environment (no GPUs: it only feeds data, exact resume)
 
 EVAL_MULTIPLE = 8  # evaluation crops H and W down to multiples of this (top-left), as the official
 _SHUFFLE, _EXAMPLE = 1, 2  # key streams: per-epoch scene order, per-example draws
@@ -287,8 +287,6 @@ def train_dataset(root, batch_size: int, crop: int = 256, seed: int = 0, start_s
     stream is identical.
     """
     if process_index is None or process_count is None:
-        import jax
-
         process_index = jax.process_index() if process_index is None else process_index
         process_count = jax.process_count() if process_count is None else process_count
     if batch_size <= 0 or batch_size % process_count:

@@ -10,13 +10,10 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
+from ifan_jax.data.formats import PNG_SIGNATURE, png_chunk
 from ifan_jax.data.layouts import FOLDER_NAMES, KEYS, SPLITS
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return (struct.pack(">I", len(data)) + kind + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
 
 
 def encode_png(array: np.ndarray) -> bytes:
@@ -33,8 +30,8 @@ def encode_png(array: np.ndarray) -> bytes:
     rows = array.astype(">u2" if bits == 16 else np.uint8).reshape(height, -1)
     raw = b"".join(b"\x00" + row.tobytes() for row in rows)
     header = struct.pack(">IIBBBBB", width, height, bits, color_type, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(raw))
-            + _chunk(b"IEND", b""))
+    return (PNG_SIGNATURE + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(raw))
+            + png_chunk(b"IEND", b""))
 
 
 def write_png(path: str | Path, array: np.ndarray) -> Path:
@@ -64,8 +61,6 @@ def write_fake_dataset(root: str | Path, dataset: str, num: int | dict = 2,
     """Random images in the layout of `dataset` under `root`: `num` examples per split (or
     {split: count}), HxW = `size`, `bits` 8 or 16 (PNG), or JPEG with ext=".jpg".
     Returns {split: [{"name": str, key: the written integer pixels}]} in name order."""
-    from PIL import Image
-
     rng = np.random.default_rng(seed)
     counts = num if isinstance(num, dict) else {split: num for split in SPLITS[dataset]}
     written = {}

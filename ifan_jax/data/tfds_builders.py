@@ -26,6 +26,7 @@ from etils import epath
 
 from ifan_jax.data.decode import decode_pixels, read_depth
 from ifan_jax.data.layouts import KEYS, list_split
+from ifan_jax.data.pipeline import check_examples
 
 _CITATION_IFAN = """@InProceedings{Lee2021IFAN,
   author = {Junyong Lee and Hyeongseok Son and Jaesung Rim and Sunghyun Cho and Seungyong Lee},
@@ -103,8 +104,6 @@ class _ManualImageBuilder:
                 for name, split in self.SPLIT_NAMES.items()}
 
     def _generate_examples(self, root, split):
-        from ifan_jax.data.pipeline import check_examples
-
         keys = KEYS[self.DATASET]
         bits = self._bits()
         examples = list_split(str(root), self.DATASET, split)
