@@ -1,7 +1,7 @@
 """Training augmentations of the paper (official loader), as stateless TensorFlow ops.
 
 Per example, in this order, on whole HxWx3 float32 [0, 1] images c (combined), l, r (dual-pixel
-views) and gt (all-in-focus):
+views) and gt (all-in-focus); a "pairs" data set has only c and gt, which get the same draws:
   1. Gaussian noise with probability `noise_prob`: sigma ~ U[noise_sigma_min, noise_sigma_max], one
      noise field added to c, l and r (not gt), clipped to [0, 1].
   2. Grayscale with probability `gray_prob`, on all four: lin = 0.2126 R + 0.7152 G + 0.07228 B
@@ -134,8 +134,10 @@ def area_resample(x, axis: int, out_start, count: int, scale, src_start, taps: i
 
 def augment_example(images: dict, key, cfg: dict, crop: int, with_info: bool = False,
                     value_scale: float | None = None, image_shape=None) -> dict:
-    """Apply the paper's augmentations to {"c","l","r","gt"} (HxWx3, same size: float32 in [0, 1],
-    or integer pixels with `value_scale` = 255 or 65535) and crop them to crop x crop at one place.
+    """Apply the paper's augmentations to {"c", ["l", "r"], "gt"} (HxWx3, same size: float32 in
+    [0, 1], or integer pixels with `value_scale` = 255 or 65535) and crop them to crop x crop at one
+    place; the result has the same keys. The draws depend on the key alone, so the c and gt of an
+    example are the same with or without l and r.
     With `with_info`, adds the draws ("noise", "sigma", "gray", "scale", "factor") and the crop's
     "top" and "left" (in the rescaled image). An image may also be a function (r0, r1, c0, c1) ->
     its window [r0:r1, c0:c1], with `image_shape` = (H, W); only the window is then read.
@@ -146,7 +148,7 @@ def augment_example(images: dict, key, cfg: dict, crop: int, with_info: bool = F
     the rest of the image is needed. (The noise field is drawn for the window; it is as random.)
     """
     params = sample_params(key, cfg)
-    names = ("c", "l", "r", "gt")
+    names = ("c", *(name for name in images if name not in ("c", "gt")), "gt")
     inputs = tuple(images[name] for name in names)
 
     if image_shape is None:
@@ -176,9 +178,10 @@ def augment_example(images: dict, key, cfg: dict, crop: int, with_info: bool = F
         window.append(x)
     window = tuple(window)
 
-    noisy = tf.cond(params["noise"], lambda: add_noise(window[:3], params["sigma"], key),
-                    lambda: window[:3])
-    noisy = (*noisy, window[3])
+    blurred = window[:-1]  # everything but gt gets the noise
+    noisy = tf.cond(params["noise"], lambda: add_noise(blurred, params["sigma"], key),
+                    lambda: blurred)
+    noisy = (*noisy, window[-1])
     gray = tf.cond(params["gray"], lambda: tuple(to_grayscale(x) for x in noisy),
                    lambda: noisy)
 

@@ -269,12 +269,15 @@ def _decode_all(headers, keys, bit_depth) -> tuple[tf.Variable, float, int]:
 def train_dataset(root, batch_size: int, crop: int = 256, seed: int = 0, start_step: int = 0,
                   augment=None, bit_depth: int = 8, process_index: int | None = None,
                   process_count: int | None = None, split: str = "train",
-                  cache: bool = False, with_info: bool = False) -> TrainIterator:
-    """Endless training batches from ROOT/DPDD/{split}_*, as the paper trained.
+                  cache: bool = False, with_info: bool = False,
+                  dataset: str = "dpdd") -> TrainIterator:
+    """Endless training batches from ROOT/DPDD/{split}_*, as the paper trained, or with
+    dataset="pairs" from ROOT/{split}/{source,target} (blurred/sharp pairs, no dual-pixel views).
 
-    Yields numpy dicts {"c", "l", "r", "gt"}: float32 (batch_size // process_count, crop, crop, 3)
-    in [0, 1]. Global example e = step * batch_size + slot is a pure function of (seed, e): its scene
-    (a fresh random order of the scenes every epoch), its augmentations (`augment.augment_example`,
+    Yields numpy dicts with the keys `layouts.KEYS[dataset]` ({"c", "l", "r", "gt"} for DPDD,
+    {"c", "gt"} for pairs): float32 (batch_size // process_count, crop, crop, 3) in [0, 1].
+    Global example e = step * batch_size + slot is a pure function of (seed, e): its scene (a
+    fresh random order of the scenes every epoch), its augmentations (`augment.augment_example`,
     settings `augment`, None = the paper's) and its crop. Process p of n reads only slots
     [p * b, (p + 1) * b) of each global batch (b = batch_size // n), so hosts read disjoint
     examples that together make the global batch, and a run resumed at `start_step` sees the same
@@ -298,9 +301,12 @@ def train_dataset(root, batch_size: int, crop: int = 256, seed: int = 0, start_s
         raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth!r}")
     cfg = augment_lib.augment_config(augment)
     local = batch_size // process_count
-    keys = KEYS["dpdd"]
-    examples = list_split(root, "dpdd", split)
-    headers = check_examples(examples, keys, crop, f"dpdd {split}")
+    dataset = canonical_dataset(dataset)
+    keys = KEYS[dataset]
+    if "gt" not in keys:
+        raise DataError(f"dataset {dataset!r} has no sharp targets to train on")
+    examples = list_split(root, dataset, split)
+    headers = check_examples(examples, keys, crop, f"{dataset} {split}")
     columns = _file_table(examples, headers, keys, bit_depth)
     table = {k: tf.constant(v) for k, v in columns.items()}
     files = [[(h[key], read_depth(h[key].bit_depth, bit_depth)) for key in keys] for h in headers]
