@@ -6,9 +6,11 @@
     python -m ifan_jax.data.synth --out=datasets --num=16 --size=128   # synthetic DPDD layout
 
 TensorFlow is imported on first use of the pipelines only, so the file listing and the synthetic
-generator stay light.
+generator stay light; its environment (`ifan_jax.environment.configure_tensorflow`) is set when this
+package is imported, before any of its modules imports TensorFlow.
 """
 
+from ifan_jax import environment
 from ifan_jax.data.layouts import (
     DATASETS,
     KEYS,
@@ -17,6 +19,10 @@ from ifan_jax.data.layouts import (
     DataError,
     list_split,
 )
+
+# This package runs before any of its modules imports TensorFlow: set TensorFlow's environment
+# first (oneDNN off for an exactly resumable data stream, C++ start-up notices off).
+environment.configure_tensorflow()
 
 _PIPELINE = ("load_split", "train_dataset", "numpy_iterator", "check_examples", "TrainIterator")
 

@@ -21,10 +21,9 @@ of its key: no hidden generator state, hence reproducible streams and exact resu
 
 import math
 
-from ifan_jax.data.decode import tensorflow
-from ifan_jax.data.settings import AUGMENT_DEFAULTS, augment_config  # noqa: F401 (re-exported)
+import tensorflow as tf
 
-tf = tensorflow()  # set up by ifan_jax.environment before its import
+from ifan_jax.data.settings import AUGMENT_DEFAULTS, augment_config  # noqa: F401 (re-exported)
 
 # Luminance weights of the official loader (the last is 0.0722 in the sRGB standard).
 GRAY_WEIGHTS = (0.2126, 0.7152, 0.07228)

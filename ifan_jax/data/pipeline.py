@@ -15,8 +15,10 @@ import weakref
 
 import jax
 import numpy as np
+import tensorflow as tf
 from tqdm import tqdm
 
+from ifan_jax import environment
 from ifan_jax.data import augment as augment_lib
 from ifan_jax.data.decode import (
     ImageHeader,
@@ -26,7 +28,6 @@ from ifan_jax.data.decode import (
     find_broken,
     read_depth,
     read_header,
-    tensorflow,
 )
 from ifan_jax.data.layouts import (
     KEYS,
@@ -37,7 +38,7 @@ from ifan_jax.data.layouts import (
     list_split,
 )
 
-tf = tensorflow()  # set up by ifan_jax.environment (no GPUs: it only feeds data, exact resume)
+environment.hide_gpus_from_tensorflow()  # TensorFlow only feeds data: no accelerator memory
 
 EVAL_MULTIPLE = 8  # evaluation crops H and W down to multiples of this (top-left), as the official
 _SHUFFLE, _EXAMPLE = 1, 2  # key streams: per-epoch scene order, per-example draws
