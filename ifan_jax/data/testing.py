@@ -35,6 +35,15 @@ def encode_png(array: np.ndarray) -> bytes:
             + png_chunk(b"IEND", b""))
 
 
+def damage_pixels(png: bytes) -> bytes:
+    """A PNG whose compressed pixels are garbled but whose chunk structure (valid CRCs, the IEND
+    tail) is intact: its header checks pass and only decoding finds the damage."""
+    start = png.index(b"IDAT") + 4
+    length = int.from_bytes(png[start - 8:start - 4], "big")
+    damaged = bytes(b ^ 0x5A for b in png[start:start + length])
+    return png[:start - 4] + png_chunk(b"IDAT", damaged)[4:] + png[start + length + 4:]
+
+
 def write_png(path: str | Path, array: np.ndarray) -> Path:
     """Write `array` (see encode_png) to `path`, creating its folder."""
     path = Path(path)
