@@ -13,7 +13,9 @@ views) and gt (all-in-focus); a "pairs" data set has only c and gt, which get th
 
 They are computed on the source window under the crop only (all but the rescale are per pixel,
 and the rescale uses the whole image's area weights), which gives the same result at a fraction of
-the cost.
+the cost. The images of an example are stacked (H x W x n x 3) so that each step is one pass over
+all of them, a grey example is rescaled as one channel per image, and the rescale uses only the
+taps a box can touch (`area_taps`): about 6.5 ms per 256x256 DPDD example on one core instead of 10.
 
 Every draw comes from a key (a shape-[2] int64 stateless seed) so that an example is a pure function
 of its key: no hidden generator state, hence reproducible streams and exact resumption.
@@ -58,20 +60,27 @@ def sample_params(key, cfg: dict) -> dict:
     }
 
 
-def add_noise(images, sigma, key) -> tuple:
-    """One Gaussian noise field N(0, sigma^2) (shape of images[0]) added to each image, clipped to
-    [0, 1]."""
-    noise = tf.random.stateless_normal(tf.shape(images[0]), fold(key, _NOISE)) * sigma
-    return tuple(tf.clip_by_value(x + noise, 0.0, 1.0) for x in images)
+def add_noise(stack, sigma, key) -> tf.Tensor:
+    """One Gaussian noise field N(0, sigma^2) of shape H x W x 3 added to each image of `stack`
+    (H x W x n x 3), clipped to [0, 1]."""
+    shape = tf.shape(stack)
+    noise = tf.random.stateless_normal(tf.stack([shape[0], shape[1], 3]), fold(key, _NOISE)) * sigma
+    return tf.clip_by_value(stack + noise[:, :, None, :], 0.0, 1.0)
+
+
+def gray_level(image: tf.Tensor) -> tf.Tensor:
+    """... x 3 [0, 1] -> ... (one channel): the official grayscale, lin = 0.2126 R + 0.7152 G +
+    0.07228 B, then the sRGB curve (12.92 lin if lin <= 0.0031308 else 1.055 lin^(1/2.4) - 0.055;
+    the power as exp(log(lin) / 2.4), a few float32 ulps from pow and half its cost)."""
+    w = GRAY_WEIGHTS
+    lin = w[0] * image[..., 0] + w[1] * image[..., 1] + w[2] * image[..., 2]
+    curve = 1.055 * tf.exp(tf.math.log(tf.maximum(lin, 0.0031308)) * (1.0 / 2.4)) - 0.055
+    return tf.where(lin <= 0.0031308, 12.92 * lin, curve)
 
 
 def to_grayscale(image: tf.Tensor) -> tf.Tensor:
-    """HxWx3 [0, 1] -> HxWx3: the official grayscale, lin = 0.2126 R + 0.7152 G + 0.07228 B, then
-    the sRGB curve (12.92 lin if lin <= 0.0031308 else 1.055 lin^(1/2.4) - 0.055) in all channels."""
-    w = GRAY_WEIGHTS
-    lin = w[0] * image[..., 0] + w[1] * image[..., 1] + w[2] * image[..., 2]
-    curve = 1.055 * tf.pow(tf.maximum(lin, 0.0031308), 1.0 / 2.4) - 0.055
-    gray = tf.where(lin <= 0.0031308, 12.92 * lin, curve)
+    """... x 3 [0, 1] -> ... x 3: `gray_level` in all three channels."""
+    gray = gray_level(image)
     return tf.stack([gray, gray, gray], axis=-1)
 
 
@@ -105,6 +114,16 @@ def crop_offsets(key, height, width, crop: int):
     left = tf.random.stateless_uniform([], fold(k, 1), minval=0, maxval=width - crop + 1,
                                        dtype=tf.int32)
     return top, left
+
+
+def area_taps(scale_min: float, crop: int) -> int:
+    """How many source pixels an output pixel of `area_resample` can touch: the box length is
+    s = H / max(int(H f), crop) <= 1 / (f - 1 / crop) for f >= scale_min (H >= crop), and a box of
+    length s touches at most floor(s) + 2 pixels."""
+    taps = math.floor(1.0 / scale_min) + 3  # covers any box, also after int() rounding
+    if scale_min > 1.0 / crop:
+        taps = min(taps, math.floor(1.0 / (scale_min - 1.0 / crop)) + 2)
+    return taps
 
 
 def area_resample(x, axis: int, out_start, count: int, scale, src_start, taps: int):
@@ -169,35 +188,37 @@ def augment_example(images: dict, key, cfg: dict, crop: int, with_info: bool = F
 
     r0, r1 = span(top, scale_h, height)
     c0, c1 = span(left, scale_w, width)
+    # The images' windows side by side, H x W x n x 3, so that each step below is one pass.
     window = []
     for x in inputs:
-        x = x(r0, r1, c0, c1) if callable(x) else x[r0:r1, c0:c1]
-        if value_scale is not None:
-            x = tf.cast(x, tf.float32) / value_scale
-        window.append(x)
-    window = tuple(window)
+        window.append(x(r0, r1, c0, c1) if callable(x) else x[r0:r1, c0:c1])
+    stack = tf.stack(window, axis=2)
+    if value_scale is not None:
+        stack = tf.cast(stack, tf.float32) / value_scale
+    n = len(names)
 
-    blurred = window[:-1]  # everything but gt gets the noise
-    noisy = tf.cond(params["noise"], lambda: add_noise(blurred, params["sigma"], key),
-                    lambda: blurred)
-    noisy = (*noisy, window[-1])
-    gray = tf.cond(params["gray"], lambda: tuple(to_grayscale(x) for x in noisy),
-                   lambda: noisy)
+    def noise():  # everything but gt (the last image) gets the same noise field
+        return tf.concat([add_noise(stack[:, :, :n - 1], params["sigma"], key), stack[:, :, n - 1:]],
+                         axis=2)
 
-    taps = math.floor(1.0 / cfg["scale_min"]) + 3  # covers any box, also after int() rounding
+    stack = tf.cond(params["noise"], noise, lambda: stack)
+    taps = area_taps(cfg["scale_min"], crop)
 
-    def rescale():
-        def one(x):
-            x = area_resample(x, 0, top, crop, scale_h, r0, taps)
-            return area_resample(x, 1, left, crop, scale_w, c0, taps)
+    def rescale(x, channels):  # H x W x n x channels -> crop x crop x n x channels
+        shape = tf.shape(x)
+        x = tf.reshape(x, tf.stack([shape[0], shape[1], n * channels]))
+        x = area_resample(x, 0, top, crop, scale_h, r0, taps)
+        return tf.reshape(area_resample(x, 1, left, crop, scale_w, c0, taps),
+                          [crop, crop, n, channels])
 
-        return tuple(one(x) for x in gray)
+    def finish(x, channels):  # rescale if drawn, then crop x crop x n x 3
+        x = tf.cond(do_scale, lambda: rescale(x, channels), lambda: x)
+        return tf.broadcast_to(tf.reshape(x, [crop, crop, n, channels]), [crop, crop, n, 3])
 
-    scaled = tf.cond(do_scale, rescale, lambda: gray)
-    out = {}
-    for name, x in zip(names, scaled, strict=True):
-        x = tf.reshape(x, [crop, crop, 3])
-        out[name] = x
+    # A grey example is rescaled as one channel per image (its three channels are equal).
+    stack = tf.cond(params["gray"], lambda: finish(gray_level(stack)[..., None], 1),
+                    lambda: finish(stack, 3))
+    out = {name: stack[:, :, i] for i, name in enumerate(names)}
     if with_info:
         out.update(params)
         out.update(top=top, left=left)
