@@ -4,6 +4,7 @@
     ds = data.load_split("datasets", "dpdd", "test")          # whole images, tf.data.Dataset
     it = data.train_dataset("datasets", batch_size=8, seed=0)  # augmented crops, numpy batches
     python -m ifan_jax.data.synth --out=datasets --num=16 --size=128   # synthetic DPDD layout
+    python -m ifan_jax.data.prepare --data_dir=datasets   # once: crops read only their window
 
 TensorFlow is imported on first use of the pipelines only, so the file listing and the synthetic
 generator stay light; its environment (`ifan_jax.environment.configure_tensorflow`) is set when this

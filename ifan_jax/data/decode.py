@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
 
 from ifan_jax import environment
 from ifan_jax.data.formats import (
@@ -98,6 +99,33 @@ def _pil_size(path: Path) -> tuple[int, int, int]:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: not a readable image ({e})") from None
     return (*oriented_size(height, width, orientation), orientation)
+
+
+def check_examples(examples: list[dict], keys, min_size: int = 8,
+                   what: str = "") -> list[dict[str, ImageHeader]]:
+    """Read the header of every file of `examples` (from `list_split`): [{key: ImageHeader}].
+
+    Raises DataError naming the file if one is empty, truncated or not an image, if the images of
+    one example differ in size, or if one is smaller than `min_size` on a side.
+    """
+    headers = []
+    files = tqdm(examples, desc=f"checking {what}".strip(), unit="example", leave=False,
+                 disable=len(examples) < 200)
+    for example in files:
+        hdrs = {key: read_header(example[key]) for key in keys}
+        first = hdrs[keys[0]]
+        for key in keys[1:]:
+            h = hdrs[key]
+            if (h.height, h.width) != (first.height, first.width):
+                raise DataError(
+                    f"size mismatch in example {example['name']!r}: {h.path} ({key}) is "
+                    f"{h.height}x{h.width} but {first.path} ({keys[0]}) is "
+                    f"{first.height}x{first.width}")
+        if min(first.height, first.width) < min_size:
+            raise DataError(f"{first.path}: {first.height}x{first.width} is smaller than "
+                            f"{min_size}x{min_size} (the crop size)")
+        headers.append(hdrs)
+    return headers
 
 
 def read_depth(file_bits: int, bit_depth: int | None) -> int:

@@ -207,7 +207,7 @@ def list_split(root: str | os.PathLike, dataset: str = "dpdd", split: str = "tes
     """The examples of one split: a list of {"name": str, "c": path, ["l", "r", "gt"]: path} (paths
     as str; the keys are `KEYS[dataset]`), sorted by the file name of the combined image.
 
-    Checks the layout only (folders exist, names pair up); `pipeline.check_examples` reads the image
+    Checks the layout only (folders exist, names pair up); `decode.check_examples` reads the image
     headers. Raises DataError naming the folder or file that is wrong.
     """
     dataset = canonical_dataset(dataset)

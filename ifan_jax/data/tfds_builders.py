@@ -33,9 +33,8 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from ifan_jax import environment
-from ifan_jax.data.decode import decode_pixels, read_depth
+from ifan_jax.data.decode import check_examples, decode_pixels, read_depth
 from ifan_jax.data.layouts import KEYS, DataError, list_split
-from ifan_jax.data.pipeline import check_examples
 
 _CITATION_IFAN = """@InProceedings{Lee2021IFAN,
   author = {Junyong Lee and Hyeongseok Son and Jaesung Rim and Sunghyun Cho and Seungyong Lee},
