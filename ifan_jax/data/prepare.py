@@ -134,32 +134,32 @@ def max_tiles(crop: int, scale_min: float, scale_prob: float, tile: int) -> int:
 
 def window_reader(folder: Path, index: dict, key: str, scene, grid: int):
     """A function (r0, r1, c0, c1) -> the integer pixels [r0:r1, c0:c1] of image `key` of scene
-    `scene` (a scalar tensor), as TensorFlow ops that read only the tiles under the window (at most
-    `grid` x `grid`, from `max_tiles`)."""
+    `scene` (a scalar tensor), as TensorFlow ops that read the `grid` x `grid` tiles from the one
+    holding (r0, c0) on (`max_tiles`; tile indices past the image's last are clamped to it, and
+    the slice never reaches them)."""
     tf = tensorflow()
     dtype = tf.uint16 if index["dtype"] == "uint16" else tf.uint8
     size = index["tile"]
-    grid = min(grid, max(math.ceil(max(s["height"], s["width"]) / size) for s in index["scenes"]))
+    scenes = index["scenes"]
+    grid = min(grid, max(math.ceil(max(s["height"], s["width"]) / size) for s in scenes))
+    last_row = tf.gather(tf.constant([math.ceil(s["height"] / size) - 1 for s in scenes]), scene)
+    last_col = tf.gather(tf.constant([math.ceil(s["width"] / size) - 1 for s in scenes]), scene)
     prefix = tf.strings.join([str(folder / key) + os.sep,
                               tf.strings.as_string(scene, width=5, fill="0"), "_"])
+    steps = tf.range(grid)
 
     def read(r0, r1, c0, c1):
         row0, col0 = r0 // size, c0 // size
-        rows = []
-        for i in range(grid):
-            tiles = []
-            for j in range(grid):
-                needed = ((row0 + i) * size < r1) & ((col0 + j) * size < c1)
-                name = tf.strings.join([prefix, tf.strings.as_string(row0 + i, width=3, fill="0"),
-                                        "_", tf.strings.as_string(col0 + j, width=3, fill="0"),
-                                        ".raw"])
-                tiles.append(tf.cond(
-                    needed,
-                    lambda name=name: tf.reshape(tf.io.decode_raw(tf.io.read_file(name), dtype),
-                                                 [size, size, 3]),
-                    lambda: tf.zeros([size, size, 3], dtype)))
-            rows.append(tf.concat(tiles, axis=1))
-        block = tf.concat(rows, axis=0)
+        rows = tf.strings.as_string(tf.minimum(row0 + steps, last_row), width=3, fill="0")
+        cols = tf.strings.as_string(tf.minimum(col0 + steps, last_col), width=3, fill="0")
+        shape = [grid, grid]
+        names = tf.strings.join([tf.fill(shape, prefix), tf.broadcast_to(rows[:, None], shape),
+                                 tf.fill(shape, "_"), tf.broadcast_to(cols[None, :], shape),
+                                 tf.fill(shape, ".raw")])
+        names = tf.reshape(names, [-1])
+        data = tf.stack([tf.io.read_file(names[i]) for i in range(grid * grid)])
+        tiles = tf.reshape(tf.io.decode_raw(data, dtype), [grid, grid, size, size, 3])
+        block = tf.reshape(tf.transpose(tiles, [0, 2, 1, 3, 4]), [grid * size, grid * size, 3])
         top, left = r0 - row0 * size, c0 - col0 * size
         return block[top:top + r1 - r0, left:left + c1 - c0]
 
