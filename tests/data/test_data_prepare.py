@@ -41,18 +41,22 @@ def test_store_gives_the_decoded_stream(tmp_path, monkeypatch, dataset, bits):
     at 8 or 16 bits: the stream from the store equals the stream from the PNGs, resumed too."""
     monkeypatch.setattr(prepare, "TILE", 16)  # small tiles: many per window, on small images
     write_fake_dataset(tmp_path, dataset, {"train": 3}, size=(61, 75), bits=16, seed=5)
+    rng = np.random.default_rng(0)  # and a scene of another size (other tile counts)
+    for folder in fake_folders(tmp_path, dataset, "train").values():
+        write_png(folder / "train_003.png", rng.integers(0, 65536, (40, 97, 3)).astype(np.uint16))
     decoded = _stream(tmp_path, dataset=dataset, bit_depth=bits, store=False, with_info=True)
     folder = prepare.prepare(tmp_path, dataset, "train", bits, progress=False)
     base = tmp_path / ("DPDD" if dataset == "dpdd" else "")
     assert folder == base / "prepared" / f"train_{bits}bit"
     index = json.loads((folder / "index.json").read_text())
     assert index["dtype"] == ("uint16" if bits == 16 else "uint8")
-    assert len(os.listdir(folder / "c")) == 3 * 4 * 5  # ceil(61/16) x ceil(75/16) tiles a scene
+    assert len(os.listdir(folder / "c")) == 3 * 4 * 5 + 3 * 7  # ceil(61/16) x ceil(75/16), ...
     assert prepare.find_store(tmp_path, dataset, "train", bits,
                               prepare.list_split(tmp_path, dataset, "train"))[0] == folder
     stored = _stream(tmp_path, dataset=dataset, bit_depth=bits, with_info=True)
     _assert_same(decoded, stored)
     assert any(x["scale"].any() and x["gray"].any() for x in stored)
+    assert 3 in np.concatenate([x["scene"] for x in stored])
     _assert_same(decoded[4:], _stream(tmp_path, 2, dataset=dataset, bit_depth=bits,
                                       start_step=4, with_info=True))
 
