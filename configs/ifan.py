@@ -6,21 +6,25 @@
     python train.py --config=configs/ifan.py:fac --workdir=runs/ifan_fac            # Table 5
     python train.py --config=configs/ifan.py:dual --workdir=runs/ifan_dual          # dual-pixel input
     python train.py --config=configs/ifan.py:bits=16 --workdir=runs/ifan_16bit      # 16-bit PNG input
+    python train.py --config=configs/ifan.py:data=pairs --config.data_dir=ROOT --workdir=W  # own pairs
 
 Arguments (comma separated, big_vision style): `N=<int>` (8, 17, 26, 35, 44), `variant=` one of
 baseline, D, F, FD, FR, FDR (Table 1; default FDR = the full model), `fac` (FAC k=11 instead of
-IAC), `dual`, `bits=8|16`, `iac=separable|official`. Booleans are strict: `fac`, `fac=true`
+IAC), `dual`, `bits=8|16`, `iac=separable|official`, `data=dpdd|pairs` (pairs: your own
+blurred/sharp images in ROOT/{train,val,test}/{source,target}, no dual-pixel views, so no
+`dual`). Booleans are strict: `fac`, `fac=true`
 and `fac=1` turn FAC on, `fac=false` and `fac=0` leave it off, `fac=maybe` is an error. Any key
 can still be overridden with `--config.KEY=VALUE`.
 """
 
 import ml_collections
 
-from configs.common import parse_arg
+from configs.common import ConfigArgError, parse_arg
 from ifan_jax.data.settings import AUGMENT_DEFAULTS
 
 VARIANTS = ("baseline", "D", "F", "FD", "FR", "FDR")
 IAC_VARIANTS = ("separable", "official")
+DATA = ("dpdd", "pairs")  # data sets with a training split (ifan_jax.data.layouts)
 
 
 def model_config(n: int = 17, variant: str = "FDR", fac: bool = False, dual: bool = False,
@@ -53,15 +57,22 @@ def model_config(n: int = 17, variant: str = "FDR", fac: bool = False, dual: boo
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = parse_arg(arg, N=17, variant="FDR", fac=False, dual=False, bits=8, iac="separable")
+    args = parse_arg(arg, N=17, variant="FDR", fac=False, dual=False, bits=8, iac="separable",
+                     data="dpdd")
     if args["bits"] not in (8, 16):
         raise ValueError(f"config argument bits={args['bits']}: must be 8 or 16")
+    if args["data"] not in DATA:
+        raise ConfigArgError(f"config argument data={args['data']!r}: must be one of {DATA}")
+    if args["data"] == "pairs" and args["dual"]:
+        raise ConfigArgError("config arguments data=pairs and dual: the dual-pixel input needs "
+                             "left/right views, which a pairs data set does not have")
     config = ml_collections.ConfigDict()
     config.seed = 0
 
-    # Data: ROOT/DPDD/{train,val,test}_{c,l,r}/source, {split}_c/target (see README).
+    # Data: ROOT/DPDD/{train,val,test}_{c,l,r}/source, {split}_c/target (see README); "pairs":
+    # ROOT/{train,val,test}/{source,target} (no dual-pixel views: no disparity loss).
     config.data_dir = "datasets"
-    config.dataset = "dpdd"
+    config.dataset = args["data"]
     config.bit_depth = args["bits"]
     config.batch_size = 8  # global batch, split over all devices of all hosts
     config.crop_size = 256

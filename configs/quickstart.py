@@ -13,11 +13,16 @@ identity) and ends above it.
 import ml_collections
 
 from configs import ifan
+from configs.common import ConfigArgError
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The quickstart; `arg` is passed to configs/ifan.py (e.g. `quickstart.py:variant=FD`)."""
     config = ifan.get_config(arg)
+    if config.dataset != "dpdd":
+        raise ConfigArgError(f"config argument data={config.dataset}: the quickstart trains on its "
+                             f"own synthetic DPDD set; for your pairs use configs/ifan.py:data="
+                             f"{config.dataset} --config.data_dir=ROOT")
 
     config.data_dir = "{workdir}/data"  # inside the workdir
     config.synthetic.generate = True

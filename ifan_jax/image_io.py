@@ -13,29 +13,39 @@ Which decoder: 8-bit files go through Pillow; 16-bit PNGs through TensorFlow's P
 reduces 16-bit colour PNGs to 8 bits); TIFFs through tifffile (Pillow again only for 8-bit TIFFs
 whose compression tifffile cannot decode without the optional `imagecodecs` package).
 
-`write_image` writes to a temporary file beside the target and renames it into place, so an
-interrupted run never leaves a partial image under the target's name; an existing target is an
-error unless `overwrite=True`. Every failure is an `ImageError` whose message names the file.
+`write_image` writes through `ifan_jax.fileio.atomic_file` (a temporary file beside the target,
+renamed into place, with the usual permissions), so an interrupted run never leaves a partial
+image under the target's name; an existing target is an error unless `overwrite=True`. Every
+failure is an `ImageError` whose message names the file.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import errno
+import io
 import os
 import struct
-import tempfile
 import zlib
 
 import numpy as np
+import tifffile
 from PIL import Image
 
-from ifan_jax import environment
-from ifan_jax.data.decode import apply_orientation
+from ifan_jax import fileio
+from ifan_jax.data.decode import tensorflow
+from ifan_jax.data.formats import (
+    ORIENTATION_TAG,
+    PNG_HEADER_BYTES,
+    apply_orientation,
+    exif_orientation,
+    iccp_chunk,
+    insert_after_header,
+    png_header,
+    tiff_orientation,
+)
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}
 JPEG_QUALITY = 95
-ORIENTATION_TAG = 0x0112
 # ITU-R BT.601 luma weights: how a deblurred RGB image of a grey input is written back grey.
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 _ROWS_PER_CHUNK = 512  # quantise big images in row blocks to bound temporary memory
@@ -115,7 +125,7 @@ def _read_pillow_format(path: str, im: Image.Image) -> tuple[np.ndarray, ImageIn
         # the image data, which Pillow finds only by decoding, is ignored).
         info = ImageInfo("PNG", 16, icc_profile=im.info.get("icc_profile"))
         if "exif" in im.info:
-            info.exif, info.orientation = _exif_bytes(im), _orientation(im)
+            info.exif, info.orientation = _exif_bytes(im), exif_orientation(im)
         return _read_png16(path), info
     return _read_with_pillow(im, fmt)
 
@@ -144,18 +154,11 @@ def _one_line(e: BaseException) -> str:
 
 def _png_bit_depth(path: str) -> int:
     with open(path, "rb") as f:
-        head = f.read(26)
-    if len(head) < 26 or head[12:16] != b"IHDR":
-        raise ImageError(f"{path}: truncated or corrupt PNG header")
-    return head[24]
-
-
-def _orientation(im: Image.Image) -> int:
+        head = f.read(PNG_HEADER_BYTES)
     try:
-        value = int(im.getexif().get(ORIENTATION_TAG, 1))
-    except Exception:  # a malformed EXIF block must not make a readable image unreadable
-        return 1
-    return value if 1 <= value <= 8 else 1
+        return png_header(head).bit_depth
+    except ValueError as e:
+        raise ImageError(f"{path}: {e}") from None
 
 
 def _exif_bytes(im: Image.Image) -> bytes | None:
@@ -179,7 +182,7 @@ def _exif_bytes(im: Image.Image) -> bytes | None:
 def _read_with_pillow(im: Image.Image, fmt: str) -> tuple[np.ndarray, ImageInfo]:
     im.load()
     info = ImageInfo(fmt, 8, exif=_exif_bytes(im), icc_profile=im.info.get("icc_profile"),
-                     orientation=_orientation(im))
+                     orientation=exif_orientation(im))
     mode = im.mode
     if mode.startswith("I;16"):
         info.bit_depth = 16
@@ -200,7 +203,7 @@ def _read_with_pillow(im: Image.Image, fmt: str) -> tuple[np.ndarray, ImageInfo]
 
 
 def _read_png16(path: str) -> np.ndarray:
-    tf = _tensorflow()
+    tf = tensorflow()
     with open(path, "rb") as f:
         data = f.read()
     try:
@@ -210,13 +213,11 @@ def _read_png16(path: str) -> np.ndarray:
 
 
 def _read_tiff(path: str) -> tuple[np.ndarray, ImageInfo]:
-    import tifffile
-
     with tifffile.TiffFile(path) as tif:
         page = tif.pages.first
         bits = page.bitspersample
         photometric = int(page.photometric)
-        orientation = int(page.tags[274].value) if 274 in page.tags else 1
+        orientation = tiff_orientation(page.tags)
         icc = page.tags[34675].value if 34675 in page.tags else None
         simple = photometric in (1, 2) and page.dtype in (np.uint8, np.uint16)
         try:
@@ -240,7 +241,7 @@ def _read_tiff(path: str) -> tuple[np.ndarray, ImageInfo]:
         raise ImageError(f"{path}: unsupported TIFF layout, array shape {pixels.shape}")
     info = ImageInfo("TIFF", 16 if pixels.dtype == np.uint16 else 8,
                      icc_profile=bytes(icc) if icc is not None else None,
-                     orientation=orientation if 1 <= orientation <= 8 else 1)
+                     orientation=orientation)
     return pixels, info
 
 
@@ -297,64 +298,28 @@ def write_image(path: str, image: np.ndarray, info: ImageInfo | None = None,
             pixels = pixels[..., None]
         pixels = np.concatenate([pixels, _alpha_at(info.alpha, depth)[..., None]], axis=-1)
 
-    if not overwrite and os.path.exists(path):
-        raise ImageError(f"{path}: exists (not overwritten)")
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
-                               suffix=".partial")
-    os.close(fd)
     try:
-        with open(tmp, "wb") as f:  # a named file object: tifffile wants its name
+        with fileio.atomic_file(path, overwrite=overwrite) as f:
             _encode(f, pixels, fmt, info)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
-        _commit(tmp, path, overwrite)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _commit(tmp: str, path: str, overwrite: bool) -> None:
-    """Move the finished temporary file to `path`; never replace an existing file unless asked."""
-    if overwrite:
-        os.replace(tmp, path)
-        return
-    try:
-        os.link(tmp, path)  # atomic, and fails if `path` appeared meanwhile
     except FileExistsError:
         raise ImageError(f"{path}: exists (not overwritten)") from None
-    except OSError as e:
-        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV,
-                           errno.EMLINK, errno.ENOSYS):
-            raise
-        if os.path.exists(path):  # file system without hard links
-            raise ImageError(f"{path}: exists (not overwritten)") from None
-        os.replace(tmp, path)
-        return
-    os.unlink(tmp)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _encode(f, pixels: np.ndarray, fmt: str, info: ImageInfo) -> None:
     channels = 1 if pixels.ndim == 2 else pixels.shape[-1]
     if fmt == "TIFF":
-        import tifffile
-
-        tifffile.imwrite(f, pixels, photometric="minisblack" if channels in (1, 2) else "rgb",
+        buffer = io.BytesIO()  # tifffile wants a seekable file with a name, or memory
+        tifffile.imwrite(buffer, pixels, photometric="minisblack" if channels in (1, 2) else "rgb",
                          extrasamples=["unassalpha"] if channels in (2, 4) else None,
                          compression="zlib", iccprofile=info.icc_profile)
+        f.write(buffer.getbuffer())
         return
     if fmt == "PNG" and pixels.dtype == np.uint16:
-        tf = _tensorflow()
+        tf = tensorflow()
         data = tf.io.encode_png(pixels if pixels.ndim == 3 else pixels[..., None]).numpy()
-        f.write(_png_with_metadata(data, info.icc_profile))
+        if info.icc_profile:  # TensorFlow writes no colour profile
+            data = insert_after_header(data, iccp_chunk(info.icc_profile))
+        f.write(data)
         return
     mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[channels]
     im = Image.fromarray(pixels, mode)
@@ -367,22 +332,3 @@ def _encode(f, pixels: np.ndarray, fmt: str, info: ImageInfo) -> None:
         im.save(f, format="JPEG", quality=JPEG_QUALITY, subsampling=0, **options)
     else:
         im.save(f, format="PNG", **options)
-
-
-def _png_with_metadata(data: bytes, icc_profile: bytes | None) -> bytes:
-    """Insert an iCCP chunk after IHDR of an encoded PNG (TensorFlow writes none)."""
-    if not icc_profile:
-        return data
-    body = b"ICC Profile\x00\x00" + zlib.compress(icc_profile)
-    chunk = struct.pack(">I", len(body)) + b"iCCP" + body
-    chunk += struct.pack(">I", zlib.crc32(b"iCCP" + body) & 0xFFFFFFFF)
-    ihdr_end = 8 + 8 + 13 + 4  # signature, IHDR length+type, IHDR data, CRC
-    return data[:ihdr_end] + chunk + data[ihdr_end:]
-
-
-def _tensorflow():
-    """TensorFlow, imported on first use (only 16-bit PNGs need it), without its start-up chatter."""
-    environment.configure_tensorflow()
-    import tensorflow as tf
-
-    return tf

@@ -4,11 +4,14 @@
     ds = data.load_split("datasets", "dpdd", "test")          # whole images, tf.data.Dataset
     it = data.train_dataset("datasets", batch_size=8, seed=0)  # augmented crops, numpy batches
     python -m ifan_jax.data.synth --out=datasets --num=16 --size=128   # synthetic DPDD layout
+    python -m ifan_jax.data.prepare --data_dir=datasets   # once: crops read only their window
 
 TensorFlow is imported on first use of the pipelines only, so the file listing and the synthetic
-generator stay light.
+generator stay light; its environment (`ifan_jax.environment.configure_tensorflow`) is set when this
+package is imported, before any of its modules imports TensorFlow.
 """
 
+from ifan_jax import environment
 from ifan_jax.data.layouts import (
     DATASETS,
     KEYS,
@@ -18,6 +21,10 @@ from ifan_jax.data.layouts import (
     list_split,
 )
 
+# This package runs before any of its modules imports TensorFlow: set TensorFlow's environment
+# first (oneDNN off for an exactly resumable data stream, C++ start-up notices off).
+environment.configure_tensorflow()
+
 _PIPELINE = ("load_split", "train_dataset", "numpy_iterator", "check_examples", "TrainIterator")
 
 __all__ = ["DATASETS", "KEYS", "ROTATED_DATASETS", "SPLITS", "DataError", "list_split",
@@ -26,7 +33,7 @@ __all__ = ["DATASETS", "KEYS", "ROTATED_DATASETS", "SPLITS", "DataError", "list_
 
 def __getattr__(name):
     if name in _PIPELINE:
-        from ifan_jax.data import pipeline
+        from ifan_jax.data import pipeline  # deferred on purpose: imports TensorFlow (seconds)
 
         return getattr(pipeline, name)
     raise AttributeError(f"module 'ifan_jax.data' has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """Training augmentations of the paper (official loader), as stateless TensorFlow ops.
 
 Per example, in this order, on whole HxWx3 float32 [0, 1] images c (combined), l, r (dual-pixel
-views) and gt (all-in-focus):
+views) and gt (all-in-focus); a "pairs" data set has only c and gt, which get the same draws:
   1. Gaussian noise with probability `noise_prob`: sigma ~ U[noise_sigma_min, noise_sigma_max], one
      noise field added to c, l and r (not gt), clipped to [0, 1].
   2. Grayscale with probability `gray_prob`, on all four: lin = 0.2126 R + 0.7152 G + 0.07228 B
@@ -13,7 +13,9 @@ views) and gt (all-in-focus):
 
 They are computed on the source window under the crop only (all but the rescale are per pixel,
 and the rescale uses the whole image's area weights), which gives the same result at a fraction of
-the cost.
+the cost. The images of an example are stacked (n x H x W x 3) so that each step is one pass over
+all of them, a grey example is rescaled as one channel per image, and the rescale uses only the
+taps a box can touch (`area_taps`): about 6.5 ms per 256x256 DPDD example on one core instead of 10.
 
 Every draw comes from a key (a shape-[2] int64 stateless seed) so that an example is a pure function
 of its key: no hidden generator state, hence reproducible streams and exact resumption.
@@ -27,6 +29,8 @@ from ifan_jax.data.settings import AUGMENT_DEFAULTS, augment_config  # noqa: F40
 
 # Luminance weights of the official loader (the last is 0.0722 in the sRGB standard).
 GRAY_WEIGHTS = (0.2126, 0.7152, 0.07228)
+
+_VECTOR = 64  # elements: a multiple of every CPU's float32 vector width, times Eigen's unrolling
 
 # Sub-streams of an example key, one per random draw.
 _NOISE_GATE, _NOISE_SIGMA, _NOISE, _GRAY_GATE, _SCALE_GATE, _SCALE, _CROP = range(7)
@@ -58,20 +62,35 @@ def sample_params(key, cfg: dict) -> dict:
     }
 
 
-def add_noise(images, sigma, key) -> tuple:
-    """One Gaussian noise field N(0, sigma^2) (shape of images[0]) added to each image, clipped to
-    [0, 1]."""
-    noise = tf.random.stateless_normal(tf.shape(images[0]), fold(key, _NOISE)) * sigma
-    return tuple(tf.clip_by_value(x + noise, 0.0, 1.0) for x in images)
+def add_noise(stack, sigma, key) -> tf.Tensor:
+    """One Gaussian noise field N(0, sigma^2) of shape H x W x 3 added to each image of `stack`
+    (n x H x W x 3), clipped to [0, 1]."""
+    shape = tf.shape(stack)
+    noise = tf.random.stateless_normal(tf.stack([shape[1], shape[2], 3]), fold(key, _NOISE)) * sigma
+    return tf.clip_by_value(stack + noise, 0.0, 1.0)
+
+
+def gray_level(image: tf.Tensor) -> tf.Tensor:
+    """... x 3 [0, 1] -> ... (one channel): the official grayscale, lin = 0.2126 R + 0.7152 G +
+    0.07228 B, then the sRGB curve (12.92 lin if lin <= 0.0031308 else 1.055 lin^(1/2.4) - 0.055;
+    the power as exp(log(lin) / 2.4), a few float32 ulps from pow and half its cost).
+
+    The curve is evaluated on a flat array padded to a multiple of _VECTOR: the vectorised exp and
+    log differ from the scalar ones that would take an unaligned tail, and equal inputs anywhere in
+    the stack must give equal outputs."""
+    w = GRAY_WEIGHTS
+    lin = w[0] * image[..., 0] + w[1] * image[..., 1] + w[2] * image[..., 2]
+    flat = tf.reshape(lin, [-1])
+    size = tf.size(flat)
+    flat = tf.pad(flat, [[0, (-size) % _VECTOR]], constant_values=1.0)
+    curve = 1.055 * tf.exp(tf.math.log(tf.maximum(flat, 0.0031308)) * (1.0 / 2.4)) - 0.055
+    curve = tf.reshape(curve[:size], tf.shape(lin))
+    return tf.where(lin <= 0.0031308, 12.92 * lin, curve)
 
 
 def to_grayscale(image: tf.Tensor) -> tf.Tensor:
-    """HxWx3 [0, 1] -> HxWx3: the official grayscale, lin = 0.2126 R + 0.7152 G + 0.07228 B, then
-    the sRGB curve (12.92 lin if lin <= 0.0031308 else 1.055 lin^(1/2.4) - 0.055) in all channels."""
-    w = GRAY_WEIGHTS
-    lin = w[0] * image[..., 0] + w[1] * image[..., 1] + w[2] * image[..., 2]
-    curve = 1.055 * tf.pow(tf.maximum(lin, 0.0031308), 1.0 / 2.4) - 0.055
-    gray = tf.where(lin <= 0.0031308, 12.92 * lin, curve)
+    """... x 3 [0, 1] -> ... x 3: `gray_level` in all three channels."""
+    gray = gray_level(image)
     return tf.stack([gray, gray, gray], axis=-1)
 
 
@@ -107,6 +126,16 @@ def crop_offsets(key, height, width, crop: int):
     return top, left
 
 
+def area_taps(scale_min: float, crop: int) -> int:
+    """How many source pixels an output pixel of `area_resample` can touch: the box length is
+    s = H / max(int(H f), crop) <= 1 / (f - 1 / crop) for f >= scale_min (H >= crop), and a box of
+    length s touches at most floor(s) + 2 pixels."""
+    taps = math.floor(1.0 / scale_min) + 3  # covers any box, also after int() rounding
+    if scale_min > 1.0 / crop:
+        taps = min(taps, math.floor(1.0 / (scale_min - 1.0 / crop)) + 2)
+    return taps
+
+
 def area_resample(x, axis: int, out_start, count: int, scale, src_start, taps: int):
     """Output pixels out_start .. out_start + count - 1 along `axis` of area interpolation
     (`rescale_area`'s rule, source/output size ratio `scale`), from `x`, a window of the source
@@ -125,7 +154,7 @@ def area_resample(x, axis: int, out_start, count: int, scale, src_start, taps: i
         j = first + k
         weight = tf.maximum(tf.minimum(j + 1.0, a + scale) - tf.maximum(j, a), 0.0) / scale
         local = tf.clip_by_value(tf.cast(j, tf.int32) - src_start, 0, size - 1)
-        shape = [-1 if d == axis else 1 for d in range(3)]
+        shape = [-1 if d == axis else 1 for d in range(x.shape.rank)]
         term = tf.gather(x, local, axis=axis) * tf.reshape(tf.cast(weight, tf.float32), shape)
         out = term if out is None else out + term
     return out
@@ -133,8 +162,10 @@ def area_resample(x, axis: int, out_start, count: int, scale, src_start, taps: i
 
 def augment_example(images: dict, key, cfg: dict, crop: int, with_info: bool = False,
                     value_scale: float | None = None, image_shape=None) -> dict:
-    """Apply the paper's augmentations to {"c","l","r","gt"} (HxWx3, same size: float32 in [0, 1],
-    or integer pixels with `value_scale` = 255 or 65535) and crop them to crop x crop at one place.
+    """Apply the paper's augmentations to {"c", ["l", "r"], "gt"} (HxWx3, same size: float32 in
+    [0, 1], or integer pixels with `value_scale` = 255 or 65535) and crop them to crop x crop at one
+    place; the result has the same keys. The draws depend on the key alone, so the c and gt of an
+    example are the same with or without l and r.
     With `with_info`, adds the draws ("noise", "sigma", "gray", "scale", "factor") and the crop's
     "top" and "left" (in the rescaled image). An image may also be a function (r0, r1, c0, c1) ->
     its window [r0:r1, c0:c1], with `image_shape` = (H, W); only the window is then read.
@@ -145,7 +176,7 @@ def augment_example(images: dict, key, cfg: dict, crop: int, with_info: bool = F
     the rest of the image is needed. (The noise field is drawn for the window; it is as random.)
     """
     params = sample_params(key, cfg)
-    names = ("c", "l", "r", "gt")
+    names = ("c", *(name for name in images if name not in ("c", "gt")), "gt")
     inputs = tuple(images[name] for name in names)
 
     if image_shape is None:
@@ -167,34 +198,36 @@ def augment_example(images: dict, key, cfg: dict, crop: int, with_info: bool = F
 
     r0, r1 = span(top, scale_h, height)
     c0, c1 = span(left, scale_w, width)
+    # The images' windows stacked, n x H x W x 3, so that each step below is one pass over all.
     window = []
     for x in inputs:
-        x = x(r0, r1, c0, c1) if callable(x) else x[r0:r1, c0:c1]
-        if value_scale is not None:
-            x = tf.cast(x, tf.float32) / value_scale
-        window.append(x)
-    window = tuple(window)
+        window.append(x(r0, r1, c0, c1) if callable(x) else x[r0:r1, c0:c1])
+    stack = tf.stack(window)
+    if value_scale is not None:
+        stack = tf.cast(stack, tf.float32) / value_scale
+    n = len(names)
 
-    noisy = tf.cond(params["noise"], lambda: add_noise(window[:3], params["sigma"], key),
-                    lambda: window[:3])
-    noisy = (*noisy, window[3])
-    gray = tf.cond(params["gray"], lambda: tuple(to_grayscale(x) for x in noisy),
-                   lambda: noisy)
+    def noise():  # everything but gt (the last image) gets the same noise field
+        return tf.concat([add_noise(stack[:n - 1], params["sigma"], key), stack[n - 1:]], axis=0)
 
-    taps = math.floor(1.0 / cfg["scale_min"]) + 3  # covers any box, also after int() rounding
+    stack = tf.cond(params["noise"], noise, lambda: stack)
+    taps = area_taps(cfg["scale_min"], crop)
 
-    def rescale():
-        def one(x):
-            x = area_resample(x, 0, top, crop, scale_h, r0, taps)
-            return area_resample(x, 1, left, crop, scale_w, c0, taps)
+    def rescale(x, channels):  # n x H x W x channels -> n x crop x crop x channels
+        x = area_resample(x, 1, top, crop, scale_h, r0, taps)  # whole rows: contiguous gathers
+        x = area_resample(tf.transpose(x, [2, 0, 1, 3]), 0, left, crop, scale_w, c0, taps)
+        return tf.transpose(x, [1, 2, 0, 3])
 
-        return tuple(one(x) for x in gray)
+    def finish(x, channels):  # rescale if drawn: n x crop x crop x channels
+        return tf.reshape(tf.cond(do_scale, lambda: rescale(x, channels), lambda: x),
+                          [n, crop, crop, channels])
 
-    scaled = tf.cond(do_scale, rescale, lambda: gray)
-    out = {}
-    for name, x in zip(names, scaled, strict=True):
-        x = tf.reshape(x, [crop, crop, 3])
-        out[name] = x
+    # A grey example is rescaled as one channel per image (its three channels are equal).
+    stack = tf.cond(params["gray"],
+                    lambda: tf.broadcast_to(finish(gray_level(stack)[..., None], 1),
+                                            [n, crop, crop, 3]),
+                    lambda: finish(stack, 3))
+    out = dict(zip(names, tf.unstack(stack), strict=True))
     if with_info:
         out.update(params)
         out.update(top=top, left=left)

@@ -13,15 +13,24 @@ Truncated and empty files are caught from their header and tail when a data set 
 """
 
 import dataclasses
-import struct
+import functools
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
 
+from ifan_jax import environment
+from ifan_jax.data.formats import (
+    PNG_IEND,
+    PNG_SIGNATURE,
+    apply_orientation,
+    exif_orientation,
+    oriented_size,
+    png_header,
+)
 from ifan_jax.data.layouts import DataError
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the last 12 bytes of every complete PNG
 JPEG_SOI = b"\xff\xd8\xff"
 JPEG_EOI = b"\xff\xd9"
 
@@ -62,16 +71,13 @@ def read_header(path: str | Path) -> ImageHeader:
     if size == 0:
         raise DataError(f"{path}: empty file")
     if head.startswith(PNG_SIGNATURE):
-        if len(head) < 33 or head[12:16] != b"IHDR":
-            raise DataError(f"{path}: corrupt PNG (no IHDR header)")
-        width, height, bits, color_type = struct.unpack(">IIBB", head[16:26])
-        if width == 0 or height == 0 or bits not in (1, 2, 4, 8, 16) or color_type not in (
-                0, 2, 3, 4, 6):
-            raise DataError(f"{path}: corrupt PNG header ({width}x{height}, {bits} bits, "
-                            f"colour type {color_type})")
+        try:
+            png = png_header(head)
+        except ValueError as e:
+            raise DataError(f"{path}: {e}") from None
         if not tail.endswith(PNG_IEND):
             raise DataError(f"{path}: truncated PNG (the file does not end with the IEND chunk)")
-        return ImageHeader(str(path), "png", height, width, 16 if bits == 16 else 8)
+        return ImageHeader(str(path), "png", png.height, png.width, 16 if png.bit_depth == 16 else 8)
     if head.startswith(JPEG_SOI):
         # Entropy-coded JPEG data never contains FF D9 (0xFF bytes are stuffed), so a missing EOI
         # near the end means the file was cut; some writers append a few bytes after it.
@@ -84,22 +90,42 @@ def read_header(path: str | Path) -> ImageHeader:
 
 
 def _pil_size(path: Path) -> tuple[int, int, int]:
-    """(height, width, EXIF orientation) via PIL, which reads the header only."""
-    from PIL import Image, UnidentifiedImageError
-
+    """(height, width, EXIF orientation) via PIL, which reads the header only; the size is the
+    upright image's."""
     try:
         with Image.open(path) as im:
             width, height = im.size
-            orientation = 1
-            if im.format == "JPEG":
-                orientation = int(im.getexif().get(0x0112, 1) or 1)
+            orientation = exif_orientation(im) if im.format == "JPEG" else 1
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: not a readable image ({e})") from None
-    if orientation not in range(1, 9):
-        orientation = 1
-    if orientation >= 5:  # 5..8 transpose the image
-        height, width = width, height
-    return height, width, orientation
+    return (*oriented_size(height, width, orientation), orientation)
+
+
+def check_examples(examples: list[dict], keys, min_size: int = 8,
+                   what: str = "") -> list[dict[str, ImageHeader]]:
+    """Read the header of every file of `examples` (from `list_split`): [{key: ImageHeader}].
+
+    Raises DataError naming the file if one is empty, truncated or not an image, if the images of
+    one example differ in size, or if one is smaller than `min_size` on a side.
+    """
+    headers = []
+    files = tqdm(examples, desc=f"checking {what}".strip(), unit="example", leave=False,
+                 disable=len(examples) < 200)
+    for example in files:
+        hdrs = {key: read_header(example[key]) for key in keys}
+        first = hdrs[keys[0]]
+        for key in keys[1:]:
+            h = hdrs[key]
+            if (h.height, h.width) != (first.height, first.width):
+                raise DataError(
+                    f"size mismatch in example {example['name']!r}: {h.path} ({key}) is "
+                    f"{h.height}x{h.width} but {first.path} ({keys[0]}) is "
+                    f"{first.height}x{first.width}")
+        if min(first.height, first.width) < min_size:
+            raise DataError(f"{first.path}: {first.height}x{first.width} is smaller than "
+                            f"{min_size}x{min_size} (the crop size)")
+        headers.append(hdrs)
+    return headers
 
 
 def read_depth(file_bits: int, bit_depth: int | None) -> int:
@@ -114,24 +140,17 @@ def read_depth(file_bits: int, bit_depth: int | None) -> int:
     raise DataError(f"bit_depth must be 8, 16 or None, got {bit_depth!r}")
 
 
-def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
-    """Turn an H x W (x C) array stored with EXIF `orientation` (1..8) upright, as PIL's
-    exif_transpose does."""
-    if orientation == 2:
-        return image[:, ::-1]
-    if orientation == 3:
-        return image[::-1, ::-1]
-    if orientation == 4:
-        return image[::-1]
-    if orientation == 5:
-        return np.swapaxes(image, 0, 1)
-    if orientation == 6:
-        return np.rot90(image, k=-1)
-    if orientation == 7:
-        return np.swapaxes(image[::-1, ::-1], 0, 1)
-    if orientation == 8:
-        return np.rot90(image, k=1)
-    return image
+@functools.cache
+def tensorflow():
+    """The TensorFlow module, configured by `ifan_jax.environment` (oneDNN off for exact resume,
+    quiet C++ logs, no GPUs: it only feeds data) before its first import. Deliberately deferred:
+    listing and header checks here, and image_io's 8-bit paths, must not pay TensorFlow's seconds
+    of import time."""
+    environment.configure_tensorflow()
+    import tensorflow as tf  # deferred on purpose, see the docstring
+
+    environment.hide_gpus_from_tensorflow()
+    return tf
 
 
 def decode_pixels(path: str, format_code: int, bits: int, orientation: int = 1,
@@ -142,8 +161,7 @@ def decode_pixels(path: str, format_code: int, bits: int, orientation: int = 1,
     `bits` is the depth to read at (see `read_depth`). Raises DataError naming the file when it
     cannot be decoded or its size differs from `expected_hw` (what the header said).
     """
-    import tensorflow as tf
-
+    tf = tensorflow()
     try:
         data = tf.io.read_file(path)
         if format_code == FORMAT_CODES["png"]:
@@ -187,8 +205,7 @@ def decode_graph(path, format_code, bits, orientation, height, width,
     TensorFlow's error, which `pipeline.numpy_iterator` and the training iterator turn into a
     DataError naming the file.
     """
-    import tensorflow as tf
-
+    tf = tensorflow()
     data = tf.io.read_file(path)
 
     def png8():
@@ -227,8 +244,7 @@ def decode_graph(path, format_code, bits, orientation, height, width,
 
 def orient_graph(image, orientation):
     """`apply_orientation` as TensorFlow ops (orientation: scalar int tensor 1..8)."""
-    import tensorflow as tf
-
+    tf = tensorflow()
     branches = [
         lambda: image,
         lambda: tf.reverse(image, [1]),

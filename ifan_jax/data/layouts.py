@@ -7,6 +7,10 @@ Folder layouts, as the official releases unzip under a data root ROOT:
     ROOT/RealDOF/{source,target}/*                    # test only
     ROOT/PixelDP/test_{c,l,r}/source/*                # test only, no ground truth
     ROOT/CUHK/*                                       # test only, inputs only
+    ROOT/{train,val,test}/{source,target}/*           # "pairs": your own blurred/sharp pairs
+
+"pairs" is for any blurred (source) / sharp (target) pairs without dual-pixel views; ROOT is the
+folder that holds train/, val/ and test/ (a split is needed only when it is used).
 
 An example is the files of the same name (stem) in the folders of one split: the official loader
 lists each folder sorted and pairs by position, which is the same pairing when the folders hold the
@@ -19,7 +23,7 @@ This module only lists files (no decoding, no TensorFlow); see `decode` and `pip
 import os
 from pathlib import Path
 
-DATASETS = ("dpdd", "realdof", "pixeldp", "cuhk", "folder")
+DATASETS = ("dpdd", "realdof", "pixeldp", "cuhk", "folder", "pairs")
 
 # Data sets whose images the official evaluation rotates 90 degrees counter-clockwise before the
 # network (np.rot90(x, k=1)); callers rotate outputs back with np.rot90(y, k=-1).
@@ -34,6 +38,7 @@ SPLITS = {
     "pixeldp": ("test",),
     "cuhk": ("test",),
     "folder": ("test",),
+    "pairs": ("train", "val", "test"),
 }
 
 # Images of one example: c = combined (the network input), l/r = dual-pixel left/right views,
@@ -44,6 +49,7 @@ KEYS = {
     "pixeldp": ("c", "l", "r"),
     "cuhk": ("c",),
     "folder": ("c",),
+    "pairs": ("c", "gt"),
 }
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
@@ -54,6 +60,7 @@ UNSUPPORTED_EXTENSIONS = (".tif", ".tiff", ".webp", ".heic", ".heif", ".dng", ".
 _IGNORED_NAMES = ("Thumbs.db", "desktop.ini")
 
 DPDD_LAYOUT = "DPDD/{train,val,test}_{c,l,r}/source and DPDD/{split}_c/target"
+PAIRS_LAYOUT = "ROOT/{train,val,test}/source (blurred) and ROOT/{train,val,test}/target (sharp)"
 
 
 class DataError(ValueError):
@@ -78,11 +85,11 @@ def canonical_split(dataset: str, split: str) -> str:
 
 
 def dataset_dir(root: str | os.PathLike, dataset: str) -> Path:
-    """The folder of `dataset` under the data root: ROOT/DPDD, ROOT/RealDOF, ... (for "folder",
-    the root itself). `root` may also be that folder itself (e.g. .../DPDD)."""
+    """The folder of `dataset` under the data root: ROOT/DPDD, ROOT/RealDOF, ... (for "folder"
+    and "pairs", the root itself). `root` may also be that folder itself (e.g. .../DPDD)."""
     dataset = canonical_dataset(dataset)
     root = Path(root).expanduser()
-    if dataset == "folder":
+    if dataset in ("folder", "pairs"):
         path = root
     else:
         folder = FOLDER_NAMES[dataset]
@@ -155,7 +162,8 @@ def _leaf_files(folder: Path) -> dict[str, Path]:
 
 
 def split_folders(root: str | os.PathLike, dataset: str, split: str) -> dict[str, Path]:
-    """{key: folder} holding the images of each key (c, l, r, gt) of one split."""
+    """{key: folder} holding the images of each key (c, l, r, gt) of one split; DataError naming
+    a missing folder."""
     dataset = canonical_dataset(dataset)
     split = canonical_split(dataset, split)
     base = dataset_dir(root, dataset)
@@ -170,6 +178,14 @@ def split_folders(root: str | os.PathLike, dataset: str, split: str) -> dict[str
             if not folder.is_dir():
                 raise DataError(f"missing folder {folder} (the {key!r} images of DPDD {split}; "
                                 f"expected layout {DPDD_LAYOUT})")
+        return folders
+    if dataset == "pairs":
+        folders = {"c": base / split / "source", "gt": base / split / "target"}
+        for key, folder in folders.items():
+            if not folder.is_dir():
+                what = "blurred" if key == "c" else "sharp"
+                raise DataError(f"missing folder {folder} (the {what} images of the {split} "
+                                f"pairs; expected layout {PAIRS_LAYOUT})")
         return folders
     if dataset == "realdof":
         folders = {"c": base / "source", "gt": base / "target"}
@@ -191,7 +207,7 @@ def list_split(root: str | os.PathLike, dataset: str = "dpdd", split: str = "tes
     """The examples of one split: a list of {"name": str, "c": path, ["l", "r", "gt"]: path} (paths
     as str; the keys are `KEYS[dataset]`), sorted by the file name of the combined image.
 
-    Checks the layout only (folders exist, names pair up); `pipeline.check_examples` reads the image
+    Checks the layout only (folders exist, names pair up); `decode.check_examples` reads the image
     headers. Raises DataError naming the folder or file that is wrong.
     """
     dataset = canonical_dataset(dataset)

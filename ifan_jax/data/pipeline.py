@@ -13,20 +13,22 @@ import functools
 import re
 import weakref
 
+import jax
 import numpy as np
 import tensorflow as tf
+from absl import logging
 from tqdm import tqdm
 
 from ifan_jax import environment
 from ifan_jax.data import augment as augment_lib
+from ifan_jax.data import prepare as prepare_lib
 from ifan_jax.data.decode import (
-    ImageHeader,
+    check_examples,
     decode_graph,
     decode_pixels,
     decoder_kind,
     find_broken,
     read_depth,
-    read_header,
 )
 from ifan_jax.data.layouts import (
     KEYS,
@@ -41,6 +43,7 @@ environment.hide_gpus_from_tensorflow()  # TensorFlow only feeds data: no accele
 
 EVAL_MULTIPLE = 8  # evaluation crops H and W down to multiples of this (top-left), as the official
 _SHUFFLE, _EXAMPLE = 1, 2  # key streams: per-epoch scene order, per-example draws
+SLOW_DECODING_PIXELS = 512 * 512  # training images from this size on: suggest a prepared store
 
 # load_split's datasets -> the (ImageHeader, bits) of each example, to name a file that fails to
 # decode while iterating (see numpy_iterator).
@@ -48,37 +51,13 @@ _SPLIT_FILES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def _options() -> tf.data.Options:
-    """Deterministic element order (parallel maps keep their input order)."""
+    """Deterministic element order (parallel maps keep their input order); each element's ops on
+    one thread, as the parallel map already runs elements side by side (tf.data's advice for
+    throughput)."""
     options = tf.data.Options()
     options.deterministic = True
+    options.threading.max_intra_op_parallelism = 1
     return options
-
-
-def check_examples(examples: list[dict], keys, min_size: int = EVAL_MULTIPLE,
-                   what: str = "") -> list[dict[str, ImageHeader]]:
-    """Read the header of every file of `examples` (from `list_split`): [{key: ImageHeader}].
-
-    Raises DataError naming the file if one is empty, truncated or not an image, if the images of
-    one example differ in size, or if one is smaller than `min_size` on a side.
-    """
-    headers = []
-    files = tqdm(examples, desc=f"checking {what}".strip(), unit="example", leave=False,
-                 disable=len(examples) < 200)
-    for example in files:
-        hdrs = {key: read_header(example[key]) for key in keys}
-        first = hdrs[keys[0]]
-        for key in keys[1:]:
-            h = hdrs[key]
-            if (h.height, h.width) != (first.height, first.width):
-                raise DataError(
-                    f"size mismatch in example {example['name']!r}: {h.path} ({key}) is "
-                    f"{h.height}x{h.width} but {first.path} ({keys[0]}) is "
-                    f"{first.height}x{first.width}")
-        if min(first.height, first.width) < min_size:
-            raise DataError(f"{first.path}: {first.height}x{first.width} is smaller than "
-                            f"{min_size}x{min_size} (the crop size)")
-        headers.append(hdrs)
-    return headers
 
 
 def _file_table(examples, headers, keys, bit_depth) -> dict[str, np.ndarray]:
@@ -266,29 +245,49 @@ def _decode_all(headers, keys, bit_depth) -> tuple[tf.Variable, float, int]:
     return pixels, scale, height
 
 
+def _find_store(root, dataset, split, bit_depth, examples, headers, crop, cfg):
+    """(folder, index, tiles per side) of the split's prepared store, or None with a warning naming
+    the command to run when the images are large enough for decoding to be slow."""
+    folder, index = prepare_lib.find_store(root, dataset, split, bit_depth, examples)
+    if folder is not None:
+        return folder, index, prepare_lib.max_tiles(crop, cfg["scale_min"], cfg["scale_prob"],
+                                                     index["tile"])
+    first = headers[0][KEYS[dataset][0]]
+    if index != "missing" or first.height * first.width >= SLOW_DECODING_PIXELS:
+        why = "no prepared store" if index == "missing" else index
+        logging.warning("%s: %s; decoding the PNGs of every training example instead (slow). "
+                        "Run once: python -m ifan_jax.data.prepare --data_dir=%s --dataset=%s "
+                        "--split=%s --bit_depth=%d%s", dataset, why, root, dataset, split,
+                        bit_depth, "" if index == "missing" else " --overwrite")
+    return None
+
+
 def train_dataset(root, batch_size: int, crop: int = 256, seed: int = 0, start_step: int = 0,
                   augment=None, bit_depth: int = 8, process_index: int | None = None,
                   process_count: int | None = None, split: str = "train",
-                  cache: bool = False, with_info: bool = False) -> TrainIterator:
-    """Endless training batches from ROOT/DPDD/{split}_*, as the paper trained.
+                  cache: bool = False, with_info: bool = False,
+                  dataset: str = "dpdd", store: bool = True) -> TrainIterator:
+    """Endless training batches from ROOT/DPDD/{split}_*, as the paper trained, or with
+    dataset="pairs" from ROOT/{split}/{source,target} (blurred/sharp pairs, no dual-pixel views).
 
-    Yields numpy dicts {"c", "l", "r", "gt"}: float32 (batch_size // process_count, crop, crop, 3)
-    in [0, 1]. Global example e = step * batch_size + slot is a pure function of (seed, e): its scene
-    (a fresh random order of the scenes every epoch), its augmentations (`augment.augment_example`,
+    Yields numpy dicts with the keys `layouts.KEYS[dataset]` ({"c", "l", "r", "gt"} for DPDD,
+    {"c", "gt"} for pairs): float32 (batch_size // process_count, crop, crop, 3) in [0, 1].
+    Global example e = step * batch_size + slot is a pure function of (seed, e): its scene (a
+    fresh random order of the scenes every epoch), its augmentations (`augment.augment_example`,
     settings `augment`, None = the paper's) and its crop. Process p of n reads only slots
     [p * b, (p + 1) * b) of each global batch (b = batch_size // n), so hosts read disjoint
     examples that together make the global batch, and a run resumed at `start_step` sees the same
     stream. `with_info` adds "scene", "index" and the augmentation draws per example (for tests).
     16-bit PNGs are read at `bit_depth` bits (8: their high byte, as the official 8-bit training).
 
-    Decoding the four PNGs of each example is most of the cost (DPDD: ~0.1 s per 16-bit image and
-    core). `cache=True` decodes every scene once into host memory instead (integer pixels: the 350
-    DPDD training scenes take 7.9 GB at 8 bits, twice that at 16) and samples from there; the
-    stream is identical.
+    Where the split was prepared at `bit_depth` (`python -m ifan_jax.data.prepare`, see
+    `prepare.py`) and `store` is on, each crop reads only the raw tiles under its window; otherwise
+    the PNGs are decoded for every example, which is most of the cost (DPDD: ~0.1 s per 16-bit
+    image and core; a warning says what to run). `cache=True` decodes every scene once into host
+    memory instead (integer pixels: the 350 DPDD training scenes take 7.9 GB at 8 bits, twice that
+    at 16) and samples from there. The stream is identical in all three cases.
     """
     if process_index is None or process_count is None:
-        import jax
-
         process_index = jax.process_index() if process_index is None else process_index
         process_count = jax.process_count() if process_count is None else process_count
     if batch_size <= 0 or batch_size % process_count:
@@ -300,21 +299,31 @@ def train_dataset(root, batch_size: int, crop: int = 256, seed: int = 0, start_s
         raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth!r}")
     cfg = augment_lib.augment_config(augment)
     local = batch_size // process_count
-    keys = KEYS["dpdd"]
-    examples = list_split(root, "dpdd", split)
-    headers = check_examples(examples, keys, crop, f"dpdd {split}")
+    dataset = canonical_dataset(dataset)
+    keys = KEYS[dataset]
+    if "gt" not in keys:
+        raise DataError(f"dataset {dataset!r} has no sharp targets to train on")
+    examples = list_split(root, dataset, split)
+    headers = check_examples(examples, keys, crop, f"{dataset} {split}")
     columns = _file_table(examples, headers, keys, bit_depth)
     table = {k: tf.constant(v) for k, v in columns.items()}
     files = [[(h[key], read_depth(h[key].bit_depth, bit_depth)) for key in keys] for h in headers]
     num_scenes = len(examples)
 
     cached = _decode_all(headers, keys, bit_depth) if cache else None
+    stored = _find_store(root, dataset, split, bit_depth, examples, headers, crop, cfg) if (
+        store and not cache) else None
 
     @tf.autograph.experimental.do_not_convert
     def load(index):
         scene = scene_index(seed, index, num_scenes)
         row = {k: v[scene] for k, v in table.items()}
-        if cached is None:
+        if stored is not None:  # integer pixels of the tiles under the window
+            folder, contents, grid = stored
+            images = {key: prepare_lib.window_reader(folder, contents, key, scene, grid)
+                      for key in keys}
+            value_scale = 65535.0 if contents["dtype"] == "uint16" else 255.0
+        elif cached is None:
             images = {key: _decode(row, key, columns) for key in keys}
             value_scale = None
         else:  # integer pixels; augment_example converts only the window it crops

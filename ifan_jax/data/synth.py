@@ -37,15 +37,16 @@ import argparse
 import dataclasses
 import json
 import math
-import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
+import skimage.data
 from PIL import Image
 from scipy import ndimage, signal
 from tqdm import tqdm
 
+from ifan_jax import fileio
 from ifan_jax.data.layouts import IMAGE_EXTENSIONS, DataError, image_files
 
 DEFAULT_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle", "hubble_deep_field",
@@ -66,8 +67,6 @@ class Photo:
 def load_photos(images_dir: str | Path | None = None) -> list[Photo]:
     """The sharp photos: scikit-image's (DEFAULT_PHOTOS) or every image in `images_dir`."""
     if images_dir is None:
-        import skimage.data
-
         photos = []
         for name in DEFAULT_PHOTOS:
             if name == "motorcycle":
@@ -270,7 +269,6 @@ def generate(out_root: str | Path, num: int, size: int, images_dir: str | Path |
         if not overwrite:
             raise DataError(f"{dpdd} holds synthetic data with other parameters "
                             f"({marker.read_text().strip()}); pass overwrite=True (--overwrite)")
-        shutil.rmtree(dpdd)
     region = size + 2 * (math.ceil(max_coc) + 2)
     photos = load_photos(images_dir)
     small = [p.name for p in photos if min(p.image.shape[:2]) < region]
@@ -282,17 +280,15 @@ def generate(out_root: str | Path, num: int, size: int, images_dir: str | Path |
         print(f"synth: photos smaller than {region}x{region} not used: {', '.join(small)}",
               file=sys.stderr)
     held_out = max(1, num // 4)
-    partial = dpdd.with_name("DPDD.partial")
-    if partial.exists():
-        shutil.rmtree(partial)
     counts = {"train": num, "val": held_out, "test": held_out}
+    # Written under a temporary name and renamed when complete: an interrupted run leaves nothing
+    # under ROOT/DPDD, and an earlier synthetic set is replaced only by a complete new one.
     with tqdm(total=sum(counts.values()), desc="synthetic DPDD", unit="scene",
-              disable=None) as progress:
+              disable=None) as progress, fileio.atomic_directory(dpdd, overwrite=overwrite) as tmp:
         for split_id, (split, count) in enumerate(counts.items()):
-            _write_split(partial, split, count, photos, size, max_coc, int(seed), split_id,
+            _write_split(Path(tmp), split, count, photos, size, max_coc, int(seed), split_id,
                          progress)
-    (partial / MARKER).write_text(json.dumps(params))
-    partial.rename(dpdd)
+        (Path(tmp) / MARKER).write_text(json.dumps(params))
     return dpdd
 
 

@@ -2,7 +2,8 @@
 
 `encode_png` is a plain PNG encoder (numpy + zlib, no image library), so tests can check the
 loaders' decoding against pixel values they chose; `write_fake_dataset` fills a data root with
-random images in the DPDD / RealDOF / PixelDP / CUHK layout.
+random images in the DPDD / RealDOF / PixelDP / CUHK / pairs layout (optionally with inputs that
+are box-blurred copies of the sharp image, for tests that need something to learn).
 """
 
 import struct
@@ -10,13 +11,10 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
+from ifan_jax.data.formats import PNG_SIGNATURE, png_chunk
 from ifan_jax.data.layouts import FOLDER_NAMES, KEYS, SPLITS
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return (struct.pack(">I", len(data)) + kind + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
 
 
 def encode_png(array: np.ndarray) -> bytes:
@@ -33,8 +31,17 @@ def encode_png(array: np.ndarray) -> bytes:
     rows = array.astype(">u2" if bits == 16 else np.uint8).reshape(height, -1)
     raw = b"".join(b"\x00" + row.tobytes() for row in rows)
     header = struct.pack(">IIBBBBB", width, height, bits, color_type, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(raw))
-            + _chunk(b"IEND", b""))
+    return (PNG_SIGNATURE + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(raw))
+            + png_chunk(b"IEND", b""))
+
+
+def damage_pixels(png: bytes) -> bytes:
+    """A PNG whose compressed pixels are garbled but whose chunk structure (valid CRCs, the IEND
+    tail) is intact: its header checks pass and only decoding finds the damage."""
+    start = png.index(b"IDAT") + 4
+    length = int.from_bytes(png[start - 8:start - 4], "big")
+    damaged = bytes(b ^ 0x5A for b in png[start:start + length])
+    return png[:start - 4] + png_chunk(b"IDAT", damaged)[4:] + png[start + length + 4:]
 
 
 def write_png(path: str | Path, array: np.ndarray) -> Path:
@@ -46,7 +53,9 @@ def write_png(path: str | Path, array: np.ndarray) -> Path:
 
 
 def fake_folders(root: str | Path, dataset: str, split: str = "test") -> dict[str, Path]:
-    """{key: folder} of the official layout of `dataset` (see layouts) under the data root."""
+    """{key: folder} of the layout of `dataset` (see layouts) under the data root."""
+    if dataset == "pairs":
+        return {"c": Path(root) / split / "source", "gt": Path(root) / split / "target"}
     base = Path(root) / FOLDER_NAMES[dataset]
     if dataset == "dpdd":
         return {"c": base / f"{split}_c" / "source", "l": base / f"{split}_l" / "source",
@@ -58,16 +67,29 @@ def fake_folders(root: str | Path, dataset: str, split: str = "test") -> dict[st
     return {"c": base}
 
 
+def box_blur(pixels: np.ndarray, radius: int) -> np.ndarray:
+    """H x W x C integer pixels averaged over (2 radius + 1)^2 windows (edges repeated), rounded
+    back to the input's dtype."""
+    if radius <= 0:
+        return pixels
+    padded = np.pad(pixels.astype(np.float64), ((radius, radius), (radius, radius), (0, 0)),
+                    mode="edge")
+    size = 2 * radius + 1
+    height, width = pixels.shape[:2]
+    total = sum(padded[dy:dy + height, dx:dx + width] for dy in range(size) for dx in range(size))
+    return np.round(total / size**2).astype(pixels.dtype)
+
+
 def write_fake_dataset(root: str | Path, dataset: str, num: int | dict = 2,
                        size: tuple[int, int] = (20, 28), bits: int = 8, seed: int = 0,
-                       ext: str = ".png") -> dict[str, list[dict[str, np.ndarray]]]:
+                       ext: str = ".png", blur: int = 0) -> dict[str, list[dict[str, np.ndarray]]]:
     """Random images in the layout of `dataset` under `root`: `num` examples per split (or
-    {split: count}), HxW = `size`, `bits` 8 or 16 (PNG), or JPEG with ext=".jpg".
+    {split: count}), HxW = `size`, `bits` 8 or 16 (PNG), or JPEG with ext=".jpg". With `blur` > 0
+    the images other than "gt" are `box_blur(gt, blur)` instead of independent noise.
     Returns {split: [{"name": str, key: the written integer pixels}]} in name order."""
-    from PIL import Image
-
     rng = np.random.default_rng(seed)
     counts = num if isinstance(num, dict) else {split: num for split in SPLITS[dataset]}
+    dtype, high = (np.uint16, 65536) if bits == 16 else (np.uint8, 256)
     written = {}
     for split, count in counts.items():
         folders = fake_folders(root, dataset, split)
@@ -75,10 +97,12 @@ def write_fake_dataset(root: str | Path, dataset: str, num: int | dict = 2,
         for i in range(count):
             name = f"{split}_{i:03d}"
             example = {"name": name}
+            sharp = rng.integers(0, high, (*size, 3)).astype(dtype) if blur > 0 else None
             for key in KEYS[dataset]:
-                high = 65536 if bits == 16 else 256
-                pixels = rng.integers(0, high, (*size, 3)).astype(
-                    np.uint16 if bits == 16 else np.uint8)
+                if sharp is None:
+                    pixels = rng.integers(0, high, (*size, 3)).astype(dtype)
+                else:
+                    pixels = sharp if key == "gt" else box_blur(sharp, blur)
                 path = folders[key] / f"{name}{ext}"
                 if ext.lower() in (".jpg", ".jpeg"):
                     path.parent.mkdir(parents=True, exist_ok=True)

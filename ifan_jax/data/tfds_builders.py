@@ -1,5 +1,7 @@
 """TFDS builders for DPDD, RealDOF, PixelDP and CUHK (manual download).
 
+    python -m ifan_jax.data.tfds_builders --dataset=dpdd/8bit --manual_dir=datasets --data_dir=tfds
+
     import tensorflow_datasets as tfds
     from ifan_jax.data import tfds_builders  # registers dpdd, real_dof, pixel_dp, cuhk
     ds = tfds.load("dpdd/8bit", split="test",
@@ -16,16 +18,23 @@ cropped to a multiple of 8.
 Configs: "8bit" (uint8 images; 16-bit PNGs reduced to their high byte as the official 8-bit
 loader does) and "16bit" (uint16 images; 8-bit files promoted exactly, v * 257, so that
 v / 255 == (v * 257) / 65535). CUHK is JPEG and has "8bit" only.
+
+The command line builds one data set into `--data_dir` (as `tfds build --manual_dir` would; TFDS's
+own `tfds build` command imports apache_beam, which these builders do not need and which is not a
+requirement of this project: it brings 17 packages and another protobuf than TensorFlow's).
 """
 
+import argparse
 import inspect
+import sys
 
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from ifan_jax.data.decode import decode_pixels, read_depth
-from ifan_jax.data.layouts import KEYS, list_split
+from ifan_jax import environment
+from ifan_jax.data.decode import check_examples, decode_pixels, read_depth
+from ifan_jax.data.layouts import KEYS, DataError, list_split
 
 _CITATION_IFAN = """@InProceedings{Lee2021IFAN,
   author = {Junyong Lee and Hyeongseok Son and Jaesung Rim and Sunghyun Cho and Seungyong Lee},
@@ -103,8 +112,6 @@ class _ManualImageBuilder:
                 for name, split in self.SPLIT_NAMES.items()}
 
     def _generate_examples(self, root, split):
-        from ifan_jax.data.pipeline import check_examples
-
         keys = KEYS[self.DATASET]
         bits = self._bits()
         examples = list_split(str(root), self.DATASET, split)
@@ -183,3 +190,54 @@ class Cuhk(_ManualImageBuilder, tfds.core.GeneratorBasedBuilder):
     MANUAL_DOWNLOAD_INSTRUCTIONS = _instructions(
         "CUHK", "https://www.dropbox.com/s/zxjhzuxsxh4v0cv/CUHK.zip?dl=1 (or OneDrive)",
         "CUHK/* (the images, or folders of them)")
+
+
+BUILDERS = {builder.name: builder for builder in (Dpdd, RealDof, PixelDp, Cuhk)}
+
+
+def build(name: str, manual_dir: str, data_dir: str | None = None) -> tfds.core.DatasetBuilder:
+    """Prepare data set `name` ("dpdd", "dpdd/16bit", "real_dof/8bit", ...) from the unzipped
+    release under `manual_dir` into `data_dir` (TFDS's default when None); returns its builder.
+    DataError naming the file when the release is incomplete or damaged; ValueError for an unknown
+    name."""
+    dataset, _, config = name.partition("/")
+    if dataset not in BUILDERS:
+        raise ValueError(f"unknown data set {name!r}; expected one of {sorted(BUILDERS)} "
+                         f"(with /8bit or /16bit)")
+    configs = [c.name for c in BUILDERS[dataset].BUILDER_CONFIGS]
+    if config and config not in configs:
+        raise ValueError(f"{dataset} has no config {config!r}; it has {configs}")
+    cls = BUILDERS[dataset]
+    for split in cls.SPLIT_NAMES.values():  # a missing or unpaired release fails before TFDS
+        list_split(manual_dir, cls.DATASET, split)  # writes anything
+    builder = cls(config=config or None, data_dir=data_dir)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    return builder
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ifan_jax.data.tfds_builders",
+        description="Build a TFDS data set (dpdd, real_dof, pixel_dp, cuhk; /8bit or /16bit) "
+                    "from its unzipped release.")
+    parser.add_argument("--dataset", required=True, help="e.g. dpdd/8bit, real_dof/16bit, cuhk")
+    parser.add_argument("--manual_dir", required=True,
+                        help="folder holding the unzipped release (e.g. datasets, with DPDD/ in it)")
+    parser.add_argument("--data_dir", default=None,
+                        help="where TFDS writes the prepared set (default ~/tensorflow_datasets)")
+    parser.add_argument("--verbosity", default=0, type=int, help="1: library INFO logs")
+    args = parser.parse_args(argv)
+    environment.quiet_libraries(args.verbosity)
+    try:
+        builder = build(args.dataset, args.manual_dir, args.data_dir)
+    except (DataError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    splits = ", ".join(f"{name} {info.num_examples}" for name, info in builder.info.splits.items())
+    print(f"{builder.data_dir} ({splits})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,7 +1,6 @@
 """Decoding image files (ifan_jax.data.decode): exact values from PNGs the tests encode, 8 and 16
 bits, JPEG as PIL/OpenCV decode it, and clear errors for broken files."""
 
-import zlib
 
 import numpy as np
 import pytest
@@ -10,7 +9,7 @@ from PIL import Image, ImageOps
 
 from ifan_jax.data import DataError, load_split, numpy_iterator
 from ifan_jax.data.decode import decode_file, read_header
-from ifan_jax.data.testing import encode_png, write_png
+from ifan_jax.data.testing import damage_pixels, encode_png, write_png
 
 
 def _read(path, bit_depth=None):
@@ -111,20 +110,11 @@ def test_broken_files_are_named_at_listing(tmp_path):
         assert "\n" not in str(info.value)
 
 
-def _corrupt_inside(png: bytes) -> bytes:
-    """Damage the compressed pixels but keep the chunk structure (and so the IEND tail)."""
-    start = png.index(b"IDAT") + 4
-    length = int.from_bytes(png[start - 8:start - 4], "big")
-    damaged = bytes(b ^ 0x5A for b in png[start:start + length])
-    crc = zlib.crc32(b"IDAT" + damaged).to_bytes(4, "big")
-    return png[:start] + damaged + crc + png[start + length + 4:]
-
-
 def test_damage_inside_a_png_is_named_when_decoded(tmp_path):
     folder = tmp_path / "images"
     write_png(folder / "a_good.png", np.full((16, 16, 3), 7, np.uint8))
     bad = folder / "b_bad.png"
-    bad.write_bytes(_corrupt_inside(encode_png(np.full((16, 16, 3), 9, np.uint8))))
+    bad.write_bytes(damage_pixels(encode_png(np.full((16, 16, 3), 9, np.uint8))))
     read_header(bad)  # header and tail look fine
     with pytest.raises(DataError, match="cannot decode") as info:
         _read(bad)

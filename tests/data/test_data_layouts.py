@@ -139,14 +139,16 @@ def test_cuhk_and_folder_inputs_only(tmp_path):
     assert folder_example["name"] == "x"
 
 
-def test_size_mismatch_names_both_files(tmp_path):
-    write_fake_dataset(tmp_path, "dpdd", {"test": 2}, size=(16, 16))
-    folders = fake_folders(tmp_path, "dpdd", "test")
-    write_png(folders["r"] / "test_001.png", np.zeros((16, 24, 3), np.uint8))
+@pytest.mark.parametrize("dataset, key", [("dpdd", "r"), ("pairs", "gt")])
+def test_size_mismatch_names_both_files(tmp_path, dataset, key):
+    write_fake_dataset(tmp_path, dataset, {"test": 2}, size=(16, 16))
+    folders = fake_folders(tmp_path, dataset, "test")
+    write_png(folders[key] / "test_001.png", np.zeros((16, 24, 3), np.uint8))
     with pytest.raises(DataError, match="size mismatch in example 'test_001'") as info:
-        load_split(tmp_path, "dpdd", "test")
-    assert str(folders["r"] / "test_001.png") in str(info.value)
+        load_split(tmp_path, dataset, "test")
+    assert str(folders[key] / "test_001.png") in str(info.value)
     assert str(folders["c"] / "test_001.png") in str(info.value)
+    assert "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "empty"])

@@ -105,15 +105,11 @@ def test_defaults_to_jax_process_layout(root):
 
 def test_damage_found_while_decoding_names_the_file(tmp_path):
     from ifan_jax.data import DataError
-    from ifan_jax.data.testing import fake_folders
+    from ifan_jax.data.testing import damage_pixels, fake_folders
 
     write_fake_dataset(tmp_path, "dpdd", {"train": 1}, size=(16, 16))
     path = fake_folders(tmp_path, "dpdd", "train")["l"] / "train_000.png"
-    data = bytearray(path.read_bytes())
-    start = data.index(b"IDAT") + 4  # garble the compressed pixels, keep the chunk layout
-    length = int.from_bytes(data[start - 8:start - 4], "big")
-    data[start:start + length] = bytes(b ^ 0x5A for b in data[start:start + length])
-    path.write_bytes(bytes(data))
+    path.write_bytes(damage_pixels(path.read_bytes()))
     it = train_dataset(tmp_path, batch_size=1, crop=16, process_index=0, process_count=1)
     with pytest.raises(DataError, match="cannot decode") as info:
         next(it)
