@@ -44,11 +44,7 @@ from ifan_jax.models import IFAN, REBLUR_KEY, abstract_params, count_params
 from ifan_jax.models.ifan import PointwiseConv
 from ifan_jax.models.layers import Conv, ConvTranspose
 
-# Re-exported for the callers that still import them from here (ifan_jax/evaluate.py,
-# tests/models/test_model_params.py); the definitions live in `ifan_jax.models`.
-param_shapes = abstract_params
-__all__ = ["LayerCost", "MacCount", "adaptive_macs", "count_macs", "count_params", "main",
-           "param_shapes", "summarize"]
+__all__ = ["LayerCost", "MacCount", "adaptive_macs", "count_macs", "main", "summarize"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,8 +13,8 @@ from flax.traverse_util import flatten_dict
 
 from configs import ifan as configs_ifan
 from ifan_jax.convert_torch import check_against_model, convert_state_dict, official_shapes
-from ifan_jax.cost import count_params, param_shapes
-from ifan_jax.models import IFAN, layers
+from ifan_jax.models import IFAN, count_params, layers
+from ifan_jax.models import abstract_params as param_shapes
 from ifan_jax.models import ifan as ifan_module
 from ifan_jax.models.layers import xavier_uniform
 
