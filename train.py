@@ -5,10 +5,10 @@
     python train.py --config=configs/quickstart.py --workdir=runs/quickstart   # CPU, minutes
 
 Restarting with the same --workdir resumes from its latest checkpoint. Progress goes to stdout
-and to TensorBoard event files in the workdir (`tensorboard --logdir runs`).
+and to TensorBoard event files in the workdir (`tensorboard --logdir runs`); --verbosity=1 adds
+the libraries' INFO logs (absl, JAX, orbax, TensorFlow).
 """
 
-import logging as pylogging
 import sys
 
 from ifan_jax import environment
@@ -19,12 +19,12 @@ environment.configure_tensorflow()
 
 import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
-from clu import platform  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from ifan_jax import checkpoint  # noqa: E402
+from ifan_jax import checkpoint, distributed  # noqa: E402
 from ifan_jax import train as train_lib  # noqa: E402
 from ifan_jax.data import DataError  # noqa: E402
+from ifan_jax.validation import ValidationError  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -32,37 +32,55 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard log
 config_flags.DEFINE_config_file("config", None, "Training configuration file.", lock_config=True)
 flags.mark_flags_as_required(["config", "workdir"])
 
+HELP = ("-h", "-?", "--help", "--helpshort", "--helpfull")
+USER_ERRORS = (train_lib.ConfigError, train_lib.NonFiniteLossError, checkpoint.CheckpointError,
+               DataError, ValidationError, distributed.DistributedError)
 
-class _QuietLibraries(pylogging.Filter):
-    """Drop INFO records of orbax (it logs every phase of every checkpoint save)."""
 
-    def filter(self, record: pylogging.LogRecord) -> bool:
-        return record.levelno >= pylogging.WARNING or "orbax" not in record.pathname
+def _innermost(error: BaseException) -> BaseException:
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__
+    return error
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing with every mistake on one line (exit status 2) and --help exiting 0.
+    The config file is loaded here, so a missing file or a bad argument of it is reported now."""
+    try:
+        rest = FLAGS(argv)
+        FLAGS.config  # noqa: B018  (loads the file: its errors are the user's)
+    except SystemExit as e:
+        if any(arg.split("=")[0] in HELP for arg in argv[1:]):  # absl exits 1 after the help
+            sys.exit(0)
+        raise e
+    except Exception as e:  # noqa: BLE001  (absl, ml_collections and config files raise anything)
+        cause = _innermost(e)
+        if isinstance(cause, FileNotFoundError) and cause.filename:
+            message = f"--config: {cause.filename}: no such config file"
+        else:
+            message = checkpoint.one_line(cause if str(cause).strip() else e)
+        print(f"train.py: {message}", file=sys.stderr)
+        sys.exit(2)
+    return rest
 
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError("Too many command-line arguments.")
-    # Readable progress lines on stdout, without orbax's step-by-step INFO records.
-    handler = logging.get_absl_handler()
-    handler.python_handler.stream = sys.stdout
-    handler.addFilter(_QuietLibraries())
-    environment.hide_gpus_from_tensorflow()
-    environment.enable_compilation_cache()  # a restarted run skips compiling the network again
-    config = FLAGS.config
+        sys.exit(f"train.py: unexpected arguments {' '.join(argv[1:])}")
+    environment.quiet_libraries(FLAGS.verbosity)
+    if FLAGS.verbosity >= 1:  # absl's verbosity 1 is DEBUG; ours: library INFO, 2 and up DEBUG
+        logging.set_verbosity(logging.INFO if FLAGS.verbosity == 1 else logging.DEBUG)
     try:
-        train_lib.maybe_initialize_distributed(config)
-        logging.info("JAX process: %d / %d", jax.process_index(), jax.process_count())
-        logging.info("JAX local devices: %r", jax.local_devices())
-        platform.work_unit().set_task_status(
-            f"process_index: {jax.process_index()}, process_count: {jax.process_count()}")
-        platform.work_unit().create_artifact(platform.ArtifactType.DIRECTORY, FLAGS.workdir, "workdir")
-        train_lib.train_and_evaluate(config, FLAGS.workdir)
-    except (train_lib.ConfigError, train_lib.NonFiniteLossError, checkpoint.CheckpointError,
-            DataError) as e:
+        distributed.maybe_initialize_distributed(FLAGS.config.get("distributed", False))
+        environment.hide_gpus_from_tensorflow()
+        environment.enable_compilation_cache()  # a restarted run skips compiling the network
+        logging.info("JAX process %d / %d, local devices %r", jax.process_index(),
+                     jax.process_count(), jax.local_devices())
+        train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    except USER_ERRORS as e:
         sys.exit(f"train.py: {e}")
 
 
 if __name__ == "__main__":
     jax.config.config_with_absl()
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
