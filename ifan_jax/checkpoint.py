@@ -102,9 +102,13 @@ def prepare_workdir(workdir: str, model_config) -> None:
 
 
 def params_manager(directory: str, subdir: str = CHECKPOINTS_DIR, **options) -> ocp.CheckpointManager:
+    """An orbax manager of DIRECTORY/SUBDIR. Its barriers between processes are named after
+    `subdir`: the managers of checkpoints/ and best/ save the same step at the same time."""
     return ocp.CheckpointManager(
         os.path.abspath(os.path.join(directory, subdir)),
-        options=ocp.CheckpointManagerOptions(create=True, **options))
+        options=ocp.CheckpointManagerOptions(
+            create=True, multiprocessing_options=ocp.options.MultiprocessingOptions(
+                barrier_sync_key_prefix=subdir), **options))
 
 
 def save_inference_checkpoint(path: str, params, model_config: dict, overwrite: bool = False) -> None:
@@ -151,7 +155,9 @@ def load_params(path: str, which: str = "latest", step: int | None = None):
     subdir = BEST_DIR if which == "best" else CHECKPOINTS_DIR
     if not os.path.isdir(os.path.join(path, subdir)):
         raise CheckpointError(f"{path}: has no {subdir}/ folder")
-    with ocp.CheckpointManager(os.path.abspath(os.path.join(path, subdir))) as mngr:
+    handlers = {name: ocp.PyTreeCheckpointHandler() for name in ("params", "train_state")}
+    with ocp.CheckpointManager(os.path.abspath(os.path.join(path, subdir)),
+                               item_handlers=handlers) as mngr:
         steps = mngr.all_steps()
         if not steps:
             raise CheckpointError(f"{os.path.join(path, subdir)}: holds no saved step")
