@@ -9,6 +9,7 @@ and to TensorBoard event files in the workdir (`tensorboard --logdir runs`); --v
 the libraries' INFO logs (absl, JAX, orbax, TensorFlow).
 """
 
+import os
 import sys
 
 from ifan_jax import environment
@@ -79,6 +80,16 @@ def main(argv):
         train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     except USER_ERRORS as e:
         sys.exit(f"train.py: {e}")
+    except jax.errors.JaxRuntimeError as e:
+        if jax.process_count() == 1:
+            raise
+        # Another process died or the network failed: say so and leave now. (A normal exit would
+        # wait for the dead process at JAX's shutdown barrier, then abort with pages of logs.)
+        print(f"train.py: process {jax.process_index()} of {jax.process_count()} stopped: lost "
+              f"contact with the other processes ({checkpoint.one_line(e)})", file=sys.stderr,
+              flush=True)
+        sys.stdout.flush()
+        os._exit(1)
 
 
 if __name__ == "__main__":

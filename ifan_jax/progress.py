@@ -4,8 +4,8 @@
     step 1200/2000  loss 0.01231 (deblur 0.0102, disparity 0.0004, reblur 0.0017)  lr 0.001  ...
 
 The live line is redrawn at most once a second, on a terminal only (a log file gets the interval
-lines alone). Steps per second are counted from the end of the first step, so compilation does not
-count.
+lines alone). Steps per second are counted from the first time results are fetched, so compilation
+does not count.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class TrainProgress:
         self.live = (isatty() if live is None else live) and enabled
         self.redraw_s = redraw_s
         self.start = time.monotonic()
-        self.timed_from: tuple[int, float] | None = None  # (step, time) after the first step
+        self.timed_from: tuple[int, float] | None = None  # (step, time) of the first fetch
         self.drawn = 0.0
         self.width = 0
 
@@ -59,16 +59,21 @@ class TrainProgress:
         rate = self.steps_per_second(step)
         return f"{rate:.2f} steps/s  ETA {self.eta(step)}" if rate else "ETA ?"
 
+    def finished(self, step: int) -> None:
+        """Steps up to `step` have run (their results were fetched). The speed is counted from
+        the first such point, so that compilation is left out."""
+        if self.timed_from is None:
+            self.timed_from = (step, time.monotonic())
+
     def step_done(self, step: int, last_loss: Callable[[], float]) -> None:
         """After step `step` was dispatched; `last_loss()` (which waits for the step) is called
         only when the live line is redrawn."""
-        now = time.monotonic()
-        if self.timed_from is None and step > self.first:
-            self.timed_from = (step, now)
-        if not self.live or now - self.drawn < self.redraw_s:
+        if not self.live or time.monotonic() - self.drawn < self.redraw_s:
             return
-        self.drawn = now
-        self._draw(f"step {step}/{self.total}  loss {last_loss():.5g}  {self.rate_text(step)}")
+        loss = last_loss()
+        self.finished(step)
+        self.drawn = time.monotonic()
+        self._draw(f"step {step}/{self.total}  loss {loss:.5g}  {self.rate_text(step)}")
 
     def _draw(self, text: str) -> None:
         self.stream.write("\r" + text.ljust(self.width))

@@ -238,8 +238,16 @@ class Run:
         while self.closers:
             self.closers.pop()()
 
-    def say(self, text: str) -> None:
-        self.progress.line(text) if hasattr(self, "progress") else print(text, flush=True)
+    def say(self, text: str, *, every_process: bool = False) -> None:
+        """A console line from the chief process (or from each, prefixed with its index)."""
+        if every_process and jax.process_count() > 1:
+            text = f"[process {jax.process_index()}] {text}"
+        elif not self.is_chief:
+            return
+        if self.is_chief and hasattr(self, "progress"):
+            self.progress.line(text)  # clears the live line first
+        else:
+            print(text, flush=True)
 
     def announce(self) -> None:
         config, total = self.config, int(self.config.total_steps)
@@ -253,6 +261,11 @@ class Run:
         self.say(f"Training steps {self.first + 1}-{total} on {jax.device_count()} device(s) "
                  f"({jax.process_count()} process(es)), global batch {config.batch_size}, crop "
                  f"{config.crop_size}; workdir {self.workdir}")
+        if jax.process_count() > 1:
+            local = config.batch_size // jax.process_count()
+            first = jax.process_index() * local
+            self.say(f"reads rows {first}-{first + local - 1} of each global batch, on "
+                     f"{jax.local_device_count()} device(s)", every_process=True)
 
     def check_finite(self, fetched: list[tuple[int, dict]]) -> None:
         for step, m in fetched:
@@ -316,6 +329,7 @@ def train_loop(run: Run) -> TrainState:
         if not (stop or any(due.values())):
             continue
         fetched, pending = jax.device_get(pending), []
+        run.progress.finished(step)
         run.check_finite(fetched)
         since_log += fetched
         if due["log"]:
@@ -332,7 +346,7 @@ def train_loop(run: Run) -> TrainState:
         run.writer.flush()
         if stop:
             run.say(f"Stopped at step {step} on a pre-emption notice, checkpoint saved; run again "
-                    f"with --workdir={run.workdir} to resume")
+                    f"with --workdir={run.workdir} to resume", every_process=True)
             break
     return state
 
