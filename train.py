@@ -38,29 +38,49 @@ USER_ERRORS = (train_lib.ConfigError, train_lib.NonFiniteLossError, checkpoint.C
                DataError, ValidationError, distributed.DistributedError)
 
 
-def _innermost(error: BaseException) -> BaseException:
-    while error.__cause__ is not None or error.__context__ is not None:
-        error = error.__cause__ or error.__context__
-    return error
+def _user_message(error: BaseException) -> str:
+    """One line for a mistake found while parsing the flags or loading the config file: the most
+    specific one-line message of the exception chain (absl/ml_collections wrap the config file's
+    own error in multi-line reports)."""
+    chain = [error]
+    while chain[-1].__cause__ is not None or chain[-1].__context__ is not None:
+        chain.append(chain[-1].__cause__ or chain[-1].__context__)
+    lines = [x for x in chain if str(x).strip() and "\n" not in str(x).strip()]
+    for x in lines:
+        if str(x).startswith("config argument"):  # configs/*.py name the argument
+            return str(x)
+    if isinstance(chain[-1], KeyError):
+        return f"--config: the config has no key {chain[-1].args[0]!r}"
+    if lines:
+        return str(lines[0]) if isinstance(lines[0], flags.Error) else checkpoint.one_line(lines[-1])
+    return checkpoint.one_line(error)
+
+
+def _missing_config_file(argv: list[str]) -> str | None:
+    for arg in argv[1:]:
+        if arg.startswith("--config="):
+            path = arg[len("--config="):].split(":", 1)[0]
+            if not os.path.isfile(path):
+                return path
+    return None
 
 
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing with every mistake on one line (exit status 2) and --help exiting 0.
     The config file is loaded here, so a missing file or a bad argument of it is reported now."""
+    missing = _missing_config_file(argv)
+    if missing is not None:
+        print(f"train.py: --config: {missing}: no such config file", file=sys.stderr)
+        sys.exit(2)
     try:
         rest = FLAGS(argv)
-        FLAGS.config  # noqa: B018  (loads the file: its errors are the user's)
+        FLAGS.config.get("distributed")  # the file is loaded lazily: its errors show here
     except SystemExit as e:
         if any(arg.split("=")[0] in HELP for arg in argv[1:]):  # absl exits 1 after the help
             sys.exit(0)
         raise e
     except Exception as e:  # noqa: BLE001  (absl, ml_collections and config files raise anything)
-        cause = _innermost(e)
-        if isinstance(cause, FileNotFoundError) and cause.filename:
-            message = f"--config: {cause.filename}: no such config file"
-        else:
-            message = checkpoint.one_line(cause if str(cause).strip() else e)
-        print(f"train.py: {message}", file=sys.stderr)
+        print(f"train.py: {_user_message(e)}", file=sys.stderr)
         sys.exit(2)
     return rest
 

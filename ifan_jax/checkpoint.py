@@ -179,11 +179,28 @@ def load_params(path: str, which: str = "latest", step: int | None = None):
         except Exception as e:  # orbax/tensorstore raise many types; the message says why
             raise CheckpointError(f"{path}: step {step} could not be read ({one_line(e)})"
                                   ) from None
-    return model_config, restored["params"]
+    params = restored["params"]
+    for (key, want), got in zip(jax.tree_util.tree_leaves_with_path(shapes),
+                                jax.tree.leaves(params), strict=True):
+        if tuple(got.shape) != tuple(want.shape):
+            raise CheckpointError(
+                f"{path}: parameter {jax.tree_util.keystr(key)} is {tuple(got.shape)} in step "
+                f"{step}, but {MODEL_CONFIG_FILE} makes it {tuple(want.shape)}")
+    return model_config, params
 
 
 # --------------------------------------------------------------------------------------------
 # A training workdir
+
+
+def latest_step(workdir: str) -> int | None:
+    """The newest complete step in WORKDIR/checkpoints (None if none); creates nothing."""
+    directory = os.path.join(workdir, CHECKPOINTS_DIR)
+    if not os.path.isdir(directory):
+        return None
+    with ocp.CheckpointManager(os.path.abspath(directory), options=ocp.CheckpointManagerOptions(
+            read_only=True, create=False)) as mngr:
+        return mngr.latest_step()
 
 
 def _train_state_item(state) -> dict:
@@ -206,9 +223,6 @@ class Checkpoints:
         self.best = params_manager(
             workdir, BEST_DIR, max_to_keep=1, best_fn=lambda m: m["psnr"],
             best_mode="max", keep_checkpoints_without_metrics=False, cleanup_tmp_directories=True)
-
-    def latest_step(self) -> int | None:
-        return self.latest.latest_step()
 
     def save(self, state) -> None:
         step = int(jax.device_get(state.step))

@@ -207,23 +207,25 @@ class Run:
         self.dual = DUAL_PIXEL_VIEWS <= dataset_views(config)
         ckpt_lib.check_workdir(workdir, config.model)
         self.root = prepare_data(config, workdir)
-        ckpt_lib.prepare_workdir(workdir, config.model)
-        self.mesh = distributed.data_mesh()
-        self.checkpoints = ckpt_lib.Checkpoints(workdir, config.keep_checkpoints)
-        self.closers.append(self.checkpoints.close)
-        self.closers.append(self.checkpoints.wait)
-        state = jax.device_put(create_train_state(config), distributed.replicated(self.mesh))
-        self.last_saved = self.checkpoints.latest_step()
-        if self.last_saved is not None:
-            state = self.checkpoints.restore(state, self.last_saved)
-        self.state, self.first = state, int(jax.device_get(state.step))
-        self.data = data_lib.train_dataset(
+        self.last_saved = ckpt_lib.latest_step(workdir)
+        self.first = self.last_saved or 0
+        self.data = data_lib.train_dataset(  # reads every file's header: DataError naming it
             self.root, config.batch_size, crop=config.crop_size, seed=config.seed,
             start_step=self.first, augment=config.augment, bit_depth=config.bit_depth,
             process_index=jax.process_index(), process_count=jax.process_count(),
             cache=config.get("cache_train_data", False),
             **({} if config.dataset == "dpdd" else {"dataset": config.dataset}))
         self.closers.append(functools.partial(close_iterator, self.data))
+        # Checked: from here on the workdir is written.
+        ckpt_lib.prepare_workdir(workdir, config.model)
+        self.mesh = distributed.data_mesh()
+        self.checkpoints = ckpt_lib.Checkpoints(workdir, config.keep_checkpoints)
+        self.closers.append(self.checkpoints.close)
+        self.closers.append(self.checkpoints.wait)
+        state = jax.device_put(create_train_state(config), distributed.replicated(self.mesh))
+        if self.last_saved is not None:
+            state = self.checkpoints.restore(state, self.last_saved)
+        self.state = state
         self.writer = metric_writers.create_default_writer(workdir, just_logging=not self.is_chief)
         self.closers.append(self.writer.close)
         self.validator = Validator(config, self.root, state.apply_fn)
