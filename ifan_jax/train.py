@@ -175,6 +175,8 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> str:
     if config.synthetic.generate and jax.process_index() == 0:
         from ifan_jax.data import synth  # deferred: scikit-image's photos, only for this
 
+        if not os.path.isdir(os.path.join(root, "DPDD")):
+            print(f"Generating the synthetic dual-pixel data set in {root}", flush=True)
         try:
             synth.generate(root, num=config.synthetic.num, size=config.synthetic.size,
                            seed=config.seed)
@@ -215,7 +217,6 @@ class Run:
             process_index=jax.process_index(), process_count=jax.process_count(),
             cache=config.get("cache_train_data", False),
             **({} if config.dataset == "dpdd" else {"dataset": config.dataset}))
-        self.closers.append(functools.partial(close_iterator, self.data))
         # Checked: from here on the workdir is written.
         ckpt_lib.prepare_workdir(workdir, config.model)
         self.mesh = distributed.data_mesh()
@@ -302,13 +303,6 @@ class Run:
     def save(self, state: TrainState, step: int) -> None:
         self.checkpoints.save(state)
         self.last_saved = step
-
-
-def close_iterator(iterator) -> None:
-    """Drop a training iterator's tf.data iterator now (see `data.TrainIterator`)."""
-    close = getattr(iterator, "close", None)
-    if close is not None:
-        close()
 
 
 def _due(config: ml_collections.ConfigDict, step: int, last: bool) -> dict[str, bool]:
