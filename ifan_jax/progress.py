@@ -57,7 +57,7 @@ class TrainProgress:
 
     def rate_text(self, step: int) -> str:
         rate = self.steps_per_second(step)
-        return f"{rate:.2f} steps/s  ETA {self.eta(step)}" if rate else "ETA ?"
+        return f"  {rate:.2f} steps/s  ETA {self.eta(step)}" if rate else ""
 
     def finished(self, step: int) -> None:
         """Steps up to `step` have run (their results were fetched). The speed is counted from
@@ -73,7 +73,7 @@ class TrainProgress:
         loss = last_loss()
         self.finished(step)
         self.drawn = time.monotonic()
-        self._draw(f"step {step}/{self.total}  loss {loss:.5g}  {self.rate_text(step)}")
+        self._draw(f"step {step}/{self.total}  loss {loss:.5g}{self.rate_text(step)}")
 
     def _draw(self, text: str) -> None:
         self.stream.write("\r" + text.ljust(self.width))
@@ -97,7 +97,7 @@ class TrainProgress:
                           if k.startswith("loss_"))
         self.line(f"step {step}/{self.total}  loss {means['loss']:.5g}"
                   + (f" ({terms})" if terms else "")
-                  + f"  lr {means['learning_rate']:.3g}  {self.rate_text(step)}")
+                  + f"  lr {means['learning_rate']:.3g}{self.rate_text(step)}")
 
     def close(self) -> None:
         if self.live and self.width:
