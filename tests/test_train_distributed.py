@@ -66,6 +66,7 @@ class Process:
         for line in self.popen.stdout:
             self.lines.append(line)
             self.last_line = time.monotonic()
+        self.closed = time.monotonic()  # the process's output ends when it exits
 
     def poll(self):
         return self.popen.poll()
@@ -84,9 +85,8 @@ class Process:
     def finish(self, timeout=900):
         """(output, seconds from the last output line to the exit)."""
         self.popen.wait(timeout=timeout)
-        exited = time.monotonic()
         self.reader.join(timeout=30)
-        return "".join(self.lines), exited - self.last_line
+        return "".join(self.lines), self.closed - self.last_line
 
 
 def start(args, env, devices=1, extra_env=None) -> Process:
