@@ -1,28 +1,24 @@
-"""Training IFAN: the train state, the pure train/eval steps and the training loop.
+"""Training IFAN: the train state, the pure train step and the training loop.
 
     python train.py --config=configs/ifan.py --workdir=runs/ifan     # the paper's 600k steps
 
-`train_and_evaluate(config, workdir)` trains data parallel over every device of every host with
-`jax.jit` on a one-axis device mesh ("data"): the parameters and the optimiser state are
-replicated, the global batch is split along its first axis, and the loss is the mean over the
-global batch, so XLA all-reduces the gradients (the mean of the per-device gradients, as
-`lax.pmean` under `pmap`). The same compiled step runs on 1 CPU or 8 TPU cores.
+`train_and_evaluate(config, workdir)` trains data parallel over every device of every process
+with `jax.jit` on a one-axis mesh (`ifan_jax.distributed`): the parameters and the optimiser state
+are replicated, the global batch is split along its first axis, and the loss is the mean over the
+global batch, so XLA all-reduces the gradients. The same compiled step runs on 1 CPU or 8 TPU cores.
 
-The workdir is an `ifan_jax.checkpoint` directory: model_config.json, checkpoints/<step>/ (items
-"params" and "train_state" = step, optimiser state, RNG key) and best/<step>/ (the parameters with
-the best validation PSNR), plus TensorBoard event files. Restarting with the same workdir resumes
-from the latest checkpoint exactly: the batch of step s is a pure function of (seed, s) and the
-RNG of step s is fold_in(key, s), so an interrupted run ends with the parameters, bit for bit, of
-one that never stopped.
+The workdir is an `ifan_jax.checkpoint` directory. Restarting with the same workdir resumes from
+the latest checkpoint, on any number of devices: the batch of step s is a pure function of (seed,
+s, global batch size) and the RNG of step s is fold_in(key, s), so on the same devices an
+interrupted run ends with the parameters, bit for bit, of one that never stopped (on other devices
+they agree to rounding: the gradient is summed in another order).
 """
 
 from __future__ import annotations
 
 import functools
 import os
-import signal
-import threading
-import time
+import shutil
 from collections.abc import Callable
 from typing import Any
 
@@ -32,26 +28,26 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
-from absl import logging
+from clu import metric_writers
 from flax.training import train_state
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from ifan_jax import checkpoint as ckpt_lib
-from ifan_jax import environment, losses
+from ifan_jax import data as data_lib
+from ifan_jax import distributed, environment, losses
 from ifan_jax.models import IFAN
 from ifan_jax.optimizer import create_optimizer
-from ifan_jax.validation import Validator, eval_step, local_copy, summary_step  # noqa: F401
+from ifan_jax.progress import TrainProgress
+from ifan_jax.validation import Validator, eval_step  # noqa: F401  (eval_step: for callers)
 
 # TensorFlow's oneDNN kernels must be off before it is imported (exact resume; see
 # `ifan_jax.environment`); `train.py` does it first thing, importing this module does it too.
 _TF_ONEDNN_LATE = environment.tensorflow_was_imported_with_onednn()
 environment.configure_tensorflow()
 
-BATCH_KEYS = ("c", "r", "l", "gt")  # blurred input, right view, left view, sharp target
-DATA_AXIS = "data"
+DUAL_PIXEL_VIEWS = frozenset({"l", "r"})
 INIT_SIZE = 16  # image side used to create the parameters (their shapes do not depend on it)
+INTERVALS = {"log": "log_every_steps", "eval": "eval_every_steps",
+             "checkpoint": "checkpoint_every_steps", "images": "image_summary_every_steps"}
 
 
 class ConfigError(ValueError):
@@ -74,7 +70,7 @@ class TrainState(train_state.TrainState):
 
 
 # --------------------------------------------------------------------------------------------
-# State and steps
+# State and step
 
 
 def create_model(config: ml_collections.ConfigDict) -> IFAN:
@@ -104,19 +100,22 @@ def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array | None 
 
 
 def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-    """One optimiser update on a batch {"c", "r", "l", "gt": (B, H, W, 3) float32 in [0, 1]}.
+    """One optimiser update on a batch {"c", "gt", ["r", "l"]: (B, H, W, 3) float32 in [0, 1]}.
 
-    Returns the new state and the metrics of this step: loss (the total), loss_deblur,
-    loss_disparity / loss_reblur (when the model has them), grad_norm (before clipping) and
-    learning_rate (the rate this update used).
+    Without the dual-pixel views "r" and "l" (a data set of plain pairs) the blurred image stands
+    in for them and the disparity loss is left out. Returns the new state and the metrics of this
+    step: loss (the total), loss_deblur, loss_disparity / loss_reblur (when computed), grad_norm
+    (before clipping) and learning_rate (the rate this update used).
     """
     # IFAN has no stochastic layer; the key is there for models that add one (dropout, ...).
     step_rng = jax.random.fold_in(state.rng, state.step)
+    dual = DUAL_PIXEL_VIEWS <= set(batch)
+    right, left = (batch["r"], batch["l"]) if dual else (batch["c"], batch["c"])
 
     def loss_fn(params):
-        outputs = state.apply_fn({"params": params}, batch["c"], batch["r"], batch["l"],
-                                 batch["gt"], train=True, rngs={"dropout": step_rng})
-        terms = losses.ifan_losses(outputs, batch["gt"])
+        outputs = state.apply_fn({"params": params}, batch["c"], right, left, batch["gt"],
+                                 train=True, rngs={"dropout": step_rng})
+        terms = losses.ifan_losses(outputs, batch["gt"], disparity=dual)
         return terms["total"], terms
 
     (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -126,24 +125,25 @@ def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     return state.apply_gradients(grads=grads), metrics
 
 
+def compile_train_step(mesh: jax.sharding.Mesh) -> Callable:
+    """`train_step` jitted for `mesh`: state replicated (and donated: the update reuses its
+    buffers), batch split on its first axis."""
+    replicated = distributed.replicated(mesh)
+    return jax.jit(train_step, in_shardings=(replicated, distributed.split_batch(mesh)),
+                   out_shardings=(replicated, replicated), donate_argnums=(0,))
+
+
 # --------------------------------------------------------------------------------------------
-# Devices
+# Checks before anything is created
 
 
-_DISTRIBUTED_INITIALIZED = False
-
-
-def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
-    """`jax.distributed.initialize()` once, when config.distributed (several hosts)."""
-    global _DISTRIBUTED_INITIALIZED
-    if config.get("distributed", False) and not _DISTRIBUTED_INITIALIZED:
-        jax.distributed.initialize()
-        _DISTRIBUTED_INITIALIZED = True
-
-
-def data_mesh() -> Mesh:
-    """All devices of all hosts on one axis, "data"."""
-    return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+def dataset_views(config: ml_collections.ConfigDict) -> set[str]:
+    """The images each example of config.dataset has ("c", "gt", and "l", "r" if dual-pixel)."""
+    try:
+        return set(data_lib.KEYS[str(config.dataset).lower()])
+    except KeyError:
+        raise ConfigError(f"config.dataset={config.dataset!r}: unknown data set (known: "
+                          f"{', '.join(sorted(data_lib.KEYS))})") from None
 
 
 def check_config(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
@@ -155,105 +155,16 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int | None = No
                           f"host(s)); the global batch is split evenly over them")
     if config.crop_size % 8 or config.crop_size < 16:
         raise ConfigError(f"config.crop_size={config.crop_size} must be a multiple of 8, >= 16")
-    for key in ("total_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps",
-                "image_summary_every_steps"):
+    for key in (*INTERVALS.values(), "total_steps"):
         if int(config[key]) <= 0:
             raise ConfigError(f"config.{key}={config[key]} must be positive")
-
-
-def compile_train_step(mesh: Mesh) -> Callable:
-    """`train_step` jitted for `mesh`: state replicated, batch split on its first axis."""
-    replicated = NamedSharding(mesh, P())
-    donate = () if jax.default_backend() == "cpu" else (0,)  # CPU cannot donate buffers
-    return jax.jit(train_step, in_shardings=(replicated, NamedSharding(mesh, P(DATA_AXIS))),
-                   out_shardings=(replicated, replicated), donate_argnums=donate)
-
-
-def global_batch(local_batch: dict, mesh: Mesh) -> dict:
-    """This process's numpy batch -> global arrays split over the mesh's "data" axis."""
-    sharding = NamedSharding(mesh, P(DATA_AXIS))
-    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(local_batch[k]))
-            for k in BATCH_KEYS}
-
-
-# --------------------------------------------------------------------------------------------
-# Checkpoints
-
-
-def _train_state_item(state: TrainState) -> dict:
-    return {"step": state.step, "opt_state": state.opt_state, "rng": state.rng}
-
-
-class Checkpoints:
-    """The workdir's two orbax CheckpointManagers: checkpoints/ (latest few) and best/ (1, by PSNR).
-
-    orbax writes each step into a temporary directory and renames it when complete, so a run
-    killed while saving leaves the previous checkpoints intact (its temporary files are removed at
-    the next start).
-    """
-
-    def __init__(self, workdir: str, keep: int):
-        self.workdir = workdir
-        self.latest = ckpt_lib.params_manager(workdir, ckpt_lib.CHECKPOINTS_DIR, max_to_keep=keep,
-                                              cleanup_tmp_directories=True)
-        self.best = ckpt_lib.params_manager(
-            workdir, ckpt_lib.BEST_DIR, max_to_keep=1, best_fn=lambda m: m["psnr"],
-            best_mode="max", keep_checkpoints_without_metrics=False, cleanup_tmp_directories=True)
-
-    def latest_step(self) -> int | None:
-        return self.latest.latest_step()
-
-    def save(self, state: TrainState) -> None:
-        step = int(jax.device_get(state.step))
-        self.latest.save(step, args=ocp.args.Composite(
-            params=ocp.args.StandardSave(state.params),
-            train_state=ocp.args.StandardSave(_train_state_item(state))), force=True)
-
-    def save_best(self, state: TrainState, psnr: float) -> None:
-        step = int(jax.device_get(state.step))
-        self.best.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(state.params)),
-                       metrics={"psnr": float(psnr)}, force=True)
-
-    def restore(self, state: TrainState, step: int) -> TrainState:
-        """`state` (for structure, shapes and shardings) with the values saved at `step`."""
-        abstract = functools.partial(jax.tree.map, ocp.utils.to_shape_dtype_struct)
-        restored = self.latest.restore(step, args=ocp.args.Composite(
-            params=ocp.args.StandardRestore(abstract(state.params)),
-            train_state=ocp.args.StandardRestore(abstract(_train_state_item(state)))))
-        item = restored["train_state"]
-        return state.replace(step=item["step"], params=restored["params"],
-                             opt_state=item["opt_state"], rng=item["rng"])
-
-    def wait(self) -> None:
-        self.latest.wait_until_finished()
-        self.best.wait_until_finished()
-
-    def close(self) -> None:
-        self.latest.close()
-        self.best.close()
-
-
-def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """Write model_config.json, or check that an existing one is the model of `config`."""
-    def normalised(cfg: dict) -> dict:
-        return {k: str(v) for k, v in cfg.items()}
-
-    wanted = normalised(config.model.to_dict())
-    path = os.path.join(workdir, ckpt_lib.MODEL_CONFIG_FILE)
-    if os.path.exists(path):
-        existing = normalised(ckpt_lib.read_model_config(workdir))
-        differ = sorted(k for k in set(existing) | set(wanted) if existing.get(k) != wanted.get(k))
-        if differ:
-            raise ConfigError(
-                f"{workdir} holds a run of another model (config.model.{differ[0]}: "
-                f"{existing.get(differ[0])!r} there, {wanted.get(differ[0])!r} now); use another "
-                f"--workdir or the same model config")
-    elif jax.process_index() == 0:
-        ckpt_lib.write_model_config(workdir, config.model)
-
-
-# --------------------------------------------------------------------------------------------
-# Data and evaluation
+    views = dataset_views(config)
+    if not {"c", "gt"} <= views:
+        raise ConfigError(f"config.dataset={config.dataset!r} has no sharp targets to train on")
+    if config.model.dual_pixel_input and not DUAL_PIXEL_VIEWS <= views:
+        raise ConfigError(f"config.model.dual_pixel_input=True needs dual-pixel views, which "
+                          f"config.dataset={config.dataset!r} does not have")
+    create_model(config)
 
 
 def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -261,212 +172,219 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> str:
     config.synthetic.generate the synthetic DPDD is generated there unless already present
     (`ifan_jax.data.synth.generate` is atomic and keeps an identical earlier set)."""
     root = os.path.abspath(config.data_dir.format(workdir=workdir))
-    if config.synthetic.generate:
-        if jax.process_index() == 0:
-            from ifan_jax.data import synth
+    if config.synthetic.generate and jax.process_index() == 0:
+        from ifan_jax.data import synth  # deferred: scikit-image's photos, only for this
 
-            if not os.path.isdir(os.path.join(root, "DPDD")):
-                logging.info("Generating the synthetic dual-pixel data set in %s", root)
-            try:
-                synth.generate(root, num=config.synthetic.num, size=config.synthetic.size,
-                               seed=config.seed)
-            except ValueError as e:
-                raise ConfigError(f"config.synthetic: {e}") from None
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-
-            multihost_utils.sync_global_devices("ifan_jax synthetic data")
+        if not os.path.isdir(os.path.join(root, "DPDD")):
+            print(f"Generating the synthetic dual-pixel data set in {root}", flush=True)
+        try:
+            synth.generate(root, num=config.synthetic.num, size=config.synthetic.size,
+                           seed=config.seed)
+        except ValueError as e:
+            raise ConfigError(f"config.synthetic: {e}") from None
+    distributed.sync("ifan_jax data")
+    for split in ("train", "val"):
+        data_lib.list_split(root, config.dataset, split)  # DataError naming what is missing
     return root
 
 
 # --------------------------------------------------------------------------------------------
-# The loop
+# The run
 
 
-class Preemption:
-    """Whether to checkpoint and stop now: SIGTERM (the usual pre-emption notice) on one host;
-    orbax/JAX's pre-emption sync point, which makes all hosts stop at the same step, on several."""
+class Run:
+    """Everything a training run holds (state, data, checkpoints, writer, console), created by
+    `start` in an order that checks before it creates, and released by `close`."""
 
-    def __init__(self, checkpoints: Checkpoints):
-        self.checkpoints = checkpoints
-        self.signalled = False
-        self.installed = False
-        self.previous = None
-        if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, self._handle)
-            self.installed = True
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+        self.config, self.workdir = config, workdir
+        self.is_chief = jax.process_index() == 0
+        self.closers: list[Callable[[], Any]] = []
+        self.last_saved: int | None = None
+        self.validation: dict | None = None
 
-    def _handle(self, signum, frame):
-        del signum, frame
-        self.signalled = True
+    def start(self) -> None:
+        config, workdir = self.config, self.workdir
+        check_config(config)
+        self.dual = DUAL_PIXEL_VIEWS <= dataset_views(config)
+        ckpt_lib.check_workdir(workdir, config.model)
+        self.root = prepare_data(config, workdir)
+        self.last_saved = ckpt_lib.latest_step(workdir)
+        self.first = self.last_saved or 0
+        self.data = data_lib.train_dataset(  # reads every file's header: DataError naming it
+            self.root, config.batch_size, crop=config.crop_size, seed=config.seed,
+            start_step=self.first, augment=config.augment, bit_depth=config.bit_depth,
+            process_index=jax.process_index(), process_count=jax.process_count(),
+            cache=config.get("cache_train_data", False),
+            **({} if config.dataset == "dpdd" else {"dataset": config.dataset}))
+        # Checked: from here on the workdir is written.
+        ckpt_lib.prepare_workdir(workdir, config.model)
+        self.mesh = distributed.data_mesh()
+        self.checkpoints = ckpt_lib.Checkpoints(workdir, config.keep_checkpoints)
+        self.closers.append(self.checkpoints.close)
+        self.closers.append(self.checkpoints.wait)
+        state = jax.device_put(create_train_state(config), distributed.replicated(self.mesh))
+        if self.last_saved is not None:
+            state = self.checkpoints.restore(state, self.last_saved)
+        self.state = state
+        self.writer = metric_writers.create_default_writer(workdir, just_logging=not self.is_chief)
+        self.closers.append(self.writer.close)
+        self.validator = Validator(config, self.root, state.apply_fn)
+        self.step_fn = compile_train_step(self.mesh)
+        self.preemption = distributed.Preemption()
+        self.closers.append(self.preemption.close)
+        self.progress = TrainProgress(self.first, int(config.total_steps), enabled=self.is_chief)
+        self.closers.append(self.progress.close)
 
-    def requested(self, step: int) -> bool:
+    def close(self) -> None:
+        """Release everything `start` created, newest first (pending checkpoint writes finish)."""
+        while self.closers:
+            self.closers.pop()()
+
+    def say(self, text: str, *, every_process: bool = False) -> None:
+        """A console line from the chief process (or from each, prefixed with its index)."""
+        if every_process and jax.process_count() > 1:
+            text = f"[process {jax.process_index()}] {text}"
+        elif not self.is_chief:
+            return
+        if self.is_chief and hasattr(self, "progress"):
+            self.progress.line(text)  # clears the live line first
+        else:
+            print(text, flush=True)
+
+    def announce(self) -> None:
+        config, total = self.config, int(self.config.total_steps)
+        if self.last_saved is not None:
+            self.say(f"Resuming from {self.workdir}/checkpoints/{self.last_saved}")
+        if not self.dual:
+            self.say(f"config.dataset={config.dataset!r} has no dual-pixel views: the disparity "
+                     f"loss is off")
+        if self.first == 0:
+            self.writer.write_hparams(_flatten(config.to_dict()))
+        self.say(f"Training steps {self.first + 1}-{total} on {jax.device_count()} device(s) "
+                 f"({jax.process_count()} process(es)), global batch {config.batch_size}, crop "
+                 f"{config.crop_size}; workdir {self.workdir}")
         if jax.process_count() > 1:
-            return self.checkpoints.latest.reached_preemption(step)
-        return self.signalled
+            local = config.batch_size // jax.process_count()
+            first = jax.process_index() * local
+            self.say(f"reads rows {first}-{first + local - 1} of each global batch, on "
+                     f"{jax.local_device_count()} device(s)", every_process=True)
 
-    def restore(self) -> None:
-        if self.installed:
-            signal.signal(signal.SIGTERM,
-                          signal.SIG_DFL if self.previous is None else self.previous)
-            self.installed = False
+    def check_finite(self, fetched: list[tuple[int, dict]]) -> None:
+        for step, m in fetched:
+            for key in ("loss", "grad_norm"):
+                if not np.isfinite(float(m[key])):
+                    kept = (f"the last good checkpoint is {self.workdir}/checkpoints/"
+                            f"{self.last_saved}" if self.last_saved is not None
+                            else "no checkpoint was written")
+                    raise NonFiniteLossError(f"non-finite training loss at step {step} ({key} = "
+                                             f"{float(m[key])}); stopped, {kept}")
+
+    def log(self, step: int, history: list[tuple[int, dict]]) -> None:
+        means = {k: float(np.mean([float(m[k]) for _, m in history])) for k in history[-1][1]}
+        means["learning_rate"] = float(history[-1][1]["learning_rate"])
+        rate = self.progress.steps_per_second(step)
+        scalars = {f"train_{k}" if k.startswith("loss") else k: v for k, v in means.items()}
+        self.writer.write_scalars(step, {**scalars, **({"steps_per_sec": rate} if rate else {})})
+        self.progress.interval(step, means)
+
+    def validate(self, state: TrainState, step: int, *, last: bool) -> None:
+        self.validation = self.validator(state.params)
+        self.writer.write_scalars(step, {f"val_{k}": v for k, v in self.validation.items()})
+        if not last:  # the final one is printed once, after the last checkpoint
+            self.say(f"step {step}/{self.config.total_steps}  validation {self.summary()}")
+
+    def summary(self) -> str:
+        v = self.validation
+        text = (f"PSNR {v['psnr']:.2f} dB (input {v['input_psnr']:.2f} dB), "
+                f"SSIM {v['ssim']:.4f}")
+        return text + (f", LPIPS {v['lpips']:.4f}" if "lpips" in v else "")
+
+    def save(self, state: TrainState, step: int) -> None:
+        self.checkpoints.save(state)
+        self.last_saved = step
 
 
-def _first_non_finite(history: list[tuple[int, dict]]) -> tuple[int, str] | None:
-    """(step, description) of the first step whose loss or gradient norm is NaN/inf."""
-    for step, m in history:
-        for key in ("loss", "grad_norm"):
-            value = float(m[key])
-            if not np.isfinite(value):
-                return step, f"{key} = {value}"
-    return None
+def _due(config: ml_collections.ConfigDict, step: int, last: bool) -> dict[str, bool]:
+    return {name: last or step % int(config[key]) == 0 for name, key in INTERVALS.items()}
 
 
-def _mean_metrics(history: list[tuple[int, dict]]) -> dict[str, float]:
-    keys = history[-1][1].keys()
-    out = {k: float(np.mean([float(m[k]) for _, m in history])) for k in keys}
-    out["learning_rate"] = float(history[-1][1]["learning_rate"])
-    return out
+def train_loop(run: Run) -> TrainState:
+    """Steps first+1 .. total_steps of a started `Run`; returns the last state."""
+    config, state, total = run.config, run.state, int(run.config.total_steps)
+    pending: list[tuple[int, dict]] = []  # device metrics not yet fetched (and checked)
+    since_log: list[tuple[int, dict]] = []
+    for step in range(run.first + 1, total + 1):  # `step` = updates done after this one
+        with jax.profiler.StepTraceAnnotation("train", step_num=step):
+            state, metrics = run.step_fn(state, distributed.global_batch(next(run.data), run.mesh))
+        pending.append((step, metrics))
+        run.progress.step_done(step, lambda m=metrics: float(m["loss"]))
+        last = step == total
+        stop = not last and run.preemption.requested(step)
+        due = _due(config, step, last)
+        if not (stop or any(due.values())):
+            continue
+        fetched, pending = jax.device_get(pending), []
+        run.progress.finished(step)
+        run.check_finite(fetched)
+        since_log += fetched
+        if due["log"]:
+            run.log(step, since_log)
+            since_log = []
+        if due["images"] and run.is_chief:
+            run.writer.write_images(step, run.validator.summary_images(state.params))
+        if due["eval"]:
+            run.validate(state, step, last=last)
+        if due["checkpoint"] or stop:
+            run.save(state, step)
+        if due["eval"]:
+            run.checkpoints.save_best(state, run.validation["psnr"])
+        run.writer.flush()
+        if stop:
+            run.say(f"Stopped at step {step} on a pre-emption notice, checkpoint saved; run again "
+                    f"with --workdir={run.workdir} to resume", every_process=True)
+            break
+    return state
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     """Train (or resume training) in `workdir`; returns the final state.
 
     Every log_every_steps: the mean training losses of the interval, the learning rate and the
-    gradient norm (TensorBoard and the log); every eval_every_steps and at the end: validation
-    PSNR/SSIM/LPIPS, and the best checkpoint; every checkpoint_every_steps and at the end: a
-    checkpoint; every image_summary_every_steps: input/output/sharp/disparity images. A NaN or
-    infinite loss raises NonFiniteLossError naming the step; no checkpoint is written after it.
-    SIGTERM (a pre-emption notice) checkpoints the current step and returns early.
+    gradient norm (TensorBoard and a console line); every eval_every_steps and at the end:
+    validation PSNR/SSIM/LPIPS, and the best checkpoint; every checkpoint_every_steps and at the
+    end: a checkpoint; every image_summary_every_steps: input/output/sharp/disparity images. A NaN
+    or infinite loss raises NonFiniteLossError naming the step; no checkpoint is written after it.
+    SIGTERM (a pre-emption notice) checkpoints the current step and returns early. A start that
+    fails (bad config, data or workdir) leaves no new workdir behind.
     """
-    from clu import metric_writers, periodic_actions  # here: the steps above need no clu/TensorBoard
-
-    maybe_initialize_distributed(config)
-    check_config(config)
     if _TF_ONEDNN_LATE:
-        logging.warning("TensorFlow was imported before ifan_jax.train with its oneDNN kernels on: "
-                        "the training batches may differ in the last bit between runs. Set "
-                        "TF_ENABLE_ONEDNN_OPTS=0 for an exact resume.")
+        print("Warning: TensorFlow was imported before ifan_jax.train with its oneDNN kernels "
+              "on: the training batches may differ in the last bit between runs. Set "
+              "TF_ENABLE_ONEDNN_OPTS=0 for an exact resume.", flush=True)
     workdir = os.path.abspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
-    prepare_workdir(config, workdir)
-    is_chief = jax.process_index() == 0
-    writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
-    root = prepare_data(config, workdir)
-
-    from ifan_jax import data as data_lib
-
-    mesh = data_mesh()
-    state = create_train_state(config)
-    state = jax.device_put(state, NamedSharding(mesh, P()))
-    checkpoints = Checkpoints(workdir, config.keep_checkpoints)
-    latest = checkpoints.latest_step()
-    if latest is not None:
-        state = checkpoints.restore(state, latest)
-        logging.info("Resuming from %s/checkpoints/%d", workdir, latest)
-    initial_step = int(jax.device_get(state.step))
-    total = int(config.total_steps)
-    if initial_step >= total:
-        logging.info("%s is already trained to step %d (total_steps=%d)", workdir, initial_step, total)
-        checkpoints.close()
-        return state
-    if initial_step == 0:
-        writer.write_hparams({k: v for k, v in _flatten(config.to_dict()).items()})
-
+    existed = os.path.exists(workdir)
+    run = Run(config, workdir)
     try:
-        train_iter = data_lib.train_dataset(
-            root, config.batch_size, crop=config.crop_size, seed=config.seed,
-            start_step=initial_step, augment=config.augment, bit_depth=config.bit_depth,
-            process_index=jax.process_index(), process_count=jax.process_count(),
-            cache=config.get("cache_train_data", False))
-    except data_lib.DataError:
+        run.start()
+    except BaseException:
+        run.close()
+        if not existed and run.is_chief:
+            shutil.rmtree(workdir, ignore_errors=True)
         raise
-    except ValueError as e:
-        raise ConfigError(f"config: {e}") from None
-    evaluator = Validator(config, root, state.apply_fn)
-    p_train_step = compile_train_step(mesh)
-    hooks = [periodic_actions.ReportProgress(num_train_steps=total, writer=writer,
-                                             every_steps=config.log_every_steps)] if is_chief else []
-
-    logging.info("Training %d steps from step %d on %d device(s), global batch %d, crop %d",
-                 total - initial_step, initial_step, jax.device_count(), config.batch_size,
-                 config.crop_size)
-    preemption = Preemption(checkpoints)
-    unchecked: list[tuple[int, dict]] = []  # device metrics not yet checked for NaN
-    since_log: list[tuple[int, dict]] = []
-    last_saved = latest
-    eval_metrics = None
-    start = time.time()
-    for step in range(initial_step + 1, total + 1):  # `step` = updates done after this one
-        with jax.profiler.StepTraceAnnotation("train", step_num=step):
-            batch = global_batch(next(train_iter), mesh)
-            state, metrics = p_train_step(state, batch)
-        unchecked.append((step, metrics))
-        for hook in hooks:
-            hook(step)
-        last = step == total
-        stop = not last and preemption.requested(step)
-        do_log = step % config.log_every_steps == 0 or last
-        do_eval = step % config.eval_every_steps == 0 or last
-        do_ckpt = step % config.checkpoint_every_steps == 0 or last or stop
-        do_images = step % config.image_summary_every_steps == 0
-        if not (do_log or do_eval or do_ckpt or do_images):
-            continue
-
-        fetched = jax.device_get(unchecked)
-        unchecked = []
-        since_log.extend(fetched)
-        bad = _first_non_finite(fetched)
-        if bad is not None:
-            checkpoints.wait()
-            checkpoints.close()
-            writer.flush()
-            kept = (f"the last good checkpoint is {workdir}/checkpoints/{last_saved}"
-                    if last_saved is not None else "no checkpoint was written")
-            preemption.restore()
-            raise NonFiniteLossError(f"non-finite training loss at step {bad[0]} ({bad[1]}); "
-                                     f"stopped, {kept}")
-        if do_log:
-            writer.write_scalars(step, {f"train_{k}" if k.startswith("loss") else k: v
-                                        for k, v in _mean_metrics(since_log).items()})
-            since_log = []
-        if do_images and is_chief:
-            writer.write_images(step, evaluator.summary_images(state.params))
-        if do_eval:
-            with _timed(hooks, "eval"):
-                eval_metrics = evaluator(state.params)
-            writer.write_scalars(step, {f"val_{k}": v for k, v in eval_metrics.items()})
-        if do_ckpt:
-            with _timed(hooks, "checkpoint"):
-                checkpoints.save(state)
-            last_saved = step
-        if do_eval:
-            checkpoints.save_best(state, eval_metrics["psnr"])
-        writer.flush()
-        if stop:
-            logging.info("Stopped at step %d on a pre-emption notice, checkpoint saved; run again "
-                         "with --workdir=%s to resume", step, workdir)
-            break
-
-    preemption.restore()
-    checkpoints.wait()
-    checkpoints.close()
-    writer.flush()
-    if eval_metrics is not None and is_chief and int(jax.device_get(state.step)) == total:
-        minutes = (time.time() - start) / 60
-        summary = (f"Validation after step {total} ({minutes:.1f} min): PSNR {eval_metrics['psnr']:.2f} "
-                   f"dB (input {eval_metrics['input_psnr']:.2f} dB), SSIM {eval_metrics['ssim']:.4f}")
-        if "lpips" in eval_metrics:
-            summary += f", LPIPS {eval_metrics['lpips']:.4f}"
-        logging.info("%s", summary)
-        print(summary, flush=True)
+    try:
+        if run.first >= int(config.total_steps):
+            run.say(f"{workdir} is already trained to step {run.first} (total_steps="
+                    f"{config.total_steps})")
+            return run.state
+        run.announce()
+        state = train_loop(run)
+    finally:
+        run.close()
+    if run.validation is not None and int(jax.device_get(state.step)) == int(config.total_steps):
+        run.say(f"Validation after step {config.total_steps} ({run.progress.elapsed()}): "
+                f"{run.summary()}")
     return state
-
-
-def _timed(hooks, name: str):
-    import contextlib
-
-    return hooks[0].timed(name) if hooks else contextlib.nullcontext()
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:

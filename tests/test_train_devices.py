@@ -17,12 +17,13 @@ import json, sys
 import jax, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 from configs import load_config
+from ifan_jax import distributed
 from ifan_jax import train as train_lib
 
 config = load_config("tiny")
 config.batch_size = 4
 train_lib.check_config(config)
-mesh = train_lib.data_mesh()
+mesh = distributed.data_mesh()
 state = jax.device_put(train_lib.create_train_state(config), NamedSharding(mesh, P()))
 initial = jax.tree.leaves(jax.device_get(state.params))
 step = train_lib.compile_train_step(mesh)
@@ -30,7 +31,7 @@ rng = np.random.default_rng(0)
 losses = []
 for _ in range(2):
     batch = {k: rng.random((4, 32, 32, 3), dtype=np.float32) for k in ("c", "r", "l", "gt")}
-    batch = train_lib.global_batch(batch, mesh)
+    batch = distributed.global_batch(batch, mesh)
     shards = len(batch["c"].addressable_shards)
     state, metrics = step(state, batch)
     losses.append(float(metrics["loss"]))

@@ -87,7 +87,7 @@ def split_filter_map(filters: jax.Array, num_iterations: int, channels: int, ker
     return sep[:, 0], sep[:, 1], bias
 
 
-def iac(features: jax.Array, filters: jax.Array, num_iterations: int, kernel_size: int,
+def iac(features: jax.Array, filters: jax.Array, num_iterations: int, kernel_size: int, *,
         activate_last: bool = True, variant: str = "separable", remat: bool = False) -> jax.Array:
     """Apply IAC to `features` (B, H, W, C) with a filter map in the official layout.
 
@@ -133,7 +133,7 @@ def filter_columns_tap_major(num_iterations: int, channels: int, kernel_size: in
     rows = []
     for i in range(n):
         base = i * 2 * c * k
-        tap_major = lambda off: (off + np.arange(c)[None, :] * k + np.arange(k)[:, None]).ravel()  # noqa: E731
+        tap_major = lambda off: (off + np.arange(c)[None, :] * k + np.arange(k)[:, None]).ravel()
         parts = [tap_major(base)]
         if variant == "separable":
             parts.append(tap_major(base + c * k))
@@ -143,7 +143,7 @@ def filter_columns_tap_major(num_iterations: int, channels: int, kernel_size: in
 
 
 def iac_from_head(features: jax.Array, head: jax.Array, kernel: jax.Array, bias: jax.Array,
-                  num_iterations: int, kernel_size: int, activate_last: bool = True,
+                  num_iterations: int, kernel_size: int, *, activate_last: bool = True,
                   variant: str = "separable", precision: Any = None,
                   remat: bool = False) -> jax.Array:
     """IAC whose filters are computed on the fly from the filter predictor's last features.

@@ -28,10 +28,8 @@ import dataclasses
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from ifan_jax.models import iac as iac_lib
 from ifan_jax.models.layers import (
@@ -40,7 +38,6 @@ from ifan_jax.models.layers import (
     ConvTranspose,
     Pointwise,
     ResidualBlock,
-    leaky_relu,
     xavier_uniform,
 )
 from ifan_jax.models.reblur import ReblurringNetwork
@@ -131,40 +128,6 @@ class FilterPredictor(nn.Module):
         return x
 
 
-class SubPixelConvTranspose(ConvTranspose):
-    """`layers.ConvTranspose` (4x4, stride 2, padding 1, LReLU) computed phase by phase.
-
-    Same parameters and numbers (up to float rounding); faster, because it never multiplies the
-    zeros a dilated input carries. Output pixel (2p + a, 2q + b) reads input rows {p - 1, p}
-    (a = 0, kernel rows 3, 1) or {p, p + 1} (a = 1, kernel rows 2, 0), and likewise for columns, so
-    each of the four phases (a, b) is a stride-1 2x2 convolution; the phases are interleaved
-    depth-to-space. Compared with the dilated form this does a quarter of the multiplications and
-    its gradients are ordinary convolution gradients (the dilated form's kernel gradient is the
-    slowest op of a CPU training step).
-    """
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = self.param("kernel", xavier_uniform(self.gain), (4, 4, x.shape[-1], self.features))
-        bias = self.param("bias", nn.initializers.zeros, (self.features,))
-        taps = {0: (3, 1), 1: (2, 0)}  # kernel rows (or columns) read by phase 0 / 1, in order
-        pads = {0: (1, 0), 1: (0, 1)}
-        x = x.astype(self.dtype)
-        rows = []
-        for a in (0, 1):
-            cols = []
-            for b in (0, 1):
-                k = kernel[np.array(taps[a])][:, np.array(taps[b])]
-                cols.append(jax.lax.conv_general_dilated(
-                    x, k.astype(self.dtype), window_strides=(1, 1), padding=(pads[a], pads[b]),
-                    dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=self.precision))
-            rows.append(jnp.stack(cols, axis=3))  # (B, H, W, 2 [b], C)
-        y = jnp.stack(rows, axis=2)  # (B, H, 2 [a], W, 2 [b], C)
-        n, h, _, w, _, c = y.shape
-        y = y.reshape(n, 2 * h, 2 * w, c)
-        return leaky_relu(y + bias.astype(self.dtype))
-
-
 class Reconstructor(nn.Module):
     """conv + residual block (3 units) + conv, then three 4x4/2 up-steps with skip additions."""
 
@@ -179,7 +142,7 @@ class Reconstructor(nn.Module):
         ch = self.channels
         x = ConvResStack(4 * ch, 4 * ch, 1, 3, self.kernel_size, name="bottleneck", **kw)(x)
         for level, width, skip in ((3, 4 * ch, skips[2]), (2, 2 * ch, skips[1]), (1, ch, skips[0])):
-            x = SubPixelConvTranspose(width, name=f"up{level}", **kw)(x) + skip
+            x = ConvTranspose(width, name=f"up{level}", **kw)(x) + skip
             x = ResidualBlock(1, self.kernel_size, name=f"up{level}_res1", **kw)(x)
             x = ResidualBlock(1, self.kernel_size, name=f"up{level}_res2", **kw)(x)
         # The official last conv is followed by a LeakyReLU too, before the input skip.
@@ -257,9 +220,10 @@ class IFAN(nn.Module):
         self.reconstructor = part(Reconstructor)(self.channels, self.kernel_size, **kw)
         if self.use_reblur:
             self.reblurring_network = ReblurringNetwork(
-                c, self.res_units, self.reblur_iterations, self.reblur_filter_size,
-                self.adaptive_conv, self.fac_kernel_size, self.iac_variant, REBLUR_GAIN,
-                self.remat, **kw)
+                channels=c, res_units=self.res_units, num_iterations=self.reblur_iterations,
+                filter_size=self.reblur_filter_size, adaptive_conv=self.adaptive_conv,
+                fac_kernel_size=self.fac_kernel_size, iac_variant=self.iac_variant,
+                gain=REBLUR_GAIN, remat=self.remat, **kw)
 
     def _encode(self, image, right, left):
         x = jnp.concatenate([right, left], axis=-1) if self.dual_pixel_input else image
@@ -283,8 +247,8 @@ class IFAN(nn.Module):
         factors = Pointwise(head, kernel, bias)
         if self.adaptive_conv == "iac" and not return_filters:
             out = iac_lib.iac_from_head(features, head.astype(jnp.float32), kernel, bias,
-                                        self.num_iterations, self.filter_size, True,
-                                        self.iac_variant, self.precision,
+                                        self.num_iterations, self.filter_size,
+                                        variant=self.iac_variant, precision=self.precision,
                                         remat=train and self.remat)
             return out, factors
         filters = self.filter_predictor.filter_conv(head).astype(jnp.float32)

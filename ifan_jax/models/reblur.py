@@ -20,11 +20,12 @@ from ifan_jax.models.resample import nearest_downsample
 Dtype = Any
 
 
-class ReblurringNetwork(nn.Module):
+class ReblurringNetwork(nn.Module, kw_only=True):
     """sharp (B, H, W, 3) and deblurring filters (B, H/8, W/8, M) -> reblurred (B, H/8, W/8, 3).
 
     The filters may come as a `layers.Pointwise` (the 1x1 convolution that makes them, not yet
-    computed): the first convolution then reads them without forming the M-channel map.
+    computed): the first convolution then reads them without forming the M-channel map. Its
+    fields are keyword-only.
     """
 
     channels: int = 128  # 4 * ch, the width of its convolutions

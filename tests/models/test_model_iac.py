@@ -86,7 +86,8 @@ def test_iac_matches_numpy_loop(variant, activate_last, k):
     n = 3
     x, filters = random_case(k, n=n, k=k)
     expected = numpy_iac(x, filters, n, k, activate_last, variant)
-    got = iac_lib.iac(jnp.asarray(x), jnp.asarray(filters), n, k, activate_last, variant)
+    got = iac_lib.iac(jnp.asarray(x), jnp.asarray(filters), n, k, activate_last=activate_last,
+                      variant=variant)
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-5)
     per_pixel = iac_lib.iac_per_pixel(jnp.asarray(x), jnp.asarray(filters), n, k, activate_last,
                                       variant)
@@ -112,15 +113,16 @@ def test_iac_from_head_equals_iac_of_full_filter_map(variant, activate_last):
     bias = jnp.asarray(rng.normal(size=(m,)) * 0.1, jnp.float32)
     hi = jax.lax.Precision.HIGHEST
     filters = jnp.einsum("bhwd,dm->bhwm", head, kernel, precision=hi) + bias
-    expected = iac_lib.iac(x, filters, n, k, activate_last, variant)
-    got = iac_lib.iac_from_head(x, head, kernel, bias, n, k, activate_last, variant, precision=hi)
+    expected = iac_lib.iac(x, filters, n, k, activate_last=activate_last, variant=variant)
+    got = iac_lib.iac_from_head(x, head, kernel, bias, n, k, activate_last=activate_last,
+                                variant=variant, precision=hi)
     np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("variant", iac_lib.VARIANTS)
 def test_grad_through_iac_is_finite_and_remat_is_exact(variant):
     x, filters = random_case(2)
-    loss = lambda remat: lambda a, f: jnp.sum(  # noqa: E731
+    loss = lambda remat: lambda a, f: jnp.sum(
         iac_lib.iac(a, f, 3, 3, variant=variant, remat=remat) ** 2)
     value, grads = jax.value_and_grad(loss(False), argnums=(0, 1))(x, filters)
     assert np.isfinite(float(value))

@@ -85,7 +85,7 @@ def tiny_params_with_gain_marks():
     cfg.channels = 8
     model = IFAN.from_config(cfg)
     x = jax.ShapeDtypeStruct((1, 16, 16, 3), jnp.float32)
-    mark = lambda gain: lambda key, shape, dtype=jnp.float32: np.full(shape, gain, np.float32)  # noqa: E731
+    mark = lambda gain: lambda key, shape, dtype=jnp.float32: np.full(shape, gain, np.float32)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(layers, "xavier_uniform", mark)
         patch.setattr(ifan_module, "xavier_uniform", mark)

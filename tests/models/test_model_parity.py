@@ -72,7 +72,7 @@ def test_losses_match_official(run):
     with open(os.path.join(ASSETS, "README.json")) as f:
         expected = json.load(f)["cases"][f"{run['variant']}_iac"]["losses_mse"]
     out = run["train"]
-    mse = lambda a, b: float(jnp.mean((a - b) ** 2))  # noqa: E731
+    mse = lambda a, b: float(jnp.mean((a - b) ** 2))
     got = {
         "deblur": mse(out["result"], run["gt"]),
         "disparity": mse(out["warped_right"], out["left_down"]),
