@@ -230,10 +230,12 @@ class Checkpoints:
             params=ocp.args.StandardSave(state.params),
             train_state=ocp.args.StandardSave(_train_state_item(state))), force=True)
 
-    def save_best(self, state, psnr: float) -> None:
+    def save_best(self, state, metrics: dict) -> None:
+        """Keep `state`'s parameters in best/ if metrics["psnr"] is the best so far; the validation
+        metrics are recorded beside them (best/<step>/metrics/metrics)."""
         step = int(jax.device_get(state.step))
         self.best.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(state.params)),
-                       metrics={"psnr": float(psnr)}, force=True)
+                       metrics={k: float(v) for k, v in metrics.items()}, force=True)
 
     def restore(self, state, step: int):
         """`state` with the values saved at `step`, placed as `state`'s arrays are (its mesh and

@@ -215,8 +215,7 @@ class Run:
             self.root, config.batch_size, crop=config.crop_size, seed=config.seed,
             start_step=self.first, augment=config.augment, bit_depth=config.bit_depth,
             process_index=jax.process_index(), process_count=jax.process_count(),
-            cache=config.get("cache_train_data", False),
-            **({} if config.dataset == "dpdd" else {"dataset": config.dataset}))
+            cache=config.get("cache_train_data", False), dataset=config.dataset)
         # Checked: from here on the workdir is written.
         ckpt_lib.prepare_workdir(workdir, config.model)
         self.mesh = distributed.data_mesh()
@@ -338,7 +337,7 @@ def train_loop(run: Run) -> TrainState:
         if due["checkpoint"] or stop:
             run.save(state, step)
         if due["eval"]:
-            run.checkpoints.save_best(state, run.validation["psnr"])
+            run.checkpoints.save_best(state, run.validation)
         run.writer.flush()
         if stop:
             run.say(f"Stopped at step {step} on a pre-emption notice, checkpoint saved; run again "

@@ -70,7 +70,8 @@ class Validator:
                 yield ex
 
     def __call__(self, params) -> dict[str, float]:
-        """{"psnr", "ssim", "input_psnr", ["lpips"]}: means over the whole split, all hosts."""
+        """{"psnr", "ssim", "input_psnr", ["lpips"]}: means over the whole split, all hosts, and
+        "num_images": how many images they average (each image of the split counted once)."""
         scored = self.scorer(local_copy(params), self.examples())
         sums = evaluation.totals((s.scores for s in scored), self.keys)
         if jax.process_count() > 1:
@@ -78,7 +79,7 @@ class Validator:
         if sums[0, 1] == 0:
             raise ValidationError(f"{self.root}: the validation split of {self.config.dataset} "
                                   f"is empty")
-        return evaluation.means(sums, self.keys)
+        return {**evaluation.means(sums, self.keys), "num_images": int(sums[0, 1])}
 
     def summary_images(self, params) -> dict[str, np.ndarray]:
         """input, output, sharp, disparity of a fixed central crop of the first validation image."""
@@ -87,7 +88,8 @@ class Validator:
             h, w = ex["c"].shape[:2]
             side = min(h, w, self.config.crop_size) // 8 * 8
             top, left = (h - side) // 2 // 8 * 8, (w - side) // 2 // 8 * 8
-            self._summary_batch = {k: ex[k][None, top:top + side, left:left + side]
+            # A set without dual-pixel views (pairs) shows the blurred input for them.
+            self._summary_batch = {k: ex.get(k, ex["c"])[None, top:top + side, left:left + side]
                                    for k in BATCH_KEYS}
         batch = self._summary_batch
         out = jax.device_get(self.summary(local_copy(params), batch))

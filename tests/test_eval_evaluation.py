@@ -77,7 +77,8 @@ def test_validator_over_two_hosts_counts_each_image_once(tiny_model, val_root, m
 
     validator = validation.Validator(config, root, apply_fn)
     alone = validator(params)
-    assert set(alone) == {"psnr", "ssim", "input_psnr"}
+    assert set(alone) == {"psnr", "ssim", "input_psnr", "num_images"}
+    assert alone["num_images"] == 3
     for key, value in want.items():
         assert alone[key] == pytest.approx(value, abs=1e-4)
 

@@ -71,7 +71,7 @@ def test_extra_output_channels_are_blended_alike():
 
 
 def test_choose_tile_from_memory_budget():
-    per_pixel = lambda n: 1e6 + 500.0 * n  # noqa: E731  (about the full model's working set)
+    per_pixel = lambda n: 1e6 + 500.0 * n  # about the full model's working set
     assert tiling.choose_tile(720, 1280, per_pixel, budget=8e9) == (0, 1)
     tile, batch = tiling.choose_tile(4000, 6000, per_pixel, budget=1 << 30)
     assert tile == 1024 and batch == 2

@@ -115,10 +115,14 @@ def steps_of(workdir, sub="checkpoints"):
     return sorted(int(s) for s in os.listdir(os.path.join(workdir, sub)) if s.isdigit())
 
 
-def validation_psnr(workdir, step):
-    """The validation PSNR orbax recorded with best/<step> (full precision)."""
+def validation_metrics(workdir, step):
+    """The validation metrics recorded with best/<step> (full precision)."""
     with open(os.path.join(workdir, "best", str(step), "metrics", "metrics")) as f:
-        return json.load(f)["psnr"]
+        return json.load(f)
+
+
+def validation_psnr(workdir, step):
+    return validation_metrics(workdir, step)["psnr"]
 
 
 @pytest.fixture(scope="module")
@@ -253,6 +257,8 @@ def test_two_processes(runs, data_root, env, tmp_path):
         validation_psnr(runs[2], steps_of(runs[2], "best")[0])
     print(f"validation PSNR, 2 processes {psnr!r}, 1 process {reference!r}")
     assert abs(psnr - reference) < 1e-3
+    # ... and each of the 3 validation images counted once over the two processes (2 + 1).
+    assert validation_metrics(workdir, steps_of(workdir, "best")[0])["num_images"] == 3
 
     # 2. Resumed for a long run; process 1 killed: process 0 stops with a clear error, soon.
     procs = start_processes(workdir, data_root, env, total_steps=10**6)
