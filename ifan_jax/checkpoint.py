@@ -49,6 +49,16 @@ def one_line(error: BaseException, limit: int = 300) -> str:
 # The model config
 
 
+# Keys of model_config.json that describe how the model was trained, not its structure:
+# "bit_depth" (8 or 16), the depth of the images it was trained on. Older checkpoints lack them.
+METADATA_KEYS = ("bit_depth",)
+
+
+def model_fields(model_config) -> dict:
+    """The `IFAN` fields of a model config (model_config.json less its METADATA_KEYS)."""
+    return {k: v for k, v in _jsonable(model_config).items() if k not in METADATA_KEYS}
+
+
 def _jsonable(cfg) -> dict:
     cfg = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
     return {k: (str(v) if not isinstance(v, (int, float, bool, str, type(None), list)) else v)
@@ -81,7 +91,10 @@ def check_workdir(workdir: str, model_config) -> bool:
         return False
     existing = {k: str(v) for k, v in read_model_config(workdir).items()}
     wanted = {k: str(v) for k, v in _jsonable(model_config).items()}
-    differ = sorted(k for k in set(existing) | set(wanted) if existing.get(k) != wanted.get(k))
+    keys = set(existing) | set(wanted)
+    # Training metadata a workdir written before it existed does not record is not a difference.
+    keys -= {k for k in METADATA_KEYS if k not in existing or k not in wanted}
+    differ = sorted(k for k in keys if existing.get(k) != wanted.get(k))
     if differ:
         raise CheckpointError(
             f"{workdir} holds a run of another model (config.model.{differ[0]}: "
@@ -167,7 +180,7 @@ def load_params(path: str, which: str = "latest", step: int | None = None):
             raise CheckpointError(f"{path}: no step {step} (have {sorted(steps)})")
         stored = _stored_keys(mngr, step)
         try:
-            shapes = abstract_params(model_config,
+            shapes = abstract_params(model_fields(model_config),
                                      with_reblur=stored is None or REBLUR_KEY in stored)
         except (TypeError, ValueError) as e:
             raise CheckpointError(f"{os.path.join(path, MODEL_CONFIG_FILE)}: not a model "

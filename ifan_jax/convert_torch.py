@@ -290,15 +290,22 @@ def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
     return out
 
 
-def convert_file(path: str, iac_variant: str = "official"):
+def released_bit_depth(path: str) -> int:
+    """The bit depth of the images a released file was trained on: 16 for the `IFAN_16bit` release
+    (by its name; the tensors are the same as the 8-bit model's), else 8."""
+    return 16 if "16bit" in os.path.basename(path).lower() else 8
+
+
+def convert_file(path: str, iac_variant: str = "official", bit_depth: int | None = None):
     """Official checkpoint file -> (params, model config), checked against the model; errors name
-    the file."""
+    the file. The config records `bit_depth` (default: `released_bit_depth(path)`)."""
     state = load_torch_state_dict(path)
     try:
         params, config = convert_state_dict(state, iac_variant)
         check_against_model(params, config)
     except ConversionError as e:
         raise ConversionError(f"{path}: {e}") from None
+    config["bit_depth"] = released_bit_depth(path) if bit_depth is None else int(bit_depth)
     return params, config
 
 
@@ -356,6 +363,9 @@ def main(argv=None) -> int:
     parser.add_argument("--output", required=True, help="checkpoint directory to create")
     parser.add_argument("--iac", default="official", choices=("official", "separable"),
                         help="IAC variant the converted model runs (default: official, as trained)")
+    parser.add_argument("--bit_depth", type=int, choices=(8, 16), default=None,
+                        help="bit depth of the images the weights were trained on, recorded for "
+                             "evaluation (default: 16 for IFAN_16bit files, else 8)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     args = parser.parse_args(argv)
     if os.path.exists(args.output) and not args.overwrite:
@@ -363,7 +373,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 1
     try:
-        params, config = convert_file(args.input, args.iac)
+        params, config = convert_file(args.input, args.iac, args.bit_depth)
         checkpoint.save_inference_checkpoint(args.output, params, config, overwrite=args.overwrite)
     except (ConversionError, checkpoint.CheckpointError) as e:
         print(f"convert_torch: error: {e}", file=sys.stderr)

@@ -68,7 +68,7 @@ class Deblurrer:
             overrides["iac_variant"] = iac_variant
         if dtype is not None:
             overrides["dtype"] = dtype
-        config = {**dict(model_config), **overrides}
+        config = {**checkpoint.model_fields(model_config), **overrides}
         self.model_config = config
         self.model = IFAN.from_config(config)
         # Inference needs only the deblurring network.

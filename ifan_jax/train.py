@@ -80,6 +80,12 @@ def create_model(config: ml_collections.ConfigDict) -> IFAN:
         raise ConfigError(f"config.model: {e}") from None
 
 
+def stored_model_config(config: ml_collections.ConfigDict) -> dict:
+    """What the workdir's model_config.json records: the model's fields and the bit depth of the
+    training images (`checkpoint.METADATA_KEYS`; evaluation warns when it differs from the inputs')."""
+    return {**config.model.to_dict(), "bit_depth": int(config.bit_depth)}
+
+
 def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array | None = None) -> TrainState:
     """A fresh state: IFAN parameters (with the reblurring network) and the optimiser of `config`.
 
@@ -207,7 +213,7 @@ class Run:
         config, workdir = self.config, self.workdir
         check_config(config)
         self.dual = DUAL_PIXEL_VIEWS <= dataset_views(config)
-        ckpt_lib.check_workdir(workdir, config.model)
+        ckpt_lib.check_workdir(workdir, stored_model_config(config))
         self.root = prepare_data(config, workdir)
         self.last_saved = ckpt_lib.latest_step(workdir)
         self.first = self.last_saved or 0
@@ -217,7 +223,7 @@ class Run:
             process_index=jax.process_index(), process_count=jax.process_count(),
             cache=config.get("cache_train_data", False), dataset=config.dataset)
         # Checked: from here on the workdir is written.
-        ckpt_lib.prepare_workdir(workdir, config.model)
+        ckpt_lib.prepare_workdir(workdir, stored_model_config(config))
         self.mesh = distributed.data_mesh()
         self.checkpoints = ckpt_lib.Checkpoints(workdir, config.keep_checkpoints)
         self.closers.append(self.checkpoints.close)

@@ -1,5 +1,6 @@
 """The convert_torch CLI on real torch-saved files (skipped without PyTorch)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -100,3 +101,18 @@ def test_module_entry_point_reports_one_line(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         f"convert_torch: error: {tmp_path / 'nope.pt'}: no such file"]
     assert not out.exists()
+
+
+@pytest.mark.parametrize("name, flag, depth", [("IFAN.pytorch", None, 8),
+                                               ("IFAN_16bit.pytorch", None, 16),
+                                               ("IFAN.pytorch", "16", 16)])
+def test_the_training_bit_depth_is_recorded(tmp_path, name, flag, depth):
+    path = save_torch_state_dict(tmp_path / name, reference_state_dict("official"))
+    out = tmp_path / "ckpt"
+    args = [f"--input={path}", f"--output={out}"] + ([f"--bit_depth={flag}"] if flag else [])
+    assert convert_torch.main(args) == 0
+    with open(out / "model_config.json") as f:
+        assert json.load(f)["bit_depth"] == depth
+    # The record is metadata, not a model field: the checkpoint still loads and runs.
+    image = reference("official")["input_C"][0]
+    assert Deblurrer.from_checkpoint(str(out))(image, tile=0).shape == image.shape

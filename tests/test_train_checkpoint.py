@@ -171,3 +171,18 @@ def test_command_line_mistakes_are_one_line_and_help_exits_0(tmp_path):
         assert not workdir.exists()
     proc = run_cli("--help")
     assert proc.returncode == 0 and "--workdir" in proc.stdout
+
+
+def test_the_training_bit_depth_is_recorded_as_metadata(tiny_config, tmp_path):
+    stored = train_lib.stored_model_config(tiny_config)
+    assert stored["bit_depth"] == 8 and checkpoint.model_fields(stored) == tiny_config.model.to_dict()
+    checkpoint.prepare_workdir(str(tmp_path), stored)
+    with open(tmp_path / checkpoint.MODEL_CONFIG_FILE) as f:
+        assert json.load(f)["bit_depth"] == 8
+    # A workdir written before the record existed resumes; another recorded depth is refused.
+    old = tmp_path / "old"
+    checkpoint.prepare_workdir(str(old), tiny_config.model)
+    assert checkpoint.check_workdir(str(old), stored)
+    tiny_config.bit_depth = 16
+    with pytest.raises(checkpoint.CheckpointError, match=r"bit_depth: '8' there, '16' now"):
+        checkpoint.check_workdir(str(tmp_path), train_lib.stored_model_config(tiny_config))
