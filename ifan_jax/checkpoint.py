@@ -59,6 +59,12 @@ def model_fields(model_config) -> dict:
     return {k: v for k, v in _jsonable(model_config).items() if k not in METADATA_KEYS}
 
 
+def stored_model_config(config) -> dict:
+    """model_config.json of a training run (`config` as configs/ifan.py makes it): the model's
+    fields and the training images' bit depth (metadata: evaluation warns when the inputs' differs)."""
+    return {**config.model.to_dict(), "bit_depth": int(config.bit_depth)}
+
+
 def _jsonable(cfg) -> dict:
     cfg = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
     return {k: (str(v) if not isinstance(v, (int, float, bool, str, type(None), list)) else v)

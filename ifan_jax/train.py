@@ -37,7 +37,7 @@ from ifan_jax import distributed, environment, losses
 from ifan_jax.models import IFAN
 from ifan_jax.optimizer import create_optimizer
 from ifan_jax.progress import TrainProgress
-from ifan_jax.validation import Validator, eval_step  # noqa: F401  (eval_step: for callers)
+from ifan_jax.validation import Validator
 
 # TensorFlow's oneDNN kernels must be off before it is imported (exact resume; see
 # `ifan_jax.environment`); `train.py` does it first thing, importing this module does it too.
@@ -78,12 +78,6 @@ def create_model(config: ml_collections.ConfigDict) -> IFAN:
         return IFAN.from_config(config.model)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"config.model: {e}") from None
-
-
-def stored_model_config(config: ml_collections.ConfigDict) -> dict:
-    """What the workdir's model_config.json records: the model's fields and the bit depth of the
-    training images (`checkpoint.METADATA_KEYS`; evaluation warns when it differs from the inputs')."""
-    return {**config.model.to_dict(), "bit_depth": int(config.bit_depth)}
 
 
 def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array | None = None) -> TrainState:
@@ -213,7 +207,7 @@ class Run:
         config, workdir = self.config, self.workdir
         check_config(config)
         self.dual = DUAL_PIXEL_VIEWS <= dataset_views(config)
-        ckpt_lib.check_workdir(workdir, stored_model_config(config))
+        ckpt_lib.check_workdir(workdir, ckpt_lib.stored_model_config(config))
         self.root = prepare_data(config, workdir)
         self.last_saved = ckpt_lib.latest_step(workdir)
         self.first = self.last_saved or 0
@@ -223,7 +217,7 @@ class Run:
             process_index=jax.process_index(), process_count=jax.process_count(),
             cache=config.get("cache_train_data", False), dataset=config.dataset)
         # Checked: from here on the workdir is written.
-        ckpt_lib.prepare_workdir(workdir, stored_model_config(config))
+        ckpt_lib.prepare_workdir(workdir, ckpt_lib.stored_model_config(config))
         self.mesh = distributed.data_mesh()
         self.checkpoints = ckpt_lib.Checkpoints(workdir, config.keep_checkpoints)
         self.closers.append(self.checkpoints.close)

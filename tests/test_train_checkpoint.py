@@ -174,7 +174,7 @@ def test_command_line_mistakes_are_one_line_and_help_exits_0(tmp_path):
 
 
 def test_the_training_bit_depth_is_recorded_as_metadata(tiny_config, tmp_path):
-    stored = train_lib.stored_model_config(tiny_config)
+    stored = checkpoint.stored_model_config(tiny_config)
     assert stored["bit_depth"] == 8 and checkpoint.model_fields(stored) == tiny_config.model.to_dict()
     checkpoint.prepare_workdir(str(tmp_path), stored)
     with open(tmp_path / checkpoint.MODEL_CONFIG_FILE) as f:
@@ -185,4 +185,4 @@ def test_the_training_bit_depth_is_recorded_as_metadata(tiny_config, tmp_path):
     assert checkpoint.check_workdir(str(old), stored)
     tiny_config.bit_depth = 16
     with pytest.raises(checkpoint.CheckpointError, match=r"bit_depth: '8' there, '16' now"):
-        checkpoint.check_workdir(str(tmp_path), train_lib.stored_model_config(tiny_config))
+        checkpoint.check_workdir(str(tmp_path), checkpoint.stored_model_config(tiny_config))

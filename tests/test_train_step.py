@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from configs import load_config
-from ifan_jax import losses
+from ifan_jax import inference, losses
 from ifan_jax import train as train_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -70,7 +70,7 @@ def test_one_step_changes_parameters_and_lowers_the_loss():
     assert float(m0["learning_rate"]) == pytest.approx(1e-3)
     assert np.isfinite(float(m0["grad_norm"])) and float(m0["grad_norm"]) > 0
     # The deblurred output of eval_step is clipped to [0, 1].
-    out = jax.jit(lambda p, x: train_lib.eval_step(new.apply_fn, p, x))(new.params, {"c": b["c"]})
+    out = jax.jit(lambda p, x: inference.eval_step(new.apply_fn, p, x))(new.params, {"c": b["c"]})
     assert out.shape == b["c"].shape and float(out.min()) >= 0 and float(out.max()) <= 1
 
 
