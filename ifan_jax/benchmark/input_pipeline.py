@@ -10,6 +10,7 @@ than a wall-clock rate. The memory reported is the first measurement's.
 
 from __future__ import annotations
 
+import gc
 import os
 
 import numpy as np
@@ -43,15 +44,10 @@ def one_thread(dataset):
     return dataset.with_options(options).as_numpy_iterator()
 
 
-def train_batches(job: specs.InputPipeline) -> dict:
-    """Examples per second, host memory and MB read per example of `train_dataset(data_dir,
-    batch, crop)` from `job.source` (the first batch, tf.data's start-up, apart; then `warmup`
-    untimed and `repeats` timed batches), and the CPU ms per example of the same stream on one
-    thread."""
-    store = store_in_use(job)
-    examples = data.list_split(job.data_dir, "dpdd", "train")
-    png_mb = float(np.mean([os.path.getsize(e[key]) for e in examples
-                            for key in data.KEYS["dpdd"]])) / 1e6
+def _as_training_runs(job: specs.InputPipeline):
+    """(the pipeline's dataset, its measurements as training runs it): the first batch (tf.data's
+    start-up) apart, then `warmup` untimed and `repeats` timed batches. The iterator ends on
+    return."""
     it = data.train_dataset(job.data_dir, batch_size=job.batch, crop=job.crop, seed=0,
                             bit_depth=job.bits, process_index=0, process_count=1,
                             cache=job.source == "cache", store=job.source == "store")
@@ -64,24 +60,42 @@ def train_batches(job: specs.InputPipeline) -> dict:
     times, (reset, read_before) = probes.steady_runs(
         one_batch, job.warmup, job.repeats, lambda: (probes.reset_peak_rss(), probes.bytes_read()))
     read_after = probes.bytes_read()
-    peak_rss_mb, steady_rss_mb = probes.peak_rss_mb(), probes.steady_rss_mb(reset)
     batch = holder["batch"]
-
-    single = one_thread(it.dataset)
-    for _ in range(job.one_thread_warmup):
-        next(single)
-    one_thread_cpu_s = sum(cpu for _, cpu in probes.timed_runs(lambda: next(single),
-                                                                job.one_thread_repeats))
     # Prefetching makes single batches either instant or slow: report means, not medians.
     total_s, total_cpu_s = (sum(t[i] for t in times) for i in (0, 1))
     num = job.batch * job.repeats
-    return {**probes.summary(times), "time_s": total_s / job.repeats,
-            "cpu_s": total_cpu_s / job.repeats, "examples_per_s": num / total_s,
-            "cpu_ms_per_example": 1000 * one_thread_cpu_s / (job.batch * job.one_thread_repeats),
-            "first_batch_s": first_batch_s, "peak_rss_mb": peak_rss_mb,
-            "steady_rss_mb": steady_rss_mb,
-            "read_mb_per_example": (None if read_before is None
-                                    else (read_after - read_before) / num / 1e6),
-            "source": job.source, "store": store, "png_mb": png_mb,
-            "shape": list(batch["c"].shape),
-            "output_finite": all(bool(np.isfinite(v).all()) for v in batch.values())}
+    return it.dataset, {
+        **probes.summary(times), "time_s": total_s / job.repeats,
+        "cpu_s": total_cpu_s / job.repeats, "examples_per_s": num / total_s,
+        "first_batch_s": first_batch_s, "peak_rss_mb": probes.peak_rss_mb(),
+        "steady_rss_mb": probes.steady_rss_mb(reset),
+        "read_mb_per_example": (None if read_before is None
+                                else (read_after - read_before) / num / 1e6),
+        "shape": list(batch["c"].shape),
+        "output_finite": all(bool(np.isfinite(v).all()) for v in batch.values())}
+
+
+def _one_thread_cpu_ms(dataset, job: specs.InputPipeline) -> float:
+    """CPU ms of this process per example of `dataset` on one thread (`one_thread`):
+    `one_thread_repeats` batches after `one_thread_warmup`."""
+    single = one_thread(dataset)
+    for _ in range(job.one_thread_warmup):
+        next(single)
+    timed = probes.timed_runs(lambda: next(single), job.one_thread_repeats)
+    return 1000 * sum(cpu for _, cpu in timed) / (job.batch * job.one_thread_repeats)
+
+
+def train_batches(job: specs.InputPipeline) -> dict:
+    """Examples per second, host memory and MB read per example of `train_dataset(data_dir,
+    batch, crop)` from `job.source` as training runs it, then the CPU ms per example of the same
+    stream on one thread; the source, the store read (or None) and the mean PNG size."""
+    store = store_in_use(job)
+    examples = data.list_split(job.data_dir, "dpdd", "train")
+    png_mb = float(np.mean([os.path.getsize(e[key]) for e in examples
+                            for key in data.KEYS["dpdd"]])) / 1e6
+    dataset, result = _as_training_runs(job)
+    # The ended iterator's prefetching workers stop now, else their CPU time (seconds when
+    # decoding) would count in the one-thread measurement.
+    gc.collect()
+    return {**result, "cpu_ms_per_example": _one_thread_cpu_ms(dataset, job),
+            "source": job.source, "store": store, "png_mb": png_mb}
