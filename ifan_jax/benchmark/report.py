@@ -117,6 +117,8 @@ def fmt(value, unit: str = "") -> str:
         return "yes" if value else "no"
     if unit == "MB" and abs(value) >= 10:
         return f"{value:.0f}"
+    if unit == "MB" and abs(value) < 1e-3:  # under a kB: nothing (read per example from RAM)
+        return "0"
     if isinstance(value, int):
         return str(value)
     return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
