@@ -7,15 +7,16 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 
 import pytest
 
 from ifan_jax.benchmark import cli, plan, report, rows, specs, targets
 
-COMMITTED_TARGETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                 "benchmarks", "targets.json")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COMMITTED_TARGETS = os.path.join(REPO, "benchmarks", "targets.json")
 EXPECTED_ROWS = {"inference_96x64", "inference_192x128", "checkpoint_96x64", "compile_cache",
-                 "train", "iac_map", "iac_per_pixel", "iac_head", "input_8bit"}
+                 "train", "iac_map", "iac_per_pixel", "iac_head", "input_8bit_store"}
 # The limits issue 4 set, as a targets file would give them (the committed
 # benchmarks/targets.json holds the current ones).
 ISSUE_4_TARGETS = targets.parse_targets([
@@ -76,10 +77,21 @@ def test_every_row_ran_with_positive_numbers(tiny_report):
     real = rows["checkpoint_96x64"]["result"]["ours"]
     assert real["load_s"] > 0 and real["first_run_s"] > 0 and real["process_s"] > real["load_s"]
     assert real["num_params"] == rows["inference_96x64"]["result"]["ours"]["num_params"]
-    # The input pipeline drew whole batches of crops from the generated folder.
-    pipeline = rows["input_8bit"]["result"]["ours"]
+    # The input pipeline drew whole batches of crops from the store the runner prepared for the
+    # generated scenes: during the timed batches the process read whole tiles (a PNG is no
+    # multiple of a tile's size), at least one per image of each example.
+    row = rows["input_8bit_store"]
+    pipeline = row["result"]["ours"]
     assert pipeline["shape"] == [2, 32, 32, 3] and pipeline["png_mb"] > 0
     assert pipeline["examples_per_s"] == pytest.approx(2 / pipeline["time_s"])
+    assert pipeline["cpu_ms_per_example"] > 0
+    store = pipeline["store"]
+    assert pipeline["source"] == row["ours"]["source"] == "store"
+    assert store["scenes"] == row["scenes"] == 2 and store["dtype"] == "uint8"
+    assert store["folder"].endswith(os.path.join("DPDD", "prepared", "train_8bit"))
+    examples = row["ours"]["repeats"] * row["ours"]["batch"]
+    tiles = pipeline["read_mb_per_example"] * 1e6 * examples / (store["tile"] ** 2 * 3)
+    assert round(tiles) >= 4 * examples and tiles == pytest.approx(round(tiles), abs=0.05)
 
 
 @pytest.mark.slow
@@ -200,12 +212,15 @@ def test_real_path_is_compared_with_the_official_inference_of_its_size():
 
 
 def test_committed_targets_name_rows_that_a_full_run_measures():
-    args = argparse.Namespace(tiny=False, platform="cpu", dtype="float32", official="/x")
+    args = argparse.Namespace(tiny=False, platform="cpu", dtype="float32", official="/x",
+                              rows=None)
     keys = {row.key for row in plan.plan(args)}
     committed = targets.load_targets(COMMITTED_TARGETS)
     assert committed and {t.row for t in committed} <= keys
-    assert {"checkpoint_640x360", "checkpoint_1280x720", "train_b8", "input_8bit",
-            "input_16bit"} <= keys
+    assert {"checkpoint_640x360", "checkpoint_1280x720", "train_b8"} <= keys
+    # Issue 14's input targets hold for the prepared store (no whole-set RAM cache).
+    assert {t.row for t in committed if t.row.startswith("input")} == {"input_8bit_store",
+                                                                       "input_16bit_store"}
     gpu = {row.key for row in plan.plan(argparse.Namespace(**{**vars(args), "platform": "gpu"}))}
     assert gpu - keys == {"train_b8_fed"}  # input wait: only where the step is fast
 
@@ -225,9 +240,31 @@ def test_bad_targets_are_named(tmp_path, entry, words, capsys):
         assert word in err
 
 
+@pytest.mark.parametrize("readme", ["README.md", os.path.join("benchmarks", "README.md")])
+def test_readme_command_measures_the_input_rows_from_each_source(readme):
+    """The command a README gives for the input pipeline (as typed there) plans the input rows
+    only: 8 and 16 bit, each from the store, the RAM cache and decoded PNGs."""
+    with open(os.path.join(REPO, readme)) as f:
+        command = re.search(r"python -m ifan_jax\.benchmark (--rows=[^`\s]+)", f.read())
+    planned = plan.plan(cli.parse_args(command.group(1).split()))
+    assert {(row.job.bits, row.job.source) for row in planned} == {
+        (bits, source) for bits in (8, 16) for source in ("store", "cache", "decode")}
+    assert {row.KIND for row in planned} == {"input"}
+
+
+def test_bad_row_kinds_and_sources_are_named(capsys):
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--rows=input,network"])
+    assert "unknown row kind(s) network" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="source 'disk'"):
+        specs.InputPipeline(source="disk")
+
+
 def test_jobs_survive_the_worker_command_line():
     for job in (specs.Inference(size=(64, 96), cache_dir="/c"), specs.TrainStep(batch=8),
-                specs.Iac(features=(1, 8, 12, 32), form="head"), specs.InputPipeline(bits=16),
+                specs.Iac(features=(1, 8, 12, 32), form="head"),
+                specs.InputPipeline(bits=16, source="decode", one_thread_repeats=5),
+                specs.MakeScenes(root="/r", scenes=2, bits=16, size=(64, 96)),
                 specs.CheckpointInference(checkpoint="/ck"), specs.MakeCheckpoint(path="/p")):
         again = specs.from_json(json.loads(json.dumps(specs.to_json(job))))
         assert again == job and dataclasses.asdict(again) == dataclasses.asdict(job)

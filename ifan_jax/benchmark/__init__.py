@@ -3,10 +3,10 @@
     python -m ifan_jax.benchmark --help
 
 One role per module: `specs` (what one measurement process does), `probes` (time, RSS, device
-memory), our workers (`network`, `training`, `real_path`, `input_pipeline`, `precision`), the
-official adapter (`official`), `worker` (the process entry), `runner` (processes and shared
-preparations), `rows` (typed report rows), `plan` (which rows a run measures), `targets`,
-`report` (table, Markdown, text), `machine` and `cli`.
+memory), our workers (`network`, `training`, `real_path`, `scenes`, `input_pipeline`,
+`precision`), the official adapter (`official`), `worker` (the process entry), `runner`
+(processes and shared preparations), `rows` (typed report rows), `plan` (which rows a run
+measures), `targets`, `report` (table, Markdown, text), `machine` and `cli`.
 
 This package imports nothing itself: every measurement process imports it first
 (`python -m ifan_jax.benchmark.worker`) and must hold nothing its measurement does not need.

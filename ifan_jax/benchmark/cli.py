@@ -5,6 +5,7 @@
     python -m ifan_jax.benchmark --dtype=bfloat16                  # ours in mixed precision
     python -m ifan_jax.benchmark --tiny                            # CI smoke run (< 1 min)
     python -m ifan_jax.benchmark --platform=gpu --official=...     # both on the GPU
+    python -m ifan_jax.benchmark --rows=input                      # only the input pipeline
 
 Rows (full mode; the model is the paper's: ch=32, N=17, 10.5 M parameters, random weights):
 
@@ -35,11 +36,17 @@ Rows (full mode; the model is the paper's: ch=32, N=17, 10.5 M parameters, rando
                      from the predictor's features (`iac.iac_from_head`), the gather reference
                      (`iac.iac_per_pixel`) and the official unfold implementation.
   input pipeline     `ifan_jax.data.train_dataset` (batch 8, 256x256 crops, the paper's
-                     augmentation, no cache) on 8 generated DPDD-layout scenes of 1680x1120 PNGs,
-                     8 and 16 bit: examples per second, CPU seconds per batch and the host
-                     process's peak memory, on the host whatever --platform says.
-  fed train step     (GPU only) the batch-8 step fed by the 8-bit pipeline against the same
-                     loop on one fixed batch: the share of the step time spent waiting for input.
+                     augmentation) on 8 generated photo-like DPDD-layout scenes of 1680x1120
+                     PNGs, 8 and 16 bit, prepared once with `ifan_jax.data.prepare`, the pixels
+                     read from the prepared store (what training reads), from the RAM cache
+                     (cache=True) or by decoding the PNGs of every example: examples per second
+                     as training runs it, CPU ms per example of the same stream on one thread
+                     (steadier than a rate when other processes share the cores), MB read per
+                     example and the host process's peak memory, on the host whatever
+                     --platform says.
+  fed train step     (GPU only) the batch-8 step fed by the 8-bit pipeline (from the store)
+                     against the same loop on one fixed batch: the share of the step time spent
+                     waiting for input.
 
 Every measurement runs in its own subprocess (`ifan_jax.benchmark.worker`), so the memory is per
 job and PyTorch and XLA never share the cores; both use as many threads as this process may run
@@ -75,6 +82,16 @@ from ifan_jax.benchmark import machine, plan, report, rows, runner, specs, targe
 DEFAULT_TARGETS = os.path.join("benchmarks", "targets.json")
 
 
+def row_kinds(text: str) -> tuple[str, ...]:
+    """"input,train" -> ("input", "train"); an argparse error naming an unknown kind."""
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    unknown = [k for k in kinds if k not in rows.KINDS]
+    if unknown or not kinds:
+        raise argparse.ArgumentTypeError(f"unknown row kind(s) {', '.join(unknown) or repr(text)} "
+                                         f"(choose from {', '.join(rows.KINDS)})")
+    return kinds
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m ifan_jax.benchmark", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -94,6 +111,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--targets", default=None, metavar="PATH",
                    help=f"JSON file of the targets to check (default {DEFAULT_TARGETS} when it "
                         f"exists; see ifan_jax/benchmark/targets.py)")
+    p.add_argument("--rows", type=row_kinds, default=None, metavar="KIND[,KIND...]",
+                   help=f"measure only rows of these kinds ({', '.join(rows.KINDS)}; default all)")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="per measurement (default 120 tiny, 1200 full)")
     args = p.parse_args(argv)
@@ -153,6 +172,7 @@ def main(argv=None) -> dict:
     out = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
            "machine": info, "machine_slug": machine.machine_slug(info),
            "mode": "tiny" if args.tiny else "full", "dtype": args.dtype,
+           "rows_selected": list(args.rows) if args.rows else None,
            "platform": args.platform, "official": args.official is not None and not args.tiny,
            "load_average_start": list(load_start), "load_average_end": list(os.getloadavg()),
            "seconds": time.time() - start, "rows": [row.to_json() for row in measured],

@@ -1,81 +1,101 @@
-"""The input pipeline's throughput: a generated DPDD-layout folder, and our worker that draws
-training batches from it with `ifan_jax.data.train_dataset` (the paper's augmentation, no cache).
+"""The input pipeline's throughput: `ifan_jax.data.train_dataset` (the paper's augmentation) on a
+generated DPDD-layout folder (`scenes`), its pixels read from the prepared store, from the RAM
+cache or by decoding the PNGs of every example.
 
-The generated images are smooth random colour fields plus a little noise. `ifan_jax.data.testing`
-writes unfiltered PNGs, so the files are about their raw size (5.4 MB at 8 bits, 11.2 MB at 16 for
-1680 x 1120) where a photograph saved by an ordinary encoder is smaller; the decoder's work is
-mostly inflating and copying the decompressed bytes, which are the same. Each result records the
-mean file size.
+Two measurements of the same stream in one process: examples per second as training runs it
+(tf.data's parallel map and autotuning, all threads), then CPU milliseconds per example on one
+thread (a private pool of one, no autotuning), which other processes on the machine disturb less
+than a wall-clock rate. The memory reported is the first measurement's.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 
 import numpy as np
-from PIL import Image
 
-from ifan_jax import data, environment
+from ifan_jax import data
 from ifan_jax.benchmark import probes, specs
-from ifan_jax.data import testing
-
-DPDD_SIZE = (1120, 1680)  # (H, W) of the DPDD images
-
-
-def smooth_image(rng: np.random.Generator, size: tuple[int, int], bits: int,
-                 noise_levels: float = 2.0) -> np.ndarray:
-    """H x W x 3 uint8/uint16 (`bits`): a bilinearly enlarged 1/32-size random field plus
-    Gaussian noise of `noise_levels` grey levels (of the 8-bit scale)."""
-    h, w = size
-    top = 255.0 if bits == 8 else 65535.0
-    channels = []
-    for _ in range(3):
-        small = rng.random((max(2, h // 32), max(2, w // 32)), np.float32)
-        channels.append(np.asarray(Image.fromarray(small, mode="F").resize((w, h),
-                                                                         Image.BILINEAR)))
-    field = np.stack(channels, axis=-1) * top
-    field += rng.normal(0.0, noise_levels * top / 255.0, field.shape).astype(np.float32)
-    return np.clip(np.rint(field), 0, top).astype(np.uint8 if bits == 8 else np.uint16)
+from ifan_jax.data import prepare
+from ifan_jax.data.decode import tensorflow
 
 
-def write_scenes(root: str, num: int, bits: int, size: tuple[int, int] = DPDD_SIZE,
-                 seed: int = 0) -> str:
-    """Write `num` training scenes (c, l, r, gt PNGs at `bits` bits) in the DPDD layout under
-    `root` (ROOT/DPDD/train_{c,l,r}/source, train_c/target); returns `root`."""
-    rng = np.random.default_rng(seed)
-    folders = testing.fake_folders(root, "dpdd", "train")
-    for i in range(num):
-        base = smooth_image(rng, size, bits)
-        for key in data.KEYS["dpdd"]:
-            # Each view its own noise on the same scene, as dual-pixel views differ.
-            shift = rng.normal(0.0, 1.0, base.shape) * (1 if bits == 8 else 257)
-            top = 255 if bits == 8 else 65535
-            image = np.clip(base + shift, 0, top).astype(base.dtype)
-            testing.write_png(folders[key] / f"scene_{i:03d}.png", image)
-    return root
+def store_in_use(job: specs.InputPipeline) -> dict | None:
+    """For source "store": the store `train_dataset` reads (found by the lookup it makes itself,
+    `prepare.find_store`): folder, tile size, dtype and scene count; DataError when there is none
+    (the pipeline would silently decode the PNGs). None for the other sources."""
+    if job.source != "store":
+        return None
+    examples = data.list_split(job.data_dir, "dpdd", "train")
+    folder, index = prepare.find_store(job.data_dir, "dpdd", "train", job.bits, examples)
+    if folder is None:
+        raise data.DataError(f"{job.data_dir}: no prepared {job.bits}-bit store to read ({index})")
+    return {"folder": str(folder), "tile": index["tile"], "dtype": index["dtype"],
+            "scenes": len(index["scenes"])}
 
 
-def train_batches(job: specs.InputPipeline) -> dict:
-    """Examples per second and host memory of `train_dataset(data_dir, batch, crop)`: the first
-    batch (tf.data start-up) apart, then `warmup` untimed and `repeats` timed batches."""
-    environment.configure_tensorflow()  # as training does, before the pipeline imports TF
+def one_thread(dataset):
+    """A numpy iterator over `dataset` with tf.data on one thread: a private pool of one thread
+    and no autotuning, so its parallel map and prefetching run on that thread."""
+    options = tensorflow().data.Options()
+    options.threading.private_threadpool_size = 1
+    options.autotune.enabled = False
+    return dataset.with_options(options).as_numpy_iterator()
+
+
+def _as_training_runs(job: specs.InputPipeline):
+    """(the pipeline's dataset, its measurements as training runs it): the first batch (tf.data's
+    start-up) apart, then `warmup` untimed and `repeats` timed batches. The iterator ends on
+    return."""
     it = data.train_dataset(job.data_dir, batch_size=job.batch, crop=job.crop, seed=0,
-                            bit_depth=job.bits, process_index=0, process_count=1)
+                            bit_depth=job.bits, process_index=0, process_count=1,
+                            cache=job.source == "cache", store=job.source == "store")
     holder = {}
 
     def one_batch():
         holder["batch"] = next(it)
 
     _, first_batch_s = probes.timed_first(one_batch)
-    times, reset = probes.steady_runs(one_batch, job.warmup, job.repeats, probes.reset_peak_rss)
+    times, (reset, read_before) = probes.steady_runs(
+        one_batch, job.warmup, job.repeats, lambda: (probes.reset_peak_rss(), probes.bytes_read()))
+    read_after = probes.bytes_read()
     batch = holder["batch"]
-    sizes = [os.path.getsize(os.path.join(folder, name))
-             for folder, _, names in os.walk(job.data_dir) for name in names]
     # Prefetching makes single batches either instant or slow: report means, not medians.
     total_s, total_cpu_s = (sum(t[i] for t in times) for i in (0, 1))
-    return {**probes.summary(times), "time_s": total_s / job.repeats,
-            "cpu_s": total_cpu_s / job.repeats, "examples_per_s": job.batch * job.repeats / total_s,
-            "first_batch_s": first_batch_s, "peak_rss_mb": probes.peak_rss_mb(),
-            "steady_rss_mb": probes.steady_rss_mb(reset), "png_mb": float(np.mean(sizes)) / 1e6,
-            "shape": list(batch["c"].shape),
-            "output_finite": all(bool(np.isfinite(v).all()) for v in batch.values())}
+    num = job.batch * job.repeats
+    return it.dataset, {
+        **probes.summary(times), "time_s": total_s / job.repeats,
+        "cpu_s": total_cpu_s / job.repeats, "examples_per_s": num / total_s,
+        "first_batch_s": first_batch_s, "peak_rss_mb": probes.peak_rss_mb(),
+        "steady_rss_mb": probes.steady_rss_mb(reset),
+        "read_mb_per_example": (None if read_before is None
+                                else (read_after - read_before) / num / 1e6),
+        "shape": list(batch["c"].shape),
+        "output_finite": all(bool(np.isfinite(v).all()) for v in batch.values())}
+
+
+def _one_thread_cpu_ms(dataset, job: specs.InputPipeline) -> float:
+    """CPU ms of this process per example of `dataset` on one thread (`one_thread`):
+    `one_thread_repeats` batches after `one_thread_warmup`."""
+    single = one_thread(dataset)
+    for _ in range(job.one_thread_warmup):
+        next(single)
+    timed = probes.timed_runs(lambda: next(single), job.one_thread_repeats)
+    return 1000 * sum(cpu for _, cpu in timed) / (job.batch * job.one_thread_repeats)
+
+
+def train_batches(job: specs.InputPipeline) -> dict:
+    """Examples per second, host memory and MB read per example of `train_dataset(data_dir,
+    batch, crop)` from `job.source` as training runs it, then the CPU ms per example of the same
+    stream on one thread; the source, the store read (or None) and the mean PNG size."""
+    store = store_in_use(job)
+    examples = data.list_split(job.data_dir, "dpdd", "train")
+    png_mb = float(np.mean([os.path.getsize(e[key]) for e in examples
+                            for key in data.KEYS["dpdd"]])) / 1e6
+    dataset, result = _as_training_runs(job)
+    # The ended iterator's prefetching workers stop now, else their CPU time (seconds when
+    # decoding) would count in the one-thread measurement.
+    gc.collect()
+    return {**result, "cpu_ms_per_example": _one_thread_cpu_ms(dataset, job),
+            "source": job.source, "store": store, "png_mb": png_mb}

@@ -1,16 +1,20 @@
-"""Which rows a run measures, from the command line's choices (full or tiny, CPU or GPU)."""
+"""Which rows a run measures, from the command line's choices (full or tiny, CPU or GPU, which
+kinds of rows)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 
-from ifan_jax.benchmark import input_pipeline, rows, specs
+from ifan_jax.benchmark import rows, scenes, specs
 
 # Full mode: the sizes the paper and issue time at; tiny mode: a smoke run whose numbers mean nothing.
 FULL_SIZES = ((360, 640), (720, 1280))
 TINY_SIZES = ((64, 96), (128, 192))
 INPUT_SCENES = 8  # generated DPDD-layout scenes of the input-pipeline rows (full mode)
+# Where the input rows read pixels, in the rows' names.
+SOURCE_WORDS = {"store": "from the prepared store", "cache": "from the RAM cache (cache=True)",
+                "decode": "decoding the PNGs of every example"}
 
 
 def _repeats(tiny: bool, gpu: bool, height: int) -> int:
@@ -23,7 +27,12 @@ def _repeats(tiny: bool, gpu: bool, height: int) -> int:
 
 def plan(args: argparse.Namespace) -> list[rows.Row]:
     """The rows to measure, in order (checkpoint rows after the inference rows they compare
-    with)."""
+    with); only those whose kind (`rows.KINDS`) is in `args.rows` when that is given."""
+    selected = args.rows
+    return [row for row in _all_rows(args) if not selected or row.KIND in selected]
+
+
+def _all_rows(args: argparse.Namespace) -> list[rows.Row]:
     tiny, gpu = args.tiny, args.platform == "gpu"
     model = specs.TINY_MODEL if tiny else specs.FULL_MODEL
     separable = dataclasses.replace(model, iac_variant="separable")
@@ -67,7 +76,7 @@ def plan(args: argparse.Namespace) -> list[rows.Row]:
         job = specs.FedTrainStep(model=separable, batch=8, crop=256, bits=8, dtype=args.dtype,
                                  platform=args.platform, warmup=3, repeats=50)
         out.append(rows.FedTrainRow(key="train_b8_fed", job=job, scenes=INPUT_SCENES,
-                                    image_size=input_pipeline.DPDD_SIZE,
+                                    image_size=scenes.DPDD_SIZE,
                                     name="train step 8x256x256 fed by the 8-bit input pipeline"))
     return out
 
@@ -89,20 +98,25 @@ def _iac_rows(model, tiny, gpu, common, checkout) -> list[rows.Row]:
 
 
 def _input_rows(tiny: bool) -> list[rows.Row]:
-    """The input pipeline on generated DPDD-layout PNGs: 8 and 16 bit, batch 8, 256x256 crops
-    (tiny: 8 bit, two small scenes, batch 2, 32x32). On the host, whatever the platform."""
+    """The input pipeline on generated DPDD-layout PNGs, batch 8, 256x256 crops, 8 and 16 bit, from
+    each source (tiny: one row, 8 bit from the store, two small scenes, batch 2, 32x32). On the
+    host, whatever the platform."""
     if tiny:
-        size, scenes, depths, batch, crop, warmup, repeats = (128, 192), 2, (8,), 2, 32, 1, 3
+        size, num, batch, crop = (128, 192), 2, 2, 32
+        plans = [(8, "store", dict(warmup=1, repeats=3, one_thread_warmup=1,
+                                   one_thread_repeats=2))]
     else:
-        size, scenes, depths, batch, crop, warmup, repeats = (input_pipeline.DPDD_SIZE,
-                                                               INPUT_SCENES, (8, 16), 8, 256, 5,
-                                                               20)
+        size, num, batch, crop = scenes.DPDD_SIZE, INPUT_SCENES, 8, 256
+        fast = dict(warmup=5, repeats=50, one_thread_warmup=3, one_thread_repeats=20)
+        slow = dict(warmup=1, repeats=5, one_thread_warmup=1, one_thread_repeats=2)  # ~1 s/batch
+        plans = [(bits, source, slow if source == "decode" else fast)
+                 for bits in (8, 16) for source in specs.SOURCES]
     out = []
-    for bits in depths:
-        job = specs.InputPipeline(bits=bits, batch=batch, crop=crop, warmup=warmup,
-                                  repeats=repeats, platform="cpu")
-        out.append(rows.InputRow(key=f"input_{bits}bit", job=job, scenes=scenes,
+    for bits, source, counts in plans:
+        job = specs.InputPipeline(source=source, bits=bits, batch=batch, crop=crop,
+                                  platform="cpu", **counts)
+        out.append(rows.InputRow(key=f"input_{bits}bit_{source}", job=job, scenes=num,
                                  image_size=size,
-                                 name=f"input pipeline, {bits}-bit PNGs {size[1]}x{size[0]}, "
-                                      f"batch {batch}, {crop}x{crop}"))
+                                 name=f"input pipeline, {bits}-bit {size[1]}x{size[0]}, batch "
+                                      f"{batch}, {crop}x{crop}, {SOURCE_WORDS[source]}"))
     return out

@@ -61,6 +61,16 @@ def steady_rss_mb(reset: bool) -> float | None:
         return None
 
 
+def bytes_read() -> int | None:
+    """Bytes this process has read so far through read calls (Linux /proc/self/io "rchar": files,
+    and anything else it reads, /proc included); None where unavailable."""
+    try:
+        with open("/proc/self/io") as f:
+            return int(re.search(r"rchar:\s+(\d+)", f.read()).group(1))
+    except (OSError, AttributeError):
+        return None
+
+
 def peak_device_mb() -> float | None:
     """Peak MB the XLA allocator had in use on the first device (GPU/TPU); None on the CPU."""
     device = jax.local_devices()[0]

@@ -1,8 +1,9 @@
 """The report: table lines per row type, the errors, and the Markdown and plain-text renderings.
 
-A report is a JSON-able dict: "date", "machine", "mode", "dtype", "platform", "official", the load
-averages, "seconds", "rows" (`Row.to_json`), "table" (`summarize`), "targets" (`targets.check`),
-"errors" (`errors`) and "targets_file".
+A report is a JSON-able dict: "date", "machine", "mode", "dtype", "platform", "official",
+"rows_selected" (the --rows kinds, None for all), the load averages, "seconds", "rows"
+(`Row.to_json`), "table" (`summarize`), "targets" (`targets.check`), "errors" (`errors`) and
+"targets_file".
 """
 
 from __future__ import annotations
@@ -67,9 +68,11 @@ def _(row: rows_lib.CheckpointRow, platform):
 def _(row: rows_lib.InputRow, platform):
     return [("examples/s", "examples_per_s", ""), ("time per batch (s)", "time_s", "s"),
             ("CPU time per batch, all threads (s)", "cpu_s", "s"),
+            ("CPU per example, one thread (ms)", "cpu_ms_per_example", "ms"),
             ("first batch (s)", "first_batch_s", "s"),
             ("host peak memory (MB)", "peak_rss_mb", "MB"),
             ("  of it, after the first batches (MB)", "steady_rss_mb", "MB"),
+            ("read per example (MB)", "read_mb_per_example", "MB"),
             ("mean PNG file (MB)", "png_mb", "MB")]
 
 
@@ -114,6 +117,8 @@ def fmt(value, unit: str = "") -> str:
         return "yes" if value else "no"
     if unit == "MB" and abs(value) >= 10:
         return f"{value:.0f}"
+    if unit == "MB" and abs(value) < 1e-3:  # under a kB: nothing (read per example from RAM)
+        return "0"
     if isinstance(value, int):
         return str(value)
     return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
@@ -134,6 +139,12 @@ def _precision_note(report: dict) -> list[str]:
             f"float32 parameters; the official code runs under torch.autocast(bfloat16)."]
 
 
+def _selection(report: dict) -> str:
+    """", rows: input" when --rows chose some kinds of rows, else ""."""
+    kinds = report.get("rows_selected")
+    return f", rows: {','.join(kinds)}" if kinds else ""
+
+
 def markdown(report: dict) -> str:
     """The report as Markdown: machine, table, failures, targets."""
     m = report["machine"]
@@ -143,7 +154,8 @@ def markdown(report: dict) -> str:
            f"Machine: {gpu}{m['cpu']}, {m['usable_cpus']} usable CPUs of {m['logical_cpus']}, "
            f"{m['memory_gb']} GB; {m['os']}; Python {m['python']}, jax {m['jax']}, "
            f"flax {m['flax']}, torch {m['torch']}.",
-           f"Mode: {report['mode']}, compute dtype {report['dtype']}. Load average (1 min) "
+           f"Mode: {report['mode']}, compute dtype {report['dtype']}"
+           f"{_selection(report)}. Load average (1 min) "
            f"{report['load_average_start'][0]:.2f} at the start, "
            f"{report['load_average_end'][0]:.2f} at the end. Total {report['seconds']:.0f} s.",
            *_precision_note(report),
@@ -168,7 +180,7 @@ def text_table(report: dict) -> str:
     m = report["machine"]
     where = m.get("accelerator") or f"{m['cpu']} ({m['usable_cpus']} CPUs)"
     head = (f"IFAN benchmark {report['date']} on {where}, "
-            f"mode {report['mode']}, dtype {report['dtype']}, load "
+            f"mode {report['mode']}, dtype {report['dtype']}{_selection(report)}, load "
             f"{report['load_average_start'][0]:.2f} -> {report['load_average_end'][0]:.2f}")
     cols = ("row", "measure", "ours", "official", "ours/official", "target")
     body = [(line["row"], line["measure"], fmt(line["ours"], line["unit"]),

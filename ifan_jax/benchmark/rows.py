@@ -148,7 +148,8 @@ class CheckpointRow(Row):
 
 @dataclasses.dataclass(kw_only=True)
 class InputRow(Row):
-    """`train_dataset` throughput on `scenes` generated DPDD-layout scenes of `image_size`."""
+    """`train_dataset` throughput on `scenes` generated DPDD-layout scenes of `image_size` (their
+    store prepared; the job's source says whether it reads it)."""
 
     KIND: ClassVar[str] = "input"
 
@@ -157,12 +158,11 @@ class InputRow(Row):
     image_size: tuple[int, int]
 
     def measure(self, runner: Runner) -> None:
-        try:
-            root = runner.dataset(self.scenes, self.job.bits, self.image_size)
-        except OSError as e:
-            self.result = {"ours": {"error": f"writing the data folder: {e}"}}
+        made = runner.dataset(self.scenes, self.job.bits, self.image_size)
+        if "error" in made:
+            self.result = {"ours": {"error": f"preparing the data folder: {made['error']}"}}
             return
-        self.result = {"ours": runner.run(dataclasses.replace(self.job, data_dir=root))}
+        self.result = {"ours": runner.run(dataclasses.replace(self.job, data_dir=made["path"]))}
 
     def jobs(self) -> dict:
         return {"ours": specs.to_json(self.job), "scenes": self.scenes,
@@ -174,6 +174,10 @@ class FedTrainRow(InputRow):
     """The training step fed by the input pipeline on generated scenes (`specs.FedTrainStep`)."""
 
     KIND: ClassVar[str] = "fed_train"
+
+
+KINDS = tuple(cls.KIND for cls in (InferenceRow, CheckpointRow, CacheRow, TrainRow, IacRow, PsnrRow,
+                                   InputRow, FedTrainRow))  # what --rows selects
 
 
 def measure(rows: list[Row], runner: Runner) -> list[Row]:

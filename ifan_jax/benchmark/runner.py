@@ -1,5 +1,5 @@
 """Running jobs in fresh processes, and what several rows share: a scratch folder, a random-weight
-checkpoint, generated data folders, and the results measured so far."""
+checkpoint, generated data folders with their prepared stores, and the results measured so far."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable
 
-from ifan_jax.benchmark import input_pipeline, specs
+from ifan_jax.benchmark import specs
 
 
 def spawn(job: specs.Job, timeout: float, impl: str = "ours", checkout: str | None = None) -> dict:
@@ -75,12 +75,15 @@ class Runner:
                                                                 platform=platform))
         return self._prepared[key]
 
-    def dataset(self, num: int, bits: int, size: tuple[int, int]) -> str:
-        """A DPDD-layout folder of `num` generated training scenes (written once)."""
+    def dataset(self, num: int, bits: int, size: tuple[int, int]) -> dict:
+        """{"path": ...} of a DPDD-layout folder of `num` generated training scenes of `size` at
+        `bits` bits with its store prepared by `ifan_jax.data.prepare` (written once, in a
+        worker; see `scenes`), or {"error": ...}."""
         key = ("dataset", num, bits, size)
         if key not in self._prepared:
-            self.log(f"  preparing: {num} scenes of {size[1]}x{size[0]} {bits}-bit PNGs")
+            self.log(f"  preparing: {num} scenes of {size[1]}x{size[0]} {bits}-bit PNGs and "
+                     f"their store")
             root = self.folder(f"dpdd_{bits}bit_{size[1]}x{size[0]}")
-            self._prepared[key] = {"path": input_pipeline.write_scenes(root, num, bits, size)}
-        return self._prepared[key]["path"]
-
+            self._prepared[key] = self.run(specs.MakeScenes(root=root, scenes=num, bits=bits,
+                                                            size=size))
+        return self._prepared[key]

@@ -120,17 +120,44 @@ class CheckpointInference(Job):
     size: tuple[int, int] = (360, 640)
 
 
+SOURCES = ("store", "cache", "decode")  # where InputPipeline reads the pixels
+
+
+@dataclasses.dataclass(frozen=True)
+class MakeScenes(Job):
+    """Write `scenes` generated DPDD-layout training scenes of `size` (H, W) at `bits` bits under
+    `root` and prepare their store with `ifan_jax.data.prepare` (a preparation step)."""
+
+    OURS: ClassVar[str] = "ifan_jax.benchmark.scenes:make_scenes"
+
+    root: str = ""
+    scenes: int = 8
+    bits: int = 8
+    size: tuple[int, int] = (1120, 1680)  # (H, W), DPDD's
+
+
 @dataclasses.dataclass(frozen=True)
 class InputPipeline(Job):
-    """`ifan_jax.data.train_dataset` on a DPDD-layout folder: `repeats` batches timed after
-    `warmup` ones; `bits` is the PNGs' depth and the depth they are read at."""
+    """`ifan_jax.data.train_dataset` on a DPDD-layout folder, the pixels read from `source`:
+    "store" (the prepared tiles, which must exist), "cache" (`cache=True`: every scene decoded into
+    RAM first) or "decode" (PNGs decoded for every example). `repeats` batches timed after
+    `warmup` ones as training runs the pipeline (all threads), then `one_thread_repeats` after
+    `one_thread_warmup` on one thread for the CPU time per example; `bits` is the PNGs' depth and
+    the depth they are read at."""
 
     OURS: ClassVar[str] = "ifan_jax.benchmark.input_pipeline:train_batches"
 
     data_dir: str = ""
+    source: str = "store"
     bits: int = 8
     batch: int = 8
     crop: int = 256
+    one_thread_warmup: int = 1
+    one_thread_repeats: int = 2
+
+    def __post_init__(self):
+        if self.source not in SOURCES:
+            raise ValueError(f"InputPipeline source {self.source!r}: expected one of {SOURCES}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,7 +175,8 @@ class FedTrainStep(Job):
 
 
 JOBS = {cls.__name__: cls for cls in (Probe, Inference, TrainStep, Iac, Bf16Psnr, MakeCheckpoint,
-                                      CheckpointInference, InputPipeline, FedTrainStep)}
+                                      CheckpointInference, MakeScenes, InputPipeline,
+                                      FedTrainStep)}
 
 
 def to_json(job: Job) -> dict:
