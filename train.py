@@ -25,6 +25,7 @@ from ml_collections import config_flags  # noqa: E402
 from ifan_jax import checkpoint, distributed  # noqa: E402
 from ifan_jax import train as train_lib  # noqa: E402
 from ifan_jax.data import DataError  # noqa: E402
+from ifan_jax.errors import one_line  # noqa: E402
 from ifan_jax.validation import ValidationError  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -52,8 +53,8 @@ def _user_message(error: BaseException) -> str:
     if isinstance(chain[-1], KeyError):
         return f"--config: the config has no key {chain[-1].args[0]!r}"
     if lines:
-        return str(lines[0]) if isinstance(lines[0], flags.Error) else checkpoint.one_line(lines[-1])
-    return checkpoint.one_line(error)
+        return str(lines[0]) if isinstance(lines[0], flags.Error) else one_line(lines[-1])
+    return one_line(error)
 
 
 def _missing_config_file(argv: list[str]) -> str | None:
@@ -120,7 +121,7 @@ def main(argv):
         # Another process died or the network failed: say so and leave now. (A normal exit would
         # wait for the dead process at JAX's shutdown barrier, then abort with pages of logs.)
         print(f"train.py: process {jax.process_index()} of {jax.process_count()} stopped: lost "
-              f"contact with the other processes ({checkpoint.one_line(e)})", file=sys.stderr,
+              f"contact with the other processes ({one_line(e)})", file=sys.stderr,
               flush=True)
         sys.stdout.flush()
         os._exit(1)  # (not exit_now: JAX's shutdown would wait for the lost process)

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
 from ifan_jax import fileio
+from ifan_jax.errors import one_line
 from ifan_jax.models import REBLUR_KEY, abstract_params
 
 MODEL_CONFIG_FILE = "model_config.json"
@@ -36,13 +36,6 @@ BEST_DIR = "best"
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read or written; the message names the path."""
-
-
-def one_line(error: BaseException, limit: int = 300) -> str:
-    """`error`'s type and message on one line (whitespace collapsed, at most `limit` characters)."""
-    text = re.sub(r"\s+", " ", str(error)).strip()
-    text = f"{type(error).__name__}: {text}" if text else type(error).__name__
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from absl import logging as absl_logging
 from tqdm import tqdm
 
 from ifan_jax import checkpoint, convert_torch, defocus, environment, image_io, inference
+from ifan_jax.errors import one_line
 
 MIN_SIZE = 16  # images smaller than this (either side) are refused as "too small"
 
@@ -193,10 +194,10 @@ def main(argv=None) -> int:
         except MemoryError:
             report(path, "out of memory (try a smaller --tile)")
         except Exception as e:  # one line per file, never a traceback; the other files still run
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            reason = one_line(e)
             if "RESOURCE_EXHAUSTED" in reason or "out of memory" in reason.lower():
                 reason = "out of memory (try a smaller --tile)"
-            report(path, f"{type(e).__name__}: {reason}" if reason else type(e).__name__)
+            report(path, reason)
     bar.close()
     parts = [f"{written} written"] + ([f"{skipped} skipped"] if skipped else []) + (
         [f"{len(failures)} failed"] if failures else [])

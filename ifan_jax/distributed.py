@@ -26,6 +26,8 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from ifan_jax.errors import one_line
+
 DATA_AXIS = "data"
 ENV_VARS = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
 HEARTBEAT_ENV = "IFAN_JAX_HEARTBEAT_TIMEOUT"
@@ -73,9 +75,8 @@ def maybe_initialize_distributed(distributed: bool) -> None:
     try:
         jax.distributed.initialize(**kwargs)
     except (ValueError, RuntimeError, TypeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DistributedError(
-            f"--config.distributed=True: {first} (outside SLURM and Cloud TPU set "
+            f"--config.distributed=True: {one_line(e, with_type=False)} (outside SLURM and Cloud TPU set "
             f"{', '.join(ENV_VARS)} on every process)") from None
 
 

@@ -29,6 +29,8 @@ import zipfile
 
 import numpy as np
 
+from ifan_jax.errors import one_line
+
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
 
@@ -242,6 +244,5 @@ def load(path: str | os.PathLike) -> object:
         except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, TypeError,
                 KeyError, IndexError, AttributeError, struct.error, OverflowError,
                 MemoryError, RecursionError) as e:
-            reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else ""
-            raise TorchPickleError(f"not a readable PyTorch checkpoint ({type(e).__name__}"
-                                   f"{': ' + reason if reason else ''})") from None
+            raise TorchPickleError(f"not a readable PyTorch checkpoint "
+                                   f"({one_line(e, limit=160)})") from None
