@@ -27,6 +27,7 @@ import psutil
 
 from ifan_jax import checkpoint, convert_torch, tiling
 from ifan_jax import defocus as defocus_lib
+from ifan_jax.compiled import AheadOfTime, release_freed_memory
 from ifan_jax.environment import enable_compilation_cache  # noqa: F401 (part of this API)
 from ifan_jax.models import IFAN, REBLUR_KEY
 
@@ -73,7 +74,7 @@ class Deblurrer:
         self.model = IFAN.from_config(config)
         # Inference needs only the deblurring network.
         self.params = jax.device_put({k: v for k, v in params.items() if k != REBLUR_KEY})
-        self._forward = jax.jit(self._apply, static_argnames="with_defocus")
+        self._forward = AheadOfTime(jax.jit(self._apply, static_argnames="with_defocus"))
 
     @classmethod
     def from_checkpoint(cls, path: str, which: str = "latest", iac_variant: str | None = None,
@@ -207,6 +208,8 @@ class Deblurrer:
                             + stats.output_size_in_bytes)
         except Exception:  # no memory analysis on this backend: a generous rule of thumb
             return 64e6, 24.0 * 4 * int(self.model_config.get("channels", 32))
+        finally:
+            release_freed_memory()  # the two compilations' heap
         per_pixel = (used[1] - used[0]) / (sizes[1] ** 2 - sizes[0] ** 2)
         fixed = max(used[0] - per_pixel * sizes[0] ** 2, 0.0)
         scale = CPU_MEMORY_OVERHEAD if _on_cpu() else 1.0

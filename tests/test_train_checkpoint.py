@@ -14,6 +14,7 @@ import pytest
 
 from ifan_jax import checkpoint, distributed
 from ifan_jax import train as train_lib
+from ifan_jax import train_step as step_lib
 from ifan_jax.data import DataError
 from ifan_jax.data import testing as data_testing
 
@@ -27,8 +28,8 @@ def batch(n=2, size=32, seed=0, keys=("c", "r", "l", "gt")):
 
 def test_a_save_followed_by_a_donated_step_writes_the_saved_values(tiny_config, tmp_path):
     mesh = distributed.data_mesh()
-    state = jax.device_put(train_lib.create_train_state(tiny_config), distributed.replicated(mesh))
-    step = train_lib.compile_train_step(mesh)
+    state = jax.device_put(step_lib.create_train_state(tiny_config), distributed.replicated(mesh))
+    step = step_lib.compile_train_step(mesh)
     state, _ = step(state, distributed.global_batch(batch(seed=1), mesh))
     saved = jax.tree.map(jnp.copy, state.params)  # (no numpy view: it would block donation)
     checkpoints = checkpoint.Checkpoints(str(tmp_path), keep=2)
@@ -118,8 +119,8 @@ def test_pairs_without_views_train_without_the_disparity_loss(tiny_config):
                                                     r"'pairs' does not have$"):
         train_lib.check_config(tiny_config, num_devices=1)
     tiny_config.model.dual_pixel_input = False
-    state = train_lib.create_train_state(tiny_config)
-    step = jax.jit(train_lib.train_step)
+    state = step_lib.create_train_state(tiny_config)
+    step = jax.jit(step_lib.train_step)
     _, pairs = step(state, batch(keys=("c", "gt")))
     _, dual = step(state, batch())
     assert "loss_disparity" not in pairs and "loss_disparity" in dual

@@ -8,6 +8,7 @@ import pytest
 
 from configs import ConfigArgError, load_config
 from ifan_jax import train as train_lib
+from ifan_jax import train_step as step_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQUIRED = ("total_steps", "batch_size", "seed", "checkpoint_every_steps", "eval_every_steps",
@@ -90,9 +91,9 @@ def test_load_config_by_name_path_and_suffix(tmp_path):
 def test_variant_train_step_traces(arg):
     config = load_config("ifan", arg)
     config.model.channels, config.model.num_iterations, config.model.reblur_iterations = 8, 3, 3
-    state = jax.eval_shape(lambda: train_lib.create_train_state(config))
+    state = jax.eval_shape(lambda: step_lib.create_train_state(config))
     batch = {k: jax.ShapeDtypeStruct((2, 32, 32, 3), np.float32) for k in ("c", "r", "l", "gt")}
-    _, metrics = jax.eval_shape(train_lib.train_step, state, batch)
+    _, metrics = jax.eval_shape(step_lib.train_step, state, batch)
     assert {"loss", "loss_deblur", "loss_disparity", "loss_reblur"} <= set(metrics)
 
 
@@ -112,8 +113,8 @@ def test_paper_config_trains_two_steps_at_a_tiny_crop():
     config = load_config("ifan")
     config.batch_size, config.crop_size = 2, 32
     train_lib.check_config(config, num_devices=1)
-    state = train_lib.create_train_state(config)
-    step = jax.jit(train_lib.train_step)
+    state = step_lib.create_train_state(config)
+    step = jax.jit(step_lib.train_step)
     rng = np.random.default_rng(0)
     for _ in range(2):
         batch = {k: rng.random((2, 32, 32, 3), dtype=np.float32) for k in ("c", "r", "l", "gt")}

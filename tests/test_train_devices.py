@@ -19,14 +19,15 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from configs import load_config
 from ifan_jax import distributed
 from ifan_jax import train as train_lib
+from ifan_jax import train_step as step_lib
 
 config = load_config("tiny")
 config.batch_size = 4
 train_lib.check_config(config)
 mesh = distributed.data_mesh()
-state = jax.device_put(train_lib.create_train_state(config), NamedSharding(mesh, P()))
+state = jax.device_put(step_lib.create_train_state(config), NamedSharding(mesh, P()))
 initial = jax.tree.leaves(jax.device_get(state.params))
-step = train_lib.compile_train_step(mesh)
+step = step_lib.compile_train_step(mesh)
 rng = np.random.default_rng(0)
 losses = []
 for _ in range(2):

@@ -9,6 +9,7 @@ import pytest
 from configs import load_config
 from ifan_jax import inference, losses
 from ifan_jax import train as train_lib
+from ifan_jax import train_step as step_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -48,16 +49,16 @@ def test_losses_are_the_mean_squared_errors():
 ])
 def test_loss_terms_follow_the_components(variant, terms):
     config = tiny_config(f"variant={variant}")
-    state = jax.eval_shape(lambda: train_lib.create_train_state(config))
-    _, metrics = jax.eval_shape(train_lib.train_step, state, batch())
+    state = jax.eval_shape(lambda: step_lib.create_train_state(config))
+    _, metrics = jax.eval_shape(step_lib.train_step, state, batch())
     assert {k for k in metrics if k.startswith("loss_")} == terms
     assert ("reblurring_network" in state.params) == ("R" in variant)
 
 
 @pytest.mark.slow
 def test_one_step_changes_parameters_and_lowers_the_loss():
-    state = train_lib.create_train_state(tiny_config())
-    step = jax.jit(train_lib.train_step)
+    state = step_lib.create_train_state(tiny_config())
+    step = jax.jit(step_lib.train_step)
     b = batch()
     new, m0 = step(state, b)
     assert int(new.step) == 1

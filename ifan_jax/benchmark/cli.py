@@ -26,7 +26,7 @@ Rows (full mode; the model is the paper's: ch=32, N=17, 10.5 M parameters, rando
   compile cache      the 640x360 inference twice, in two processes sharing a fresh persistent
                      compilation cache: the second one loads the executable instead of compiling
                      it (its cache hits are counted).
-  train step         one optimiser update of `ifan_jax.train.train_step` (batch 2 and batch 8,
+  train step         one optimiser update of `ifan_jax.train_step.train_step` (batch 2 and batch 8,
                      256x256, all three losses, RAdam, gradient clipping) against the official
                      forward with is_train=True, the RBN, the three MSE losses, backward, clipping
                      and torch.optim.RAdam(weight_decay=0.01) (the official trainer's

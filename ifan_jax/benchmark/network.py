@@ -12,6 +12,7 @@ import numpy as np
 from ifan_jax import inference as inference_lib
 from ifan_jax.benchmark import probes, specs
 from ifan_jax.benchmark.weights import random_params
+from ifan_jax.compiled import AheadOfTime
 from ifan_jax.models import IFAN, count_params
 from ifan_jax.models import iac as iac_lib
 
@@ -33,7 +34,8 @@ def inference(job: specs.Inference) -> dict:
     image = jax.device_put(np.random.default_rng(1).random((1, h, w, 3), np.float32))
     forward = forward_fn(model_config)
 
-    compiled, compile_s = probes.timed_first(lambda: forward.lower(params, image).compile())
+    # As `Deblurrer` compiles: ahead of the first call, the compiler's freed heap released.
+    compiled, compile_s = probes.timed_first(lambda: AheadOfTime(forward).compile(params, image))
     out, first_run_s = probes.timed_first(lambda: compiled(params, image).block_until_ready())
     times, reset = probes.steady_runs(lambda: compiled(params, image).block_until_ready(),
                                       job.warmup, job.repeats, probes.reset_peak_rss)

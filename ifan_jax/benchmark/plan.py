@@ -63,9 +63,13 @@ def _all_rows(args: argparse.Namespace) -> list[rows.Row]:
     for batch in (2,) if tiny else (2, 8):
         repeats = 1 if tiny else (20 if gpu else (5 if batch == 2 else 3))
         job = specs.TrainStep(model=separable, batch=batch, crop=crop, repeats=repeats, **common)
-        out.append(rows.TrainRow(key="train" if batch == 2 else f"train_b{batch}",
-                                 name=f"train step {batch}x{crop}x{crop}", job=job,
+        key = "train" if batch == 2 else f"train_b{batch}"
+        out.append(rows.TrainRow(key=key, name=f"train step {batch}x{crop}x{crop}", job=job,
                                  checkout=checkout))
+        if not tiny:  # the lever that trades time for memory (config.model.remat)
+            remat = dataclasses.replace(job, model=dataclasses.replace(separable, remat=True))
+            out.append(rows.TrainRow(key=f"{key}_remat", baseline=key, job=remat,
+                                     name=f"train step {batch}x{crop}x{crop}, model.remat=True"))
     out += _iac_rows(model, tiny, gpu, common, checkout)
     if args.dtype == "bfloat16":
         size = (128, 128) if tiny else (512, 512)

@@ -7,7 +7,6 @@ leaves compilation and warm-up out of the steady state.
 
 from __future__ import annotations
 
-import ctypes
 import re
 import resource
 import statistics
@@ -15,6 +14,8 @@ import time
 from collections.abc import Callable
 
 import jax
+
+from ifan_jax.compiled import release_freed_memory
 
 _PEAK_BEFORE_RESET_MB = 0.0
 
@@ -38,10 +39,7 @@ def reset_peak_rss() -> bool:
     """
     global _PEAK_BEFORE_RESET_MB
     _PEAK_BEFORE_RESET_MB = peak_rss_mb()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    release_freed_memory()
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")

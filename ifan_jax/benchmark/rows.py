@@ -43,18 +43,30 @@ class Row:
 
 @dataclasses.dataclass(kw_only=True)
 class Compared(Row):
-    """A job measured for ours and, given a `checkout` of the official code, for it too."""
+    """A job measured for ours and, given a `checkout` of the official code, for it too; or,
+    with a `baseline` row, a variant of ours (a setting the official code does not have) set
+    beside the official result of that row, which measured the same work."""
 
     job: specs.Job
     checkout: str | None = None
+    baseline: str | None = None
 
     def measure(self, runner: Runner) -> None:
         self.result = {"ours": runner.run(self.job)}
-        if self.checkout:
+        if self.baseline:
+            official = runner.results.get(self.baseline, {}).get("official")
+            if official:
+                self.result["official"] = official
+        elif self.checkout:
             self.result["official"] = runner.run(self.job, "official", self.checkout)
 
+    def results(self) -> Iterator[tuple[str, dict]]:
+        yield from ((k, v) for k, v in self.result.items()
+                    if k == "ours" or not self.baseline)  # a baseline's result is its row's
+
     def jobs(self) -> dict:
-        return {"ours": specs.to_json(self.job), "official_checkout": self.checkout}
+        return {"ours": specs.to_json(self.job), "official_checkout": self.checkout,
+                "official_from": self.baseline}
 
 
 @dataclasses.dataclass(kw_only=True)

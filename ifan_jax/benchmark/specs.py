@@ -21,6 +21,7 @@ class Model:
     num_iterations: int
     reblur_iterations: int
     iac_variant: str = "official"
+    remat: bool = False  # training: recompute activations in the backward pass
 
     def config(self, dtype: str = "float32") -> dict:
         """A model config dict for `IFAN.from_config` / `abstract_params`."""

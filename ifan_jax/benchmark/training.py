@@ -1,4 +1,4 @@
-"""Our workers for the training step: `ifan_jax.train.train_step` on a random batch, and fed by
+"""Our workers for the training step: `ifan_jax.train_step.train_step` on a random batch, and fed by
 the input pipeline (TensorFlow loads only in the latter: `ifan_jax.data` imports it on first
 use)."""
 
@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import load_config
-from ifan_jax import data, environment, optimizer, train
+from ifan_jax import data, distributed, environment, optimizer
+from ifan_jax import train_step as step_lib
 from ifan_jax.benchmark import probes, specs
 from ifan_jax.benchmark.weights import random_params
 
@@ -34,16 +35,18 @@ def random_batch(batch: int, crop: int, seed: int = 1) -> dict:
 
 def _compiled_step(job: specs.TrainStep | specs.FedTrainStep):
     """(compiled train step, initial state, compile seconds, the random batch it was compiled
-    for) of the job's model, random weights, the paper's optimiser."""
+    for) of the job's model, random weights, the paper's optimiser. The step is the one training
+    runs (`compile_train_step` on this process's devices: the state donated, so the update reuses
+    its buffers), and the state lives on the device only, as in training."""
     config = train_config(job)
-    model = train.create_model(config)
-    params = random_params(config.model, with_reblur=True)
+    model = step_lib.create_model(config)
     tx, schedule = optimizer.create_optimizer(config)
-    state = train.TrainState.create(apply_fn=model.apply, params=params, tx=tx,
-                                    rng=jax.random.PRNGKey(0), learning_rate_fn=schedule)
+    state = jax.device_put(step_lib.TrainState.create(
+        apply_fn=model.apply, params=random_params(config.model, with_reblur=True), tx=tx,
+        rng=jax.random.PRNGKey(0), learning_rate_fn=schedule))
     batch = random_batch(job.batch, job.crop)
-    compiled, compile_s = probes.timed_first(
-        lambda: jax.jit(train.train_step).lower(state, batch).compile())
+    step = step_lib.compile_train_step(distributed.data_mesh())
+    compiled, compile_s = probes.timed_first(lambda: step.compile(state, batch))
     return compiled, state, compile_s, batch
 
 
