@@ -2,11 +2,13 @@
 
     python -m ifan_jax.benchmark.profile --size=1280x720 --json=benchmarks/DATE_MACHINE_profile.json
     python -m ifan_jax.benchmark.profile --official=/path/to/IFAN ...   # the official code too
+    python -m ifan_jax.benchmark.profile --train_batch=2                # the training step
     python -m ifan_jax.benchmark.profile --trace_dir=T --no_parse       # trace only (no TensorFlow)
     python -m ifan_jax.benchmark.profile --from_trace=T                 # parse a trace made elsewhere
 
 Ours: the jitted forward (random weights, the "official" IAC variant, as the benchmark's
-inference row) is traced with `jax.profiler` for `--calls` calls after a warm-up; every XLA
+inference row), or with --train_batch the training step as the benchmark's train rows run it, is
+traced with `jax.profiler` for `--calls` calls after a warm-up; every XLA
 operation's own time (the thunks on the CPU, the kernels on a GPU; nested time such as a `while`
 loop's body counted once, in the operations that ran it) is summed per kind: convolutions, fused
 element-wise passes (bias, activation, residual additions), padding, transposes and copies,
@@ -36,7 +38,7 @@ KINDS = ("convolution", "elementwise fusion", "padding", "transpose/copy", "gath
          "reduction", "matrix product", "loop overhead", "other")
 _PATTERNS = [  # (regex on the operation's name, kind); the first match wins
     (r"conv|cudnn|xmma|implicit_gemm|winograd|fprop|dgrad|wgrad", "convolution"),
-    (r"^(pad)|pad_fusion|[_.]pad\b", "padding"),
+    (r"(^|[_.:])pad", "padding"),
     (r"transpose|^copy|[_.]copy|bitcast|layout", "transpose/copy"),
     (r"gather|slice|concatenate|unfold|im2col|index|narrow|select_scatter|\bcat\b", "gather/slice"),
     (r"reduce|sum|mean|norm", "reduction"),
@@ -58,7 +60,8 @@ def kind_of(name: str) -> str:
     return "other"
 
 
-_INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = \S+ (?:\{[^}]*\} )?([\w\-]+)\(")
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = (?:\([^)]*\)|\S+) (?:\{[^}]*\} )?"
+                          r"([\w\-]+)\(")
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
 HLO_FILE = "optimized_hlo.txt"
 
@@ -152,31 +155,59 @@ def breakdown(ops: dict, calls: int, known: dict | None = None) -> dict:
             "top_ops": [{"op": n, "kind": kind(n), "s": s / calls} for n, s in top]}
 
 
-def trace_ours(model, size, calls: int, trace_dir: str) -> dict:
-    """Trace `calls` jitted forward passes of `model` (a `specs.Model`) on a (1, H, W, 3) image."""
+def forward_call(model, size):
+    """(optimised HLO text, a function running one synchronised call) of the jitted forward pass
+    of `model` (a `specs.Model`) on a random (1, H, W, 3) image, as the inference row runs it."""
     import jax
     import numpy as np
 
     from ifan_jax.benchmark import network
     from ifan_jax.benchmark.weights import random_params
+    from ifan_jax.compiled import AheadOfTime
 
     model_config = model.config("float32")
     params = jax.device_put(random_params(model_config))
     h, w = size
     image = jax.device_put(np.random.default_rng(1).random((1, h, w, 3), np.float32))
-    compiled = network.forward_fn(model_config).lower(params, image).compile()
+    compiled = AheadOfTime(network.forward_fn(model_config)).compile(params, image)
+    return compiled.as_text(), lambda: compiled(params, image).block_until_ready()
+
+
+def train_call(model, batch: int, crop: int):
+    """(optimised HLO text, a function running one synchronised step) of the training step (all
+    losses, the paper's optimiser, the separable IAC as configs/ifan.py) on a random batch, as
+    the benchmark's train rows run it."""
+    from ifan_jax.benchmark import specs, training
+
+    job = specs.TrainStep(model=dataclasses.replace(model, iac_variant="separable"),
+                          batch=batch, crop=crop)
+    compiled, state, _, data = training._compiled_step(job)
+    holder = {"state": state}
+
+    def call():
+        holder["state"], metrics = compiled(holder["state"], data)
+        float(metrics["loss"])
+
+    return compiled.as_text(), call
+
+
+def trace_ours(hlo_text: str, call, calls: int, trace_dir: str) -> dict:
+    """Run `call` once, time `calls` calls, then trace `calls` more into `trace_dir` (with the
+    HLO text beside the trace, to name its operations)."""
+    import jax
+
     os.makedirs(trace_dir, exist_ok=True)
     with open(os.path.join(trace_dir, HLO_FILE), "w") as f:
-        f.write(compiled.as_text())
-    compiled(params, image).block_until_ready()
+        f.write(hlo_text)
+    call()
     start = time.perf_counter()
     for _ in range(calls):
-        compiled(params, image).block_until_ready()
+        call()
     untraced = (time.perf_counter() - start) / calls
     jax.profiler.start_trace(trace_dir)
     start = time.perf_counter()
     for _ in range(calls):
-        compiled(params, image).block_until_ready()
+        call()
     traced = (time.perf_counter() - start) / calls
     jax.profiler.stop_trace()
     return {"backend": jax.default_backend(), "device": jax.devices()[0].device_kind,
@@ -219,6 +250,10 @@ def parse_args(argv=None):
     p.add_argument("--size", type=_size, default=(720, 1280), metavar="WxH",
                    help="input size (default 1280x720)")
     p.add_argument("--calls", type=int, default=3, help="traced calls (default 3)")
+    p.add_argument("--train_batch", type=int, default=0, metavar="N",
+                   help="profile the training step at this batch size (crops of --crop) instead "
+                        "of the forward pass")
+    p.add_argument("--crop", type=int, default=256, help="training crop size (default 256)")
     p.add_argument("--trace_dir", default=None, help="where the JAX trace goes (default: a "
                    "temporary folder, deleted after parsing)")
     p.add_argument("--no_parse", action="store_true", help="write the trace, do not parse it")
@@ -244,13 +279,17 @@ def main(argv=None) -> dict:
 
     args = parse_args(argv)
     model = specs.TINY_MODEL if args.tiny else specs.FULL_MODEL
-    out = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "size": list(args.size)[::-1],
+    out = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+           "what": (f"train step {args.train_batch}x{args.crop}x{args.crop}" if args.train_batch
+                    else "forward pass"), "size": list(args.size)[::-1],
            "model": dataclasses.asdict(model),
            "calls": args.calls, "load_average_start": list(os.getloadavg())}
     with tempfile.TemporaryDirectory() as scratch:
         trace_dir = args.from_trace or args.trace_dir or scratch
         if not args.from_trace:
-            out["ours_run"] = trace_ours(model, args.size, args.calls, trace_dir)
+            hlo, call = (train_call(model, args.train_batch, args.crop) if args.train_batch
+                         else forward_call(model, args.size))
+            out["ours_run"] = trace_ours(hlo, call, args.calls, trace_dir)
         if not args.no_parse:
             parsed = parse_trace(trace_dir)
             with open(os.path.join(trace_dir, HLO_FILE)) as f:
@@ -258,7 +297,7 @@ def main(argv=None) -> dict:
             out["ours"] = {"platform": parsed["platform"],
                            **breakdown(parsed["ops"], args.calls, known)}
             _print(f"ifan-jax ({parsed['platform']})", out["ours"])
-    if args.official:
+    if args.official and not args.train_batch:
         out["official"] = profile_official(model, args.size, args.calls, args.official)
         _print("official (cpu)", out["official"])
     out["load_average_end"] = list(os.getloadavg())
