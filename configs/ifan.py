@@ -51,7 +51,7 @@ def model_config(n: int = 17, variant: str = "FDR", fac: bool = False, dual: boo
         dual_pixel_input=dual,
         adaptive_conv="fac" if fac else "iac",
         fac_kernel_size=11,
-        remat=False,  # recompute IAC iterations in the backward pass (less memory, same numbers)
+        remat=False,  # also recompute each part's activations in the backward pass (IAC's always are)
         dtype="float32",  # compute dtype; "bfloat16" = mixed precision (params stay float32)
     ))
 

