@@ -4,8 +4,9 @@ XLA's compiler allocates hundreds of MB while it works (about 0.4-0.6 GB for the
 the paper's network on the CPU) and frees them when done, but glibc keeps the freed heap in the
 process. The first run of the compiled function then allocates its buffers on top of it: the
 training step at batch 2 peaked at 2.61 GB resident instead of 2.17 GB (measured on the 2-core
-CPU, 2026-11-29, with and without the hand-back). `AheadOfTime` compiles on the first call for each input shape and returns
-the freed heap to the operating system (`release_freed_memory`) before the function first runs.
+CPU, 2026-11-29, with and without the hand-back). `AheadOfTime` compiles on the first call for
+each input shape and returns the freed heap to the operating system (`release_freed_memory`)
+before the function first runs.
 """
 
 from __future__ import annotations
