@@ -30,8 +30,7 @@ def release_freed_memory() -> bool:
 
 def _shapes(tree) -> tuple:
     leaves, structure = jax.tree_util.tree_flatten(tree)
-    return structure, tuple((getattr(x, "shape", None), getattr(x, "dtype", None), x is None)
-                            for x in leaves)
+    return structure, tuple((getattr(x, "shape", None), getattr(x, "dtype", None)) for x in leaves)
 
 
 class AheadOfTime:

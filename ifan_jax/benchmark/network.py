@@ -23,15 +23,20 @@ def forward_fn(model_config):
     return jax.jit(lambda p, x: inference_lib.eval_step(model.apply, p, {"c": x}))
 
 
+def random_inputs(model_config, size: tuple[int, int]):
+    """(random weights of `model_config` and a random (1, H, W, 3) image), on the device."""
+    h, w = size
+    image = np.random.default_rng(1).random((1, h, w, 3), np.float32)
+    return jax.device_put(random_params(model_config)), jax.device_put(image)
+
+
 def inference(job: specs.Inference) -> dict:
     """Compile and run the jitted IFAN forward pass on one (1, H, W, 3) image."""
     if job.cache_dir:
         inference_lib.enable_compilation_cache(job.cache_dir)
     cache = probes.count_cache_hits()
     model_config = job.model.config(job.dtype)
-    params = jax.device_put(random_params(model_config))
-    h, w = job.size
-    image = jax.device_put(np.random.default_rng(1).random((1, h, w, 3), np.float32))
+    params, image = random_inputs(model_config, job.size)
     forward = forward_fn(model_config)
 
     # As `Deblurrer` compiles: ahead of the first call, the compiler's freed heap released.

@@ -32,7 +32,13 @@ import json
 import os
 import re
 import sys
+import tempfile
 import time
+
+import jax
+
+from ifan_jax.benchmark import network, official, specs, training
+from ifan_jax.compiled import AheadOfTime
 
 KINDS = ("convolution", "elementwise fusion", "padding", "transpose/copy", "gather/slice",
          "reduction", "matrix product", "loop overhead", "other")
@@ -158,17 +164,8 @@ def breakdown(ops: dict, calls: int, known: dict | None = None) -> dict:
 def forward_call(model, size):
     """(optimised HLO text, a function running one synchronised call) of the jitted forward pass
     of `model` (a `specs.Model`) on a random (1, H, W, 3) image, as the inference row runs it."""
-    import jax
-    import numpy as np
-
-    from ifan_jax.benchmark import network
-    from ifan_jax.benchmark.weights import random_params
-    from ifan_jax.compiled import AheadOfTime
-
     model_config = model.config("float32")
-    params = jax.device_put(random_params(model_config))
-    h, w = size
-    image = jax.device_put(np.random.default_rng(1).random((1, h, w, 3), np.float32))
+    params, image = network.random_inputs(model_config, size)
     compiled = AheadOfTime(network.forward_fn(model_config)).compile(params, image)
     return compiled.as_text(), lambda: compiled(params, image).block_until_ready()
 
@@ -177,8 +174,6 @@ def train_call(model, batch: int, crop: int):
     """(optimised HLO text, a function running one synchronised step) of the training step (all
     losses, the paper's optimiser, the separable IAC as configs/ifan.py) on a random batch, as
     the benchmark's train rows run it."""
-    from ifan_jax.benchmark import specs, training
-
     job = specs.TrainStep(model=dataclasses.replace(model, iac_variant="separable"),
                           batch=batch, crop=crop)
     compiled, state, _, data = training._compiled_step(job)
@@ -194,21 +189,19 @@ def train_call(model, batch: int, crop: int):
 def trace_ours(hlo_text: str, call, calls: int, trace_dir: str) -> dict:
     """Run `call` once, time `calls` calls, then trace `calls` more into `trace_dir` (with the
     HLO text beside the trace, to name its operations)."""
-    import jax
+    def seconds_per_call():
+        start = time.perf_counter()
+        for _ in range(calls):
+            call()
+        return (time.perf_counter() - start) / calls
 
     os.makedirs(trace_dir, exist_ok=True)
     with open(os.path.join(trace_dir, HLO_FILE), "w") as f:
         f.write(hlo_text)
     call()
-    start = time.perf_counter()
-    for _ in range(calls):
-        call()
-    untraced = (time.perf_counter() - start) / calls
+    untraced = seconds_per_call()
     jax.profiler.start_trace(trace_dir)
-    start = time.perf_counter()
-    for _ in range(calls):
-        call()
-    traced = (time.perf_counter() - start) / calls
+    traced = seconds_per_call()
     jax.profiler.stop_trace()
     return {"backend": jax.default_backend(), "device": jax.devices()[0].device_kind,
             "wall_s_per_call": untraced, "wall_s_per_call_traced": traced}
@@ -216,9 +209,7 @@ def trace_ours(hlo_text: str, call, calls: int, trace_dir: str) -> dict:
 
 def profile_official(model, size, calls: int, checkout: str) -> dict:
     """Self CPU time per aten operation of the official network (random weights) per call."""
-    import torch
-
-    from ifan_jax.benchmark import official, specs
+    import torch  # optional: only for the official side
 
     job = specs.Inference(size=size, model=model, platform="cpu")
     _, network_cls, _, _ = official._modules(job, checkout)
@@ -273,10 +264,6 @@ def _print(title: str, result: dict) -> None:
 
 
 def main(argv=None) -> dict:
-    import tempfile
-
-    from ifan_jax.benchmark import specs
-
     args = parse_args(argv)
     model = specs.TINY_MODEL if args.tiny else specs.FULL_MODEL
     out = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
