@@ -24,6 +24,7 @@ import jax
 import numpy as np
 
 from ifan_jax import lpips, metrics
+from ifan_jax.compiled import INFERENCE_CPU_OPTIONS, AheadOfTime
 from ifan_jax.inference import eval_step, pad_to_multiple
 
 METRICS = ("psnr", "ssim", "mae", "lpips")  # the named metrics, in the order reports list them
@@ -70,7 +71,8 @@ class Scorer:
 
     def __init__(self, apply_fn: Callable, *, dual: bool, metrics: Sequence[str] = METRICS,
                  input_metrics: Sequence[str] = (), rotated: bool = False, timed: bool = False):
-        self.step = jax.jit(functools.partial(eval_step, apply_fn))
+        # Compiled as `Deblurrer` compiles (its CPU options), once per image shape.
+        self.step = AheadOfTime(jax.jit(functools.partial(eval_step, apply_fn)), INFERENCE_CPU_OPTIONS)
         self.keys = DUAL_KEYS if dual else ("c",)
         self.metrics = metric_functions(metrics)
         self.input_metrics = metric_functions(input_metrics)

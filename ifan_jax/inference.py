@@ -27,7 +27,7 @@ import psutil
 
 from ifan_jax import checkpoint, convert_torch, tiling
 from ifan_jax import defocus as defocus_lib
-from ifan_jax.compiled import AheadOfTime, release_freed_memory
+from ifan_jax.compiled import INFERENCE_CPU_OPTIONS, AheadOfTime, release_freed_memory
 from ifan_jax.environment import enable_compilation_cache  # noqa: F401 (part of this API)
 from ifan_jax.models import IFAN, REBLUR_KEY
 
@@ -36,8 +36,10 @@ MULTIPLE = 8
 # CPU_MEMORY_CAP bytes, one tile at a time (a 24-megapixel photo then peaks at about 2 GB of RAM).
 MEMORY_FRACTION = 0.5
 CPU_MEMORY_CAP = 3 << 29  # 1.5 GiB
-# On the CPU the process grows by 1.23-1.37x what XLA's memory analysis reports for a forward pass
-# (measured for the full model with 512^2 and 1024^2 tiles); the estimate is scaled by this.
+# On the CPU the estimate is scaled by this. With XLA's default options the process grew by
+# 1.23-1.37x what XLA's memory analysis reports for a forward pass (the full model, 512^2 and
+# 1024^2 tiles); compiled with `compiled.INFERENCE_CPU_OPTIONS` it grows by 0.82x and 0.96x
+# (2026-11-29). The factor is kept as a margin, so tile choices stay as measured in the README.
 CPU_MEMORY_OVERHEAD = 1.4
 
 
@@ -74,7 +76,8 @@ class Deblurrer:
         self.model = IFAN.from_config(config)
         # Inference needs only the deblurring network.
         self.params = jax.device_put({k: v for k, v in params.items() if k != REBLUR_KEY})
-        self._forward = AheadOfTime(jax.jit(self._apply, static_argnames="with_defocus"))
+        self._forward = AheadOfTime(jax.jit(self._apply, static_argnames="with_defocus"),
+                                    INFERENCE_CPU_OPTIONS)
 
     @classmethod
     def from_checkpoint(cls, path: str, which: str = "latest", iac_variant: str | None = None,
@@ -203,7 +206,7 @@ class Deblurrer:
             for s in sizes:
                 views = [jax.ShapeDtypeStruct((1, s, s, 3), np.float32)] * (
                     3 if self.needs_dual_pixel else 1)
-                stats = self._forward.lower(self.params, *views).compile().memory_analysis()
+                stats = self._forward.compile_uncached(self.params, *views).memory_analysis()
                 used.append(stats.temp_size_in_bytes + stats.argument_size_in_bytes
                             + stats.output_size_in_bytes)
         except Exception:  # no memory analysis on this backend: a generous rule of thumb

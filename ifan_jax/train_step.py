@@ -19,7 +19,7 @@ import optax
 from flax.training import train_state
 
 from ifan_jax import distributed, losses
-from ifan_jax.compiled import AheadOfTime
+from ifan_jax.compiled import TRAINING_CPU_OPTIONS, AheadOfTime
 from ifan_jax.models import IFAN
 from ifan_jax.optimizer import create_optimizer
 
@@ -100,8 +100,10 @@ def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
 
 def compile_train_step(mesh: jax.sharding.Mesh) -> AheadOfTime:
     """`train_step` jitted for `mesh`: state replicated (and donated: the update reuses its
-    buffers), batch split on its first axis; compiled ahead of the first step, the compiler's
-    freed heap released before it runs (`ifan_jax.compiled`)."""
+    buffers), batch split on its first axis; compiled ahead of the first step (on the CPU with
+    `TRAINING_CPU_OPTIONS`), the compiler's freed heap released before it runs
+    (`ifan_jax.compiled`)."""
     replicated = distributed.replicated(mesh)
     return AheadOfTime(jax.jit(train_step, in_shardings=(replicated, distributed.split_batch(mesh)),
-                               out_shardings=(replicated, replicated), donate_argnums=(0,)))
+                               out_shardings=(replicated, replicated), donate_argnums=(0,)),
+                       TRAINING_CPU_OPTIONS)

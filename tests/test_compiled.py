@@ -1,5 +1,5 @@
 """`ifan_jax.compiled.AheadOfTime`: one executable per argument shape (and static argument),
-the same numbers as the jitted function, donation kept."""
+the same numbers as the jitted function, donation kept, its CPU options reaching XLA."""
 
 import sys
 
@@ -8,7 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ifan_jax.compiled import AheadOfTime, release_freed_memory
+from ifan_jax.compiled import (
+    INFERENCE_CPU_OPTIONS,
+    AheadOfTime,
+    compiler_options,
+    release_freed_memory,
+)
 
 
 def _scaled(params, x, *, square=False):
@@ -40,3 +45,27 @@ def test_a_donated_first_argument_stays_donated():
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
 def test_the_freed_heap_can_be_released_on_linux():
     assert release_freed_memory() is True
+
+
+def _conv(params, x):
+    return jax.lax.conv_general_dilated(x, params, (1, 1), "SAME",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def test_the_inference_cpu_options_reach_xla():
+    """XLA's defaults run a convolution as a YNNPACK fusion; the inference options turn it off and
+    ask for the memory-minimising schedule (what `Deblurrer` and `evaluation.Scorer` compile with).
+    """
+    w, x = jnp.ones((3, 3, 32, 32)), jnp.ones((1, 32, 32, 32))  # YNNPACK takes 32 channels, not 8
+    assert compiler_options(w, INFERENCE_CPU_OPTIONS) == INFERENCE_CPU_OPTIONS  # this jaxlib has both
+    default = AheadOfTime(jax.jit(_conv)).compile(w, x).as_text()
+    tuned = AheadOfTime(jax.jit(_conv), INFERENCE_CPU_OPTIONS)
+    assert "__ynn_fusion" in default
+    assert "__ynn_fusion" not in tuned.compile(w, x).as_text()
+    np.testing.assert_allclose(tuned(w, x), jax.jit(_conv)(w, x), rtol=1e-6)
+
+
+def test_options_this_xla_lacks_are_left_out():
+    w = jnp.ones((3, 3, 8, 8))
+    assert compiler_options(w, {"xla_cpu_no_such_option": True}) is None
+    assert compiler_options(w, {}) is None

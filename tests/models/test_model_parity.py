@@ -13,6 +13,7 @@ import pytest
 from conftest import ASSETS, reference, reference_state_dict
 
 from ifan_jax.convert_torch import convert_state_dict
+from ifan_jax.inference import Deblurrer
 from ifan_jax.models import IFAN
 
 TOL = 1e-5
@@ -80,6 +81,15 @@ def test_losses_match_official(run):
     }
     for name, value in expected.items():
         assert abs(got[name] - value) < TOL, (name, got[name], value)
+
+
+def test_deblurrer_matches_official(run):
+    """The user's path: `Deblurrer` compiles with its own XLA options on the CPU
+    (`compiled.INFERENCE_CPU_OPTIONS`: other convolution kernels, another schedule)."""
+    params, config = convert_state_dict(reference_state_dict(run["variant"]), run["variant"])
+    image = run["ref"]["input_C"][0]
+    out = Deblurrer(params, config)(image, tile=0)
+    assert max_diff(out, run["ref"]["result_eval"][0]) < TOL
 
 
 def test_wrong_iac_variant_does_not_reproduce_reference():
