@@ -7,11 +7,13 @@ inputs, for both IAC variants; README.json holds its three training losses.
 import json
 import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import ASSETS, reference, reference_state_dict
 
+from ifan_jax.benchmark.weights import random_params
 from ifan_jax.convert_torch import convert_state_dict
 from ifan_jax.inference import Deblurrer
 from ifan_jax.models import IFAN
@@ -90,6 +92,24 @@ def test_deblurrer_matches_official(run):
     image = run["ref"]["input_C"][0]
     out = Deblurrer(params, config)(image, tile=0)
     assert max_diff(out, run["ref"]["result_eval"][0]) < TOL
+
+
+def test_deblurrer_options_keep_the_numbers_where_they_change_the_kernels():
+    """At 32 channels XLA's defaults run the convolutions as YNNPACK fusions and `Deblurrer`
+    compiles them without (`compiled.INFERENCE_CPU_OPTIONS`): the outputs agree to 1e-5 (the full
+    paper-size network against the official code is in the README: 7.2e-7 at 720x1280)."""
+    config = {"channels": 32, "num_iterations": 3, "reblur_iterations": 3,
+              "iac_variant": "official"}
+    params = random_params(config)
+    image = np.random.default_rng(0).random((64, 96, 3), np.float32)
+    model = IFAN.from_config(config)
+    plain = jax.jit(lambda p, x: model.apply({"params": p}, x)["result"])
+    assert "__ynn_fusion" in plain.lower(params, image[None]).compile().as_text()
+    deblur = Deblurrer(params, config)
+    out = deblur(image, tile=0)
+    (executable,) = deblur._forward.executables.values()
+    assert "__ynn_fusion" not in executable.as_text()
+    assert max_diff(out, plain(params, image[None])[0]) < TOL
 
 
 def test_wrong_iac_variant_does_not_reproduce_reference():
