@@ -26,7 +26,7 @@ import jax.numpy as jnp
 # that minimises memory in place of the one that lets independent operations run concurrently.
 # Measured on the 2-core CPU (2026-11-29), the paper's network at 1280x720, fresh processes taking
 # turns: 4.08-4.16 s per call and a 781-799 MB peak, against 4.23-4.34 s and 925-929 MB with
-# XLA's defaults (XLA's temporary memory 338 MB against 400 MB); at 640x360 1.02-1.04 s and
+# XLA's defaults (XLA's temporary memory 338 MiB against 400 MiB); at 640x360 1.02-1.04 s and
 # 460 MB against 1.05-1.08 s and 517-553 MB.
 INFERENCE_CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "",
                          "xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
