@@ -23,6 +23,12 @@ def forward_fn(model_config):
     return jax.jit(lambda p, x: inference_lib.eval_step(model.apply, p, {"c": x}))
 
 
+def compile_forward(model_config, params, image):
+    """The forward pass of `model_config` compiled for `params` and `image` as `Deblurrer` compiles
+    it: ahead of the first call, with its CPU options, the compiler's freed heap released."""
+    return AheadOfTime(forward_fn(model_config), INFERENCE_CPU_OPTIONS).compile(params, image)
+
+
 def random_inputs(model_config, size: tuple[int, int]):
     """(random weights of `model_config` and a random (1, H, W, 3) image), on the device."""
     h, w = size
@@ -37,12 +43,7 @@ def inference(job: specs.Inference) -> dict:
     cache = probes.count_cache_hits()
     model_config = job.model.config(job.dtype)
     params, image = random_inputs(model_config, job.size)
-    forward = forward_fn(model_config)
-
-    # As `Deblurrer` compiles: ahead of the first call with its CPU options, the compiler's freed
-    # heap released.
-    compiled, compile_s = probes.timed_first(
-        lambda: AheadOfTime(forward, INFERENCE_CPU_OPTIONS).compile(params, image))
+    compiled, compile_s = probes.timed_first(lambda: compile_forward(model_config, params, image))
     out, first_run_s = probes.timed_first(lambda: compiled(params, image).block_until_ready())
     times, reset = probes.steady_runs(lambda: compiled(params, image).block_until_ready(),
                                       job.warmup, job.repeats, probes.reset_peak_rss)

@@ -38,7 +38,6 @@ import time
 import jax
 
 from ifan_jax.benchmark import network, official, specs, training
-from ifan_jax.compiled import INFERENCE_CPU_OPTIONS, AheadOfTime
 
 KINDS = ("convolution", "elementwise fusion", "padding", "transpose/copy", "gather/slice",
          "reduction", "matrix product", "loop overhead", "other")
@@ -166,8 +165,7 @@ def forward_call(model, size):
     of `model` (a `specs.Model`) on a random (1, H, W, 3) image, as the inference row runs it."""
     model_config = model.config("float32")
     params, image = network.random_inputs(model_config, size)
-    compiled = AheadOfTime(network.forward_fn(model_config), INFERENCE_CPU_OPTIONS).compile(
-        params, image)
+    compiled = network.compile_forward(model_config, params, image)
     return compiled.as_text(), lambda: compiled(params, image).block_until_ready()
 
 
