@@ -75,6 +75,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.dataset = args["data"]
     config.bit_depth = args["bits"]
     config.batch_size = 8  # global batch, split over all devices of all hosts
+    # Each device's share of the batch in this many forward/backward passes, their gradients
+    # averaged: the same update in less memory. On the 2-core CPU 4 is also faster at batch 8
+    # (benchmarks/README.md); a GPU is fastest with 1.
+    config.microbatches = 1
     config.crop_size = 256
     config.augment = ml_collections.ConfigDict(AUGMENT_DEFAULTS)  # the paper's
     config.num_eval_images = -1  # validation images per evaluation; -1: the whole split

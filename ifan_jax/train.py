@@ -73,6 +73,11 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int | None = No
         raise ConfigError(f"config.batch_size={config.batch_size} must be a positive multiple of "
                           f"the number of devices ({num_devices}, over {jax.process_count()} "
                           f"host(s)); the global batch is split evenly over them")
+    microbatches = config.get("microbatches", 1)
+    if microbatches <= 0 or (config.batch_size // num_devices) % microbatches:
+        raise ConfigError(f"config.microbatches={microbatches} must be a positive divisor of each "
+                          f"device's share of the batch (config.batch_size={config.batch_size} "
+                          f"over {num_devices} device(s))")
     if config.crop_size % 8 or config.crop_size < 16:
         raise ConfigError(f"config.crop_size={config.crop_size} must be a multiple of 8, >= 16")
     for key in (*INTERVALS.values(), "total_steps"):
@@ -149,7 +154,7 @@ class Run:
         self.writer = metric_writers.create_default_writer(workdir, just_logging=not self.is_chief)
         self.closers.append(self.writer.close)
         self.validator = Validator(config, self.root, state.apply_fn)
-        self.step_fn = compile_train_step(self.mesh)
+        self.step_fn = compile_train_step(self.mesh, config.get("microbatches", 1))
         self.preemption = distributed.Preemption()
         self.closers.append(self.preemption.close)
         self.progress = TrainProgress(self.first, int(config.total_steps), enabled=self.is_chief)

@@ -1,4 +1,5 @@
-"""Data parallelism: two devices give the parameters of one device on the same global batch."""
+"""Data parallelism and microbatches: two devices, and two devices each taking its share of the
+batch in two passes, give the parameters of one device in one pass on the same global batch."""
 
 import json
 import os
@@ -23,11 +24,12 @@ from ifan_jax import train_step as step_lib
 
 config = load_config("tiny")
 config.batch_size = 4
+config.microbatches = int(sys.argv[3])
 train_lib.check_config(config)
 mesh = distributed.data_mesh()
 state = jax.device_put(step_lib.create_train_state(config), NamedSharding(mesh, P()))
 initial = jax.tree.leaves(jax.device_get(state.params))
-step = step_lib.compile_train_step(mesh)
+step = step_lib.compile_train_step(mesh, config.microbatches)
 rng = np.random.default_rng(0)
 losses = []
 for _ in range(2):
@@ -42,23 +44,30 @@ print(json.dumps({"devices": jax.device_count(), "shards": shards, "losses": los
 """
 
 
-def run_worker(devices: int, out: str) -> dict:
+def run_worker(devices: int, out: str, microbatches: int = 1) -> dict:
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
                JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-c", WORKER, ROOT, out], env=env, capture_output=True,
-                          text=True, timeout=900, cwd=ROOT)
+    proc = subprocess.run([sys.executable, "-c", WORKER, ROOT, out, str(microbatches)], env=env,
+                          capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.fixture(scope="module")
+def one_device(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("one_device") / "one.npz")
+    return run_worker(1, out), out
+
+
 @pytest.mark.slow
-def test_two_devices_match_one_device(tmp_path):
-    one = run_worker(1, str(tmp_path / "one.npz"))
-    two = run_worker(2, str(tmp_path / "two.npz"))
+@pytest.mark.parametrize("microbatches", [1, 2])
+def test_two_devices_match_one_device(one_device, tmp_path, microbatches):
+    one, one_path = one_device
+    two = run_worker(2, str(tmp_path / "two.npz"), microbatches)
     assert (one["devices"], one["shards"]) == (1, 1)
     assert (two["devices"], two["shards"]) == (2, 2)  # the batch really is split
     np.testing.assert_allclose(two["losses"], one["losses"], rtol=1e-6)
-    with np.load(tmp_path / "one.npz") as a, np.load(tmp_path / "two.npz") as b:
+    with np.load(one_path) as a, np.load(tmp_path / "two.npz") as b:
         arrays_a = [a[k] for k in sorted(a.files, key=lambda s: int(s.split("_")[1]))]
         arrays_b = [b[k] for k in sorted(b.files, key=lambda s: int(s.split("_")[1]))]
     n = len(arrays_a) // 2

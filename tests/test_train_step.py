@@ -1,6 +1,7 @@
 """The losses, the train state and the pure train step, on synthetic numpy batches."""
 
 import os
+import re
 
 import jax
 import numpy as np
@@ -84,3 +85,34 @@ def test_batch_must_divide_by_the_devices():
     config.crop_size = 60
     with pytest.raises(train_lib.ConfigError, match="crop_size"):
         train_lib.check_config(config, num_devices=1)
+
+
+def test_microbatches_must_divide_each_devices_share():
+    config = tiny_config()
+    config.batch_size, config.microbatches = 8, 2
+    train_lib.check_config(config, num_devices=4)
+    with pytest.raises(train_lib.ConfigError, match="microbatches=2 .*batch_size=8 over 8 dev"):
+        train_lib.check_config(config, num_devices=8)
+    config.microbatches = 0
+    with pytest.raises(train_lib.ConfigError, match="microbatches=0"):
+        train_lib.check_config(config, num_devices=1)
+
+
+def test_microbatches_run_the_batch_in_interleaved_passes():
+    """The network runs once per part on half the batch, each part rows i, i + k, ... (so it
+    spreads over the devices as the batch does); tests/test_train_devices.py checks that the update
+    is the whole batch's."""
+    state = jax.eval_shape(lambda: step_lib.create_train_state(tiny_config()))
+    b = batch(n=4)
+
+    def first_convs(microbatches, rows):  # the 8-channel full-resolution convolutions
+        jaxpr = jax.make_jaxpr(lambda s, x: step_lib.train_step(s, x, microbatches))(state, b)
+        return len(re.findall(rf"f32\[{rows},32,32,8\] = conv_general_dilated", str(jaxpr)))
+
+    whole = first_convs(1, 4)
+    assert whole > 0 and first_convs(2, 4) == 0
+    assert first_convs(2, 2) == 2 * whole
+    rows = step_lib.microbatch_parts({"c": np.arange(8)}, 4)["c"]
+    np.testing.assert_array_equal(rows, [[0, 4], [1, 5], [2, 6], [3, 7]])
+    with pytest.raises(ValueError, match="batch of 4 does not split into 3 microbatches"):
+        jax.eval_shape(lambda s, x: step_lib.train_step(s, x, microbatches=3), state, b)
