@@ -70,6 +70,11 @@ def _all_rows(args: argparse.Namespace) -> list[rows.Row]:
             remat = dataclasses.replace(job, model=dataclasses.replace(separable, remat=True))
             out.append(rows.TrainRow(key=f"{key}_remat", baseline=key, job=remat,
                                      name=f"train step {batch}x{crop}x{crop}, model.remat=True"))
+        if not tiny and batch == 8:  # the paper's batch in passes of 2 (config.microbatches)
+            micro = dataclasses.replace(job, microbatches=4)
+            out.append(rows.TrainRow(key=f"{key}_microbatches", baseline=key, job=micro,
+                                     name=f"train step {batch}x{crop}x{crop}, "
+                                          f"config.microbatches=4"))
     out += _iac_rows(model, tiny, gpu, common, checkout)
     if args.dtype == "bfloat16":
         size = (128, 128) if tiny else (512, 512)

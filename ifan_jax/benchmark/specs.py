@@ -75,6 +75,7 @@ class TrainStep(Job):
     model: Model = FULL_MODEL
     batch: int = 2
     crop: int = 256
+    microbatches: int = 1  # config.microbatches: the batch in this many forward/backward passes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,6 +172,7 @@ class FedTrainStep(Job):
     model: Model = FULL_MODEL
     batch: int = 8
     crop: int = 256
+    microbatches: int = 1
     data_dir: str = ""
     bits: int = 8
 

@@ -45,7 +45,7 @@ def _compiled_step(job: specs.TrainStep | specs.FedTrainStep):
         apply_fn=model.apply, params=random_params(config.model, with_reblur=True), tx=tx,
         rng=jax.random.PRNGKey(0), learning_rate_fn=schedule))
     batch = random_batch(job.batch, job.crop)
-    step = step_lib.compile_train_step(distributed.data_mesh())
+    step = step_lib.compile_train_step(distributed.data_mesh(), job.microbatches)
     compiled, compile_s = probes.timed_first(lambda: step.compile(state, batch))
     return compiled, state, compile_s, batch
 
