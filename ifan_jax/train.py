@@ -185,9 +185,11 @@ class Run:
                      f"loss is off")
         if self.first == 0:
             self.writer.write_hparams(_flatten(config.to_dict()))
+        parts = config.get("microbatches", 1)
+        passes = f" in {parts} passes per device" if parts > 1 else ""
         self.say(f"Training steps {self.first + 1}-{total} on {jax.device_count()} device(s) "
-                 f"({jax.process_count()} process(es)), global batch {config.batch_size}, crop "
-                 f"{config.crop_size}; workdir {self.workdir}")
+                 f"({jax.process_count()} process(es)), global batch {config.batch_size}{passes}, "
+                 f"crop {config.crop_size}; workdir {self.workdir}")
         if jax.process_count() > 1:
             local = config.batch_size // jax.process_count()
             first = jax.process_index() * local

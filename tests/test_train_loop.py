@@ -139,3 +139,14 @@ def test_killed_run_resumes_to_the_same_parameters_bit_for_bit(data_root, tmp_pa
 
     deblur = Deblurrer.from_checkpoint(resumed, which="best")
     assert "reblurring_network" not in deblur.params
+
+    # The same run in two passes per step (`--config.microbatches=2`, as the README gives it):
+    # the same updates, to float rounding.
+    halves = str(tmp_path / "halves")
+    out = run_train(halves, data_root, env, extra=["--config.microbatches=2"])
+    assert "global batch 2 in 2 passes per device" in out
+    _, params_c = checkpoint.load_params(halves)
+    leaves_c = list(_leaves(params_c))
+    moved = max(float(np.abs(np.asarray(c) - np.asarray(a)).max())
+                for a, c in zip(leaves_a, leaves_c))
+    assert moved < 1e-5, moved
