@@ -134,9 +134,9 @@ def max_tiles(crop: int, scale_min: float, scale_prob: float, tile: int) -> int:
 
 def window_reader(folder: Path, index: dict, key: str, scene, grid: int):
     """A function (r0, r1, c0, c1) -> the integer pixels [r0:r1, c0:c1] of image `key` of scene
-    `scene` (a scalar tensor), as TensorFlow ops that read the `grid` x `grid` tiles from the one
-    holding (r0, c0) on (`max_tiles`; tile indices past the image's last are clamped to it, and
-    the slice never reaches them)."""
+    `scene` (a scalar tensor), as TensorFlow ops. It reads the k x k tiles from the one holding
+    (r0, c0) on, where k is the smallest that covers the window (at most `grid`, `max_tiles`);
+    tile indices past the image's last are clamped to it, and the slice never reaches them."""
     tf = tensorflow()
     dtype = tf.uint16 if index["dtype"] == "uint16" else tf.uint8
     size = index["tile"]
@@ -146,20 +146,21 @@ def window_reader(folder: Path, index: dict, key: str, scene, grid: int):
     last_col = tf.gather(tf.constant([math.ceil(s["width"] / size) - 1 for s in scenes]), scene)
     prefix = tf.strings.join([str(folder / key) + os.sep,
                               tf.strings.as_string(scene, width=5, fill="0"), "_"])
-    steps = tf.range(grid)
+
+    def tiles(row0, col0, k):  # the k x k tiles from (row0, col0) on: [k * size, k * size, 3]
+        steps = tf.range(k)
+        rows = tf.strings.as_string(tf.minimum(row0 + steps, last_row), width=3, fill="0")
+        cols = tf.strings.as_string(tf.minimum(col0 + steps, last_col), width=3, fill="0")
+        names = tf.reshape(prefix + rows[:, None] + "_" + cols[None, :] + ".raw", [-1])
+        data = tf.stack([tf.io.read_file(names[i]) for i in range(k * k)])
+        block = tf.reshape(tf.io.decode_raw(data, dtype), [k, k, size, size, 3])
+        return tf.reshape(tf.transpose(block, [0, 2, 1, 3, 4]), [k * size, k * size, 3])
 
     def read(r0, r1, c0, c1):
         row0, col0 = r0 // size, c0 // size
-        rows = tf.strings.as_string(tf.minimum(row0 + steps, last_row), width=3, fill="0")
-        cols = tf.strings.as_string(tf.minimum(col0 + steps, last_col), width=3, fill="0")
-        shape = [grid, grid]
-        names = tf.strings.join([tf.fill(shape, prefix), tf.broadcast_to(rows[:, None], shape),
-                                 tf.fill(shape, "_"), tf.broadcast_to(cols[None, :], shape),
-                                 tf.fill(shape, ".raw")])
-        names = tf.reshape(names, [-1])
-        data = tf.stack([tf.io.read_file(names[i]) for i in range(grid * grid)])
-        tiles = tf.reshape(tf.io.decode_raw(data, dtype), [grid, grid, size, size, 3])
-        block = tf.reshape(tf.transpose(tiles, [0, 2, 1, 3, 4]), [grid * size, grid * size, 3])
+        k = tf.maximum((r1 - 1) // size - row0, (c1 - 1) // size - col0) + 1
+        block = tf.switch_case(tf.clip_by_value(k, 1, grid) - 1,
+                               [lambda n=n: tiles(row0, col0, n) for n in range(1, grid + 1)])
         top, left = r0 - row0 * size, c0 - col0 * size
         return block[top:top + r1 - r0, left:left + c1 - c0]
 

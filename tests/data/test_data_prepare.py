@@ -108,3 +108,28 @@ def test_readme_prepare_command(tmp_path):
     assert run.stdout.startswith("datasets/DPDD/prepared/train_8bit (")
     assert (folder / "index.json").is_file()
     assert prepare.main(["--data_dir", str(tmp_path / "nowhere")]) == 2
+
+
+def test_window_reader_reads_only_the_tiles_under_the_window(tmp_path, monkeypatch):
+    """Every window, at the image's edges too, comes back exact, and (where /proc/self/io counts
+    the bytes read) from the k x k tiles that cover it, not from the largest grid a crop can
+    need."""
+    from ifan_jax.benchmark.probes import bytes_read
+
+    monkeypatch.setattr(prepare, "TILE", 16)
+    write_fake_dataset(tmp_path, "dpdd", {"train": 1}, size=(61, 75), bits=16, seed=3)
+    pixels = np.random.default_rng(4).integers(0, 65536, (61, 75, 3)).astype(np.uint16)
+    write_png(fake_folders(tmp_path, "dpdd", "train")["c"] / "train_000.png", pixels)
+    folder = prepare.prepare(tmp_path, "dpdd", "train", 16, progress=False)
+    index = json.loads((folder / "index.json").read_text())
+    read = prepare.window_reader(folder, index, "c", np.int32(0), grid=4)
+    tile_bytes = 16 * 16 * 3 * 2
+    for r0, r1, c0, c1 in [(0, 16, 0, 16), (3, 20, 5, 21), (15, 33, 0, 40), (0, 61, 0, 1),
+                           (45, 61, 59, 75), (17, 48, 33, 64), (2, 50, 10, 57)]:
+        before = bytes_read()
+        window = read(r0, r1, c0, c1).numpy()
+        after = bytes_read()
+        np.testing.assert_array_equal(window, pixels[r0:r1, c0:c1])
+        k = max((r1 - 1) // 16 - r0 // 16, (c1 - 1) // 16 - c0 // 16) + 1
+        if before is not None:
+            assert k * k * tile_bytes <= after - before < (k * k + 1) * tile_bytes, (r0, c0, k)
