@@ -141,6 +141,7 @@ class Run:
             start_step=self.first, augment=config.augment, bit_depth=config.bit_depth,
             process_index=jax.process_index(), process_count=jax.process_count(),
             cache=config.get("cache_train_data", False), dataset=config.dataset)
+        self.closers.append(self.data.close)
         # Checked: from here on the workdir is written.
         ckpt_lib.prepare_workdir(workdir, ckpt_lib.stored_model_config(config))
         self.mesh = distributed.data_mesh()

@@ -53,10 +53,18 @@ _SPLIT_FILES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 def _options() -> tf.data.Options:
     """Deterministic element order (parallel maps keep their input order); each element's ops on
     one thread, as the parallel map already runs elements side by side (tf.data's advice for
-    throughput)."""
+    throughput).
+
+    No autotuning: a parallel map given AUTOTUNE then runs one call per thread of tf.data's pool
+    (one per core, at most 16), and a prefetch given AUTOTUNE grows its buffer when the consumer
+    waits. Autotuning's optimisation
+    thread sleeps up to 60 s between passes, and destroying the iterator (the end of a training
+    run, the process's exit) waited for it: a run that had trained a few minutes sat idle for
+    about a minute after its last line."""
     options = tf.data.Options()
     options.deterministic = True
     options.threading.max_intra_op_parallelism = 1
+    options.autotune.enabled = False
     return options
 
 
@@ -202,7 +210,17 @@ class TrainIterator:
     def __iter__(self):
         return self
 
+    def close(self) -> None:
+        """Stop the pipeline's threads and free its buffers now (else when it is collected)."""
+        self._it = None
+
+    @property
+    def closed(self) -> bool:
+        return self._it is None
+
     def __next__(self) -> dict:
+        if self._it is None:
+            raise RuntimeError("the training pipeline was closed")
         try:
             batch = next(self._it)
         except tf.errors.OpError as e:
