@@ -3,9 +3,9 @@ generated DPDD-layout folder (`scenes`), its pixels read from the prepared store
 cache or by decoding the PNGs of every example.
 
 Two measurements of the same stream in one process: examples per second as training runs it
-(tf.data's parallel map and autotuning, all threads), then CPU milliseconds per example on one
-thread (a private pool of one, no autotuning), which other processes on the machine disturb less
-than a wall-clock rate. The memory reported is the first measurement's.
+(tf.data's parallel map, one call per core), then CPU milliseconds per example on one thread (a
+private pool of one), which other processes on the machine disturb less than a wall-clock rate.
+The memory reported is the first measurement's.
 """
 
 from __future__ import annotations
