@@ -3,6 +3,7 @@
     from ifan_jax import data
     ds = data.load_split("datasets", "dpdd", "test")          # whole images, tf.data.Dataset
     it = data.train_dataset("datasets", batch_size=8, seed=0)  # augmented crops, numpy batches
+    it.close()                                                 # its threads and buffers go now
     python -m ifan_jax.data.synth --out=datasets --num=16 --size=128   # synthetic DPDD layout
     python -m ifan_jax.data.prepare --data_dir=datasets   # once: crops read only their window
 
