@@ -57,10 +57,9 @@ def _options() -> tf.data.Options:
 
     No autotuning: a parallel map given AUTOTUNE then runs one call per thread of tf.data's pool
     (one per core, at most 16), and a prefetch given AUTOTUNE grows its buffer when the consumer
-    waits. Autotuning's optimisation
-    thread sleeps up to 60 s between passes, and destroying the iterator (the end of a training
-    run, the process's exit) waited for it: a run that had trained a few minutes sat idle for
-    about a minute after its last line."""
+    waits. Autotuning's optimisation thread sleeps up to 60 s between passes, and destroying the
+    iterator (the end of a training run, the process's exit) waited for it: a quickstart run sat
+    idle for about a minute after its last line."""
     options = tf.data.Options()
     options.deterministic = True
     options.threading.max_intra_op_parallelism = 1

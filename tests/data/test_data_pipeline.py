@@ -135,7 +135,7 @@ def test_interpreter_exits_with_unfinished_iterators(root):
     assert result.returncode == 0 and "done" in result.stdout
 
 
-def test_no_autotuning_thread_and_close_releases_the_training_pipeline(root, tmp_path):
+def test_no_autotuning_thread_and_close_releases_the_training_pipeline(root):
     """Both pipelines run without tf.data's autotuning: destroying an iterator that had run a few
     minutes waited for the autotuning thread's next wake-up (up to 60 s), so every quickstart run
     sat idle for about a minute after its last line. `close` ends the training pipeline at once."""
