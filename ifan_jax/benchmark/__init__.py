@@ -8,6 +8,9 @@ memory), our workers (`network`, `training`, `real_path`, `scenes`, `input_pipel
 (processes and shared preparations), `rows` (typed report rows), `plan` (which rows a run
 measures), `targets`, `report` (table, Markdown, text), `machine` and `cli`.
 
+Two tools of their own: `profile` (where one call's time goes, by kind of operation) and
+`convolutions` (every convolution of a call timed alone under each of XLA's CPU libraries).
+
 This package imports nothing itself: every measurement process imports it first
 (`python -m ifan_jax.benchmark.worker`) and must hold nothing its measurement does not need.
 """
