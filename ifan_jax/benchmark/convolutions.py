@@ -25,7 +25,6 @@ import collections
 import dataclasses
 import json
 import os
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -35,6 +34,7 @@ import jax.numpy as jnp
 from jax.extend import core as jax_core
 
 from ifan_jax import compiled as compiled_lib
+from ifan_jax.benchmark import probes
 
 LIBRARIES = {
     "ynnpack": dict(compiled_lib.TRAINING_CPU_OPTIONS),
@@ -124,13 +124,8 @@ def _has_convolution_in(eqn) -> bool:
 
 def median_seconds(fn: Callable[[], object], repeats: int) -> float:
     """Median wall time of `repeats` synchronised calls after one untimed call."""
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times, _ = probes.steady_runs(lambda: jax.block_until_ready(fn()), 1, repeats)
+    return probes.summary(times)["time_s"]
 
 
 def time_alone(conv: Convolution, options: dict, repeats: int) -> float:
