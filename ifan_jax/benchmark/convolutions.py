@@ -24,6 +24,7 @@ import argparse
 import collections
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -66,18 +67,10 @@ class Convolution:
 
     def macs(self) -> int:
         """Multiply-adds (products with inserted zeros of a dilated input included)."""
-        p = dict(self.params)
         out = jax.eval_shape(self.apply, jax.ShapeDtypeStruct(self.lhs, jnp.float32),
                              jax.ShapeDtypeStruct(self.rhs, jnp.float32)).shape
-        numbers = p["dimension_numbers"]
-        kernel = [self.rhs[a] for a in numbers.rhs_spec[2:]]
-        in_features = self.rhs[numbers.rhs_spec[1]]
-        size = 1
-        for n in out:
-            size *= n
-        for n in kernel:
-            size *= n
-        return size * in_features
+        spec = dict(self.params)["dimension_numbers"].rhs_spec  # (out, in, *window) axes
+        return math.prod(out) * math.prod(self.rhs[a] for a in spec[1:])
 
     def apply(self, lhs, rhs):
         return jax.lax.conv_general_dilated_p.bind(lhs, rhs, **dict(self.params))
