@@ -35,7 +35,7 @@ import jax.numpy as jnp
 from jax.extend import core as jax_core
 
 from ifan_jax import compiled as compiled_lib
-from ifan_jax.benchmark import probes
+from ifan_jax.benchmark import probes, specs
 
 LIBRARIES = {
     "ynnpack": dict(compiled_lib.TRAINING_CPU_OPTIONS),
@@ -152,19 +152,14 @@ def train_step_call(model, batch: int, crop: int):
     """(the training step as a function of (state, batch), its arguments, a function running one
     synchronised step compiled as training compiles it)."""
     from ifan_jax import train_step as step_lib
-    from ifan_jax.benchmark import specs, training
+    from ifan_jax.benchmark import training
 
     job = specs.TrainStep(model=dataclasses.replace(model, iac_variant="separable"),
                           batch=batch, crop=crop)
     compiled, state, _, data = training._compiled_step(job)
     jaxpr_state = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
-    holder = {"state": state}
-
-    def call():
-        holder["state"], metrics = compiled(holder["state"], data)
-        return metrics["loss"]
-
-    return step_lib.train_step, (jaxpr_state, data), call
+    one_step, _ = training._stepper(compiled, state, data)  # donates `state`: shapes taken first
+    return step_lib.train_step, (jaxpr_state, data), one_step
 
 
 def forward_call(model, size):
@@ -178,11 +173,6 @@ def forward_call(model, size):
     return network.forward_fn(model_config), (params, image), lambda: executable(params, image)
 
 
-def _size(text: str):
-    w, h = (int(v) for v in text.lower().split("x"))
-    return h, w
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m ifan_jax.benchmark.convolutions",
                                 description=__doc__,
@@ -191,7 +181,7 @@ def parse_args(argv=None):
                    help="the training step at this batch size (crops of --crop); default: the "
                         "forward pass at --size")
     p.add_argument("--crop", type=int, default=256, help="training crop size (default 256)")
-    p.add_argument("--size", type=_size, default=(720, 1280), metavar="WxH",
+    p.add_argument("--size", type=specs.parse_size, default=(720, 1280), metavar="WxH",
                    help="forward pass input size (default 1280x720)")
     p.add_argument("--repeats", type=int, default=5, help="timed calls per measurement (median)")
     p.add_argument("--tiny", action="store_true", help="the tests' tiny network (channels=8, N=3)")
@@ -200,8 +190,6 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> dict:
-    from ifan_jax.benchmark import specs
-
     args = parse_args(argv)
     if jax.default_backend() != "cpu":
         raise SystemExit("this tool compares XLA's CPU convolution libraries: run it on a CPU "

@@ -176,13 +176,7 @@ def train_call(model, batch: int, crop: int):
     job = specs.TrainStep(model=dataclasses.replace(model, iac_variant="separable"),
                           batch=batch, crop=crop)
     compiled, state, _, data = training._compiled_step(job)
-    holder = {"state": state}
-
-    def call():
-        holder["state"], metrics = compiled(holder["state"], data)
-        float(metrics["loss"])
-
-    return compiled.as_text(), call
+    return compiled.as_text(), training._stepper(compiled, state, data)[0]
 
 
 def trace_ours(hlo_text: str, call, calls: int, trace_dir: str) -> dict:
@@ -229,15 +223,10 @@ def profile_official(model, size, calls: int, checkout: str) -> dict:
             **breakdown(ops, calls)}
 
 
-def _size(text: str):
-    w, h = (int(v) for v in text.lower().split("x"))
-    return h, w
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m ifan_jax.benchmark.profile", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--size", type=_size, default=(720, 1280), metavar="WxH",
+    p.add_argument("--size", type=specs.parse_size, default=(720, 1280), metavar="WxH",
                    help="input size (default 1280x720)")
     p.add_argument("--calls", type=int, default=3, help="traced calls (default 3)")
     p.add_argument("--train_batch", type=int, default=0, metavar="N",

@@ -52,6 +52,12 @@ class Probe(Job):
     OURS: ClassVar[str] = "ifan_jax.benchmark.network:probe"
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    """A command line's "WxH" as (H, W), the order of `Inference.size`."""
+    w, h = (int(v) for v in text.lower().split("x"))
+    return h, w
+
+
 @dataclasses.dataclass(frozen=True)
 class Inference(Job):
     """The jitted forward pass on one (1, H, W, 3) image, random weights; `cache_dir`: a
