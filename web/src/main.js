@@ -1,0 +1,249 @@
+// The page: load the ONNX model, deblur an uploaded photo tile by tile, show and re-blend it.
+//
+// Hooks for automation: <input id="photo">, <body data-state="loading|ready|working|done|error">,
+// <a id="download"> (the PNG shown), #message (one line), #strength, #keep_bokeh, #level, #readout.
+import * as ort from "onnxruntime-web";
+
+import { colorize, parseTable } from "./colormap.js";
+import { autoLevel, blend, boxMeanAbs, keepWeights, readout } from "./intent.js";
+import { deblurTiled, plan } from "./tiling.js";
+
+const $ = (id) => document.getElementById(id);
+const page = { session: null, config: null, backend: null, photo: null, generation: 0, url: null };
+// Timings for tests and benchmarks: milliseconds per network run of one tile.
+window.ifan = { tileTimes: [], backend: null, level: null, autoLevel: null };
+
+function setState(state, message = "") {
+  document.body.dataset.state = state;
+  $("message").textContent = message.split("\n")[0];
+}
+
+function fail(error) {
+  const text = (error && error.message) || String(error);
+  setState("error", text);
+}
+
+function clearResult() {
+  page.generation += 1;
+  page.photo = null;
+  if (page.url) URL.revokeObjectURL(page.url);
+  page.url = null;
+  const link = $("download");
+  link.removeAttribute("href");
+  link.removeAttribute("download");
+  link.hidden = true;
+  $("result").hidden = true;
+  $("readout").textContent = "";
+  for (const id of ["strength", "keep_bokeh", "level", "level_auto"]) $(id).disabled = true;
+  $("progress").value = 0;
+}
+
+async function chooseBackend() {
+  if (navigator.gpu) {
+    try {
+      if (await navigator.gpu.requestAdapter()) return "webgpu";
+    } catch {
+      // no adapter: WASM
+    }
+  }
+  return "wasm";
+}
+
+async function loadModel() {
+  const base = new URL(".", location.href);
+  ort.env.wasm.wasmPaths = new URL("ort/", base).href;
+  ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
+  ort.env.logLevel = "error";
+  const response = await fetch(new URL("model.json", base));
+  if (!response.ok) throw new Error(`model.json: HTTP ${response.status}`);
+  page.config = await response.json();
+  page.table = parseTable(page.config.viridis);
+  const options = { graphOptimizationLevel: "all", logSeverityLevel: 3 };
+  const modelUrl = new URL("model.onnx", base).href;
+  let backend = await chooseBackend();
+  try {
+    page.session = await ort.InferenceSession.create(modelUrl, { ...options, executionProviders: [backend] });
+  } catch (error) {
+    if (backend === "wasm") throw error;
+    backend = "wasm";  // WebGPU present but the model does not run there
+    page.session = await ort.InferenceSession.create(modelUrl, { ...options, executionProviders: [backend] });
+  }
+  page.backend = window.ifan.backend = backend;
+  const { tile, overlap } = page.config;
+  $("backend").textContent = `Model ${page.config.name}: tiles of ${tile} x ${tile} overlapping by ` +
+    `${overlap} pixels, running on ${backend === "webgpu" ? "WebGPU (the GPU)" : "WASM (the CPU)"}.`;
+}
+
+async function decode(file) {
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(file, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
+  } catch {
+    throw new Error(`${file.name}: not an image this browser can decode (use a JPEG or PNG)`);
+  }
+  const { width, height } = bitmap;
+  const canvas = document.createElement("canvas");
+  canvas.width = width;
+  canvas.height = height;
+  const ctx = canvas.getContext("2d", { willReadFrequently: true });
+  ctx.drawImage(bitmap, 0, 0);
+  bitmap.close();
+  const rgba = ctx.getImageData(0, 0, width, height).data;
+  const rgb = new Float32Array(width * height * 3);
+  for (let p = 0, q = 0; p < rgb.length; p += 3, q += 4) {
+    rgb[p] = rgba[q] / 255;
+    rgb[p + 1] = rgba[q + 1] / 255;
+    rgb[p + 2] = rgba[q + 2] / 255;
+  }
+  return { rgb, width, height };
+}
+
+function toImageData(rgb, width, height) {
+  const data = new ImageData(width, height);
+  const px = data.data;  // Uint8ClampedArray: clamps to 0..255 and rounds half to even (numpy's rint)
+  for (let p = 0, q = 0; p < rgb.length; p += 3, q += 4) {
+    px[q] = rgb[p] * 255;
+    px[q + 1] = rgb[p + 1] * 255;
+    px[q + 2] = rgb[p + 2] * 255;
+    px[q + 3] = 255;
+  }
+  return data;
+}
+
+function draw(id, imageData) {
+  const canvas = $(id);
+  canvas.width = imageData.width;
+  canvas.height = imageData.height;
+  canvas.getContext("2d").putImageData(imageData, 0, 0);
+}
+
+async function runTile(input) {
+  const size = page.config.tile;
+  const start = performance.now();
+  const feeds = { [page.session.inputNames[0]]: new ort.Tensor("float32", input, [1, size, size, 3]) };
+  const out = await page.session.run(feeds);
+  window.ifan.tileTimes.push(performance.now() - start);
+  return { deblurred: out.deblurred.data, defocus: out.defocus ? out.defocus.data : null };
+}
+
+const nextFrame = () => new Promise((resolve) => requestAnimationFrame(() => resolve()));
+
+async function deblur(file) {
+  clearResult();
+  const generation = page.generation;
+  setState("working", `${file.name}: reading…`);
+  const { rgb, width, height } = await decode(file);
+  const { count } = plan(height, width, page.config.tile, page.config.overlap);
+  setState("working", `${file.name}: ${width} x ${height}, ${count} tile${count > 1 ? "s" : ""}…`);
+  window.ifan.tileTimes = [];
+  const progress = $("progress");
+  progress.max = count;
+  const start = performance.now();
+  const result = await deblurTiled(rgb, height, width, page.config.tile, page.config.overlap, runTile,
+    async (done) => { progress.value = done; await nextFrame(); });
+  if (generation !== page.generation) return;  // another photo came meanwhile
+  const seconds = (performance.now() - start) / 1000;
+  const photo = { name: file.name, width, height, input: rgb, deblurred: result.image, defocus: result.defocus,
+    seconds, count };
+  if (photo.defocus) {
+    photo.smoothed = boxMeanAbs(photo.defocus, height, width, page.config.intent.box_radius);
+    photo.autoLevel = autoLevel(photo.defocus, page.config.intent);
+    window.ifan.autoLevel = photo.autoLevel;
+    let top = 0;
+    for (const v of photo.smoothed) top = Math.max(top, v);
+    const level = $("level");
+    const max = Math.max(top, 2 * photo.autoLevel, 1e-6);
+    level.max = String(max);
+    level.min = String(max / 1000);
+    level.value = String(Math.max(photo.autoLevel, max / 1000));
+    draw("defocus", new ImageData(colorize(photo.defocus, page.table, page.config.low_percentile,
+      page.config.high_percentile), width, height));
+  }
+  $("defocus").closest("figure").hidden = !photo.defocus;
+  draw("before", toImageData(rgb, width, height));
+  page.photo = photo;
+  $("result").hidden = false;
+  $("strength").disabled = false;
+  $("keep_bokeh").disabled = !photo.defocus;
+  await render();
+}
+
+// Re-blend the last photo with the controls' values (no network run), redraw, remake the download.
+async function render() {
+  const photo = page.photo;
+  if (!photo) return;
+  const generation = ++page.generation;
+  const strength = Number($("strength").value);
+  const keep = $("keep_bokeh").checked && !!photo.defocus;
+  const level = Number($("level").value);
+  $("strength_value").textContent = strength.toFixed(2);
+  $("level_value").textContent = level.toPrecision(3) + (Math.abs(level - photo.autoLevel) < 1e-9 ? " (automatic)" : "");
+  $("level_control").classList.toggle("off", !keep);
+  $("level").disabled = $("level_auto").disabled = !keep;
+  window.ifan.level = keep ? level : null;
+  setState("working", `${photo.name}: blending…`);
+  const weights = keep ? keepWeights(photo.smoothed, level) : null;
+  const output = blend(photo.input, photo.deblurred, strength, weights);
+  const image = toImageData(output, photo.width, photo.height);
+  draw("after", image);
+  if (photo.defocus) {
+    const r = readout(photo.input, output, photo.defocus, page.config.intent);
+    const change = Number.isFinite(r.psnr) ? `${r.psnr.toFixed(1)} dB` : "identical";
+    $("readout").textContent = `Out of focus: ${Math.round(100 * r.share)}% of the pixels ` +
+      `(|defocus| > ${page.config.intent.out_of_focus_level}); median |defocus| ${r.median.toFixed(3)}; ` +
+      `input vs output PSNR ${change}. ${r.sentence}` +
+      (keep ? ` Bokeh kept above level ${level.toPrecision(3)}.` : "");
+  } else {
+    $("readout").textContent = "This model has no defocus map: strength only.";
+  }
+  const blob = await new Promise((resolve) => $("after").toBlob(resolve, "image/png"));
+  if (generation !== page.generation) return;  // the controls moved meanwhile
+  if (!blob) throw new Error(`${photo.name}: the browser could not encode the PNG`);
+  if (page.url) URL.revokeObjectURL(page.url);
+  page.url = URL.createObjectURL(blob);
+  const link = $("download");
+  link.href = page.url;
+  link.download = photo.name.replace(/\.[^.]*$/, "") + "_deblurred.png";
+  link.hidden = false;
+  const perTile = (1000 * photo.seconds / photo.count).toFixed(0);
+  setState("done", `${photo.name}: ${photo.width} x ${photo.height}, ${photo.count} tiles in ` +
+    `${photo.seconds.toFixed(1)} s (${perTile} ms a tile, ${page.backend.toUpperCase()}).`);
+}
+
+let pending = false;
+function scheduleRender() {
+  if (!page.photo) return;
+  page.generation += 1;  // any blob still being encoded is stale
+  document.body.dataset.state = "working";
+  if (pending) return;
+  pending = true;
+  requestAnimationFrame(() => { pending = false; render().catch(fail); });
+}
+
+function main() {
+  addEventListener("error", (event) => fail(event.error || event.message));
+  addEventListener("unhandledrejection", (event) => fail(event.reason));
+  $("photo").addEventListener("change", () => {
+    const file = $("photo").files[0];
+    if (!file) return;
+    deblur(file).catch((error) => { clearResult(); fail(error); });
+  });
+  $("strength").addEventListener("input", scheduleRender);
+  $("keep_bokeh").addEventListener("change", scheduleRender);
+  $("level").addEventListener("input", scheduleRender);
+  $("level_auto").addEventListener("click", () => {
+    if (!page.photo) return;
+    $("level").value = String(page.photo.autoLevel);
+    scheduleRender();
+  });
+  $("split").addEventListener("input", () => {
+    $("after").style.clipPath = `inset(0 0 0 ${$("split").value}%)`;
+  });
+  $("after").style.clipPath = "inset(0 0 0 50%)";
+  loadModel().then(() => {
+    $("photo").disabled = false;
+    setState("ready", "Choose a photo.");
+  }, (error) => fail(new Error(`the model did not load: ${(error && error.message) || error}`)));
+}
+
+main();
