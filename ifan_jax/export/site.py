@@ -1,0 +1,144 @@
+"""The static web site: the page of `web/`, onnxruntime-web's runtime files and the ONNX model.
+
+    write_site("site", onnx_bytes, metadata)   # then serve "site" from any static host
+
+The directory holds `index.html` and `src/` (the page's modules, from `web/`), `ort/` (the
+onnxruntime-web files the page loads, copied from `web/node_modules` after `npm ci --prefix web`),
+`model.onnx` and `model.json`: the tile and overlap the page cuts photos into, whether the model has a
+defocus map, the defocus colour map (`ifan_jax.inference.defocus`) and the keep-the-bokeh / readout
+constants, so the page computes what Python computes. Everything the page fetches is in the directory:
+it works offline once served. The directory is written all or nothing (`fileio.atomic_directory`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+from ifan_jax import fileio
+from ifan_jax.inference import defocus
+
+WEB = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "web")
+RUNTIME = os.path.join("node_modules", "onnxruntime-web", "dist")
+# The page imports ort.min.mjs (WebGPU and WASM), which loads the JSEP build of the WebAssembly runtime.
+RUNTIME_FILES = ("ort.min.mjs", "ort-wasm-simd-threaded.jsep.mjs", "ort-wasm-simd-threaded.jsep.wasm")
+PAGE_FILES = ("index.html",)
+PAGE_DIRS = ("src",)
+
+# PLACEHOLDERS until ifan_jax.inference.intent (issue 24) defines them; then imported from there.
+BOX_RADIUS = 16  # the keep-bokeh mask averages |defocus| over a 33 x 33 window
+OTSU_BINS = 256
+AUTO_LEVEL_FACTOR = 2 / 3  # automatic level = 2/3 of Otsu's threshold of |defocus|
+OUT_OF_FOCUS_LEVEL = 0.5  # PLACEHOLDER: |defocus| above this counts as out of focus
+MOSTLY_SHARP_SHARE = 0.1  # PLACEHOLDER: below this share out of focus, "mostly in focus"
+SENTENCES = {  # PLACEHOLDER wording
+    "mostly_sharp": "Mostly in focus: little to deblur.",
+    "out_of_focus": "{percent}% of the photo is out of focus; deblurred.",
+}
+
+
+def _truth(value) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes")
+
+
+def site_config(metadata: dict) -> dict:
+    """model.json's content for an export's metadata (the ONNX metadata_props, string values)."""
+    try:
+        tile, overlap = int(metadata["tile"]), int(metadata["overlap"])
+        has_defocus = _truth(metadata["has_defocus"])
+    except KeyError as e:
+        raise ValueError(f"the export's metadata has no {e.args[0]!r}") from None
+    except (TypeError, ValueError):
+        raise ValueError(f"the export's metadata has a non-integer tile {metadata.get('tile')!r} or "
+                         f"overlap {metadata.get('overlap')!r}") from None
+    if tile <= 0 or tile % 8 or overlap < 0 or tile - overlap < 8:
+        raise ValueError(f"the export's tile {tile} must be a multiple of 8 exceeding its overlap "
+                         f"{overlap} by at least 8")
+    if _truth(metadata.get("dual_pixel", "false")):
+        raise ValueError("the web page takes one photo: a dual-pixel model (two views) cannot run there")
+    parts = [f"N = {metadata['num_iterations']}"] if "num_iterations" in metadata else []
+    if "channels" in metadata:
+        parts.append(f"{metadata['channels']} channels")
+    return {
+        "name": "IFAN" + (f" ({', '.join(parts)})" if parts else ""),
+        "tile": tile,
+        "overlap": overlap,
+        "has_defocus": has_defocus,
+        "metadata": {str(k): str(v) for k, v in metadata.items()},
+        "viridis": defocus.VIRIDIS.tobytes().hex(),
+        "low_percentile": defocus.LOW_PERCENTILE,
+        "high_percentile": defocus.HIGH_PERCENTILE,
+        "intent": {
+            "box_radius": BOX_RADIUS,
+            "otsu_bins": OTSU_BINS,
+            "auto_level_factor": AUTO_LEVEL_FACTOR,
+            "out_of_focus_level": OUT_OF_FOCUS_LEVEL,
+            "mostly_sharp_share": MOSTLY_SHARP_SHARE,
+            "sentences": SENTENCES,
+        },
+    }
+
+
+def write_site(directory: str | os.PathLike, onnx_bytes: bytes, metadata: dict, overwrite: bool = False,
+               web: str = WEB) -> str:
+    """Write the site for an exported model into `directory`; returns its absolute path.
+
+    `onnx_bytes` and `metadata` are what `ifan_jax.export.onnx.export_onnx_bytes` returns. Raises
+    FileExistsError if `directory` exists (unless `overwrite`), FileNotFoundError (one line) if
+    `web/node_modules` has not been installed, ValueError for metadata the page cannot use."""
+    config = site_config(metadata)
+    if not onnx_bytes:
+        raise ValueError("the ONNX model is empty")
+    runtime = os.path.join(web, RUNTIME)
+    missing = [f for f in RUNTIME_FILES if not os.path.isfile(os.path.join(runtime, f))]
+    if missing:
+        raise FileNotFoundError(f"{os.path.join(runtime, missing[0])}: no onnxruntime-web runtime: "
+                                f"run `npm ci --prefix web` first")
+    with fileio.atomic_directory(directory, overwrite=overwrite) as tmp:
+        for name in PAGE_FILES:
+            shutil.copyfile(os.path.join(web, name), os.path.join(tmp, name))
+        for name in PAGE_DIRS:
+            shutil.copytree(os.path.join(web, name), os.path.join(tmp, name))
+        os.makedirs(os.path.join(tmp, "ort"))
+        for name in RUNTIME_FILES:
+            shutil.copyfile(os.path.join(runtime, name), os.path.join(tmp, "ort", name))
+        with open(os.path.join(tmp, "ort", "LICENSE.txt"), "w") as f:
+            f.write(_runtime_license(web))
+        with open(os.path.join(tmp, "model.onnx"), "wb") as f:
+            f.write(onnx_bytes)
+        with open(os.path.join(tmp, "model.json"), "w") as f:
+            json.dump(config, f, indent=1)
+            f.write("\n")
+    return os.path.abspath(directory)
+
+
+def _runtime_license(web: str) -> str:
+    """onnxruntime-web's MIT notice, which copies of it carry."""
+    with open(os.path.join(web, "node_modules", "onnxruntime-web", "package.json")) as f:
+        version = json.load(f)["version"]
+    return f"onnxruntime-web {version} (https://github.com/microsoft/onnxruntime)\n\n" + MIT_LICENSE
+
+
+MIT_LICENSE = """MIT License
+
+Copyright (c) Microsoft Corporation
+
+Permission is hereby granted, free of charge, to any person obtaining a copy
+of this software and associated documentation files (the "Software"), to deal
+in the Software without restriction, including without limitation the rights
+to use, copy, modify, merge, publish, distribute, sublicense, and/or sell
+copies of the Software, and to permit persons to whom the Software is
+furnished to do so, subject to the following conditions:
+
+The above copyright notice and this permission notice shall be included in all
+copies or substantial portions of the Software.
+
+THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR
+IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY,
+FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE
+AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER
+LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
+OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE
+SOFTWARE.
+"""
