@@ -144,7 +144,7 @@ async function deblur(file) {
   if (generation !== page.generation) return;  // another photo came meanwhile
   const seconds = (performance.now() - start) / 1000;
   const photo = { name: file.name, width, height, input: rgb, deblurred: result.image, defocus: result.defocus,
-    seconds, count };
+    seconds, count, levelIsAuto: true };
   if (photo.defocus) {
     photo.smoothed = boxMeanAbs(photo.defocus, height, width, page.config.intent.box_radius);
     photo.autoLevel = autoLevel(photo.defocus, page.config.intent);
@@ -175,9 +175,10 @@ async function render() {
   const generation = ++page.generation;
   const strength = Number($("strength").value);
   const keep = $("keep_bokeh").checked && !!photo.defocus;
-  const level = Number($("level").value);
+  // The automatic level exactly (a range input rounds what it holds); else the slider's.
+  const level = photo.levelIsAuto ? photo.autoLevel : Number($("level").value);
   $("strength_value").textContent = strength.toFixed(2);
-  $("level_value").textContent = level.toPrecision(3) + (Math.abs(level - photo.autoLevel) < 1e-9 ? " (automatic)" : "");
+  $("level_value").textContent = level.toPrecision(3) + (photo.levelIsAuto ? " (automatic)" : "");
   $("level_control").classList.toggle("off", !keep);
   $("level").disabled = $("level_auto").disabled = !keep;
   window.ifan.level = keep ? level : null;
@@ -230,10 +231,14 @@ function main() {
   });
   $("strength").addEventListener("input", scheduleRender);
   $("keep_bokeh").addEventListener("change", scheduleRender);
-  $("level").addEventListener("input", scheduleRender);
+  $("level").addEventListener("input", () => {
+    if (page.photo) page.photo.levelIsAuto = false;
+    scheduleRender();
+  });
   $("level_auto").addEventListener("click", () => {
     if (!page.photo) return;
     $("level").value = String(page.photo.autoLevel);
+    page.photo.levelIsAuto = true;
     scheduleRender();
   });
   $("split").addEventListener("input", () => {
