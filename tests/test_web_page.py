@@ -1,0 +1,376 @@
+"""The static web page (web/, written by `python -m ifan_jax.export --web=DIR`).
+
+- Its JavaScript math (tiles, blending weights, keep-the-bokeh mask, Otsu's level, the defocus colour
+  map) equals the Python definitions, checked in Node on arrays made here.
+- In headless Chromium, served by `python -m http.server`, the site of the exported tiny model
+  deblurs a photo of several tiles to >= 45 dB of `Deblurrer`, loads nothing from outside the
+  server and logs no console error; its controls re-blend (strength 0 gives the photo back exactly,
+  keep-the-bokeh changes the result and the readout) and a file that is not an image gets a one-line
+  message with the previous result and its download gone.
+"""
+
+import base64
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ifan_jax.inference import defocus as defocus_lib
+from ifan_jax.inference import tiling
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WEB = os.path.join(ROOT, "web")
+NODE = shutil.which("node")
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+HOST = "127.0.0.1"
+TILE, OVERLAP = 128, 32  # 300 x 200 photo: 3 x 2 tiles
+INTENT_CONSTANTS = {"box_radius": 16, "otsu_bins": 256, "auto_level_factor": 2 / 3}
+
+
+def _node(script: str, data: dict) -> dict:
+    """Run an ES-module `script` in Node with `data` as the global `input`; returns its JSON output."""
+    if NODE is None:
+        pytest.skip("needs Node.js (apt-get install nodejs)")
+    src = "file://" + os.path.join(WEB, "src") + "/"
+    code = (f"import * as tiling from '{src}tiling.js'; import * as intent from '{src}intent.js';"
+            f"import * as colormap from '{src}colormap.js';"
+            "const input = JSON.parse(require('fs').readFileSync(0, 'utf8'));" + script)
+    code = code.replace("require('fs')", "(await import('node:fs'))")
+    proc = subprocess.run([NODE, "--input-type=module", "-e", code], input=json.dumps(data),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_page_tiling_equals_python():
+    cases = [(200, 128, 32), (304, 128, 32), (1000, 256, 64), (2000, 512, 64), (136, 128, 64),
+             (128, 128, 32), (4000, 1024, 100)]
+    got = _node("""
+      const out = input.map(([length, tile, overlap]) => {
+        const starts = tiling.tileStarts(length, tile, overlap);
+        return {starts, weights: tiling.axisWeights(starts, tile).map((w) => Array.from(w))};
+      });
+      console.log(JSON.stringify({out, shape: tiling.tileShape(100, 333, 128),
+                                  plan: tiling.plan(200, 300, 128, 32).count}));""", cases)
+    for (length, tile, overlap), page in zip(cases, got["out"]):
+        starts = tiling.tile_starts(length, tile, overlap)
+        assert page["starts"] == starts, (length, tile, overlap)
+        for w_page, w in zip(page["weights"], tiling.axis_weights(starts, tile)):
+            np.testing.assert_array_equal(np.float32(w_page), w)
+    assert got["shape"] == list(tiling.tile_shape(100, 333, 128))
+    assert got["plan"] == tiling.num_tiles(200, 300, 128, 32) == 6
+
+
+def test_page_blending_of_tiles_equals_python():
+    """deblurTiled with a tile function that returns a position-dependent result (so every seam
+    shows): the same blend as tiling.deblur_tiled, including the edge padding past the image."""
+    rng = np.random.default_rng(1)
+    h, w, size = 150, 230, 64
+    image = rng.random((h, w, 3), np.float32)
+
+    def python_tile(t):  # a nonlinear, non-local function of the tile (differs at every seam)
+        y = np.cumsum(t, axis=0) / (1 + np.arange(t.shape[0]))[:, None, None]
+        return np.concatenate([y, t[..., :1] ** 2 - t[..., 1:2]], -1)
+
+    def forward(batch):
+        return np.stack([python_tile(_pad(t, size))[:t.shape[0], :t.shape[1]] for t in batch])
+
+    expected = tiling.deblur_tiled(forward, [image], size, 24)
+    got = _node("""
+      const {h, w, size, image} = input;
+      const run = async (t) => {
+        const y = new Float32Array(size * size * 3), d = new Float32Array(size * size);
+        const sum = new Float64Array(size * 3);
+        for (let r = 0; r < size; r++) for (let c = 0; c < size; c++) {
+          for (let k = 0; k < 3; k++) {
+            sum[3 * c + k] += t[(r * size + c) * 3 + k];
+            y[(r * size + c) * 3 + k] = sum[3 * c + k] / (r + 1);
+          }
+          const p = (r * size + c) * 3;
+          d[r * size + c] = t[p] * t[p] - t[p + 1];
+        }
+        return {deblurred: y, defocus: d};
+      };
+      const out = await tiling.deblurTiled(Float32Array.from(image), h, w, size, 24, run, null);
+      console.log(JSON.stringify({image: Array.from(out.image), defocus: Array.from(out.defocus)}));""",
+                dict(h=h, w=w, size=size, image=image.ravel().tolist()))
+    np.testing.assert_allclose(np.reshape(got["image"], (h, w, 3)), expected[..., :3], atol=2e-6)
+    np.testing.assert_allclose(np.reshape(got["defocus"], (h, w)), expected[..., 3], atol=2e-6)
+
+
+def _pad(tile: np.ndarray, size: int) -> np.ndarray:
+    return np.pad(tile, ((0, size - tile.shape[0]), (0, size - tile.shape[1]), (0, 0)), mode="edge")
+
+
+def test_page_intent_and_colour_map_equal_python():
+    from scipy import ndimage
+    from skimage.filters import threshold_otsu
+
+    rng = np.random.default_rng(2)
+    h, w = 61, 97
+    yy, xx = np.mgrid[0:h, 0:w]
+    d = (np.where(xx > 50, 1.5, 0.2) * (1 + 0.3 * rng.standard_normal((h, w)))
+         * np.sign(np.sin(yy / 5 + 0.1))).astype(np.float32)
+    x, y = rng.random((h, w, 3), np.float32), rng.random((h, w, 3), np.float32)
+    got = _node("""
+      const {h, w, d, x, y, constants, table} = input;
+      const map = Float32Array.from(d);
+      const smoothed = intent.boxMeanAbs(map, h, w, 16);
+      const level = intent.autoLevel(map, constants);
+      const weights = intent.keepWeights(smoothed, 0.6);
+      const out = intent.blend(Float32Array.from(x), Float32Array.from(y), 0.7, weights);
+      const same = intent.blend(Float32Array.from(x), Float32Array.from(y), 0, weights);
+      const rgba = colormap.colorize(map, colormap.parseTable(table), 1, 99);
+      console.log(JSON.stringify({smoothed: Array.from(smoothed), level, weights: Array.from(weights),
+        out: Array.from(out), same: Array.from(same), rgba: Array.from(rgba)}));""",
+                dict(h=h, w=w, d=d.ravel().tolist(), x=x.ravel().tolist(), y=y.ravel().tolist(),
+                     constants=INTENT_CONSTANTS, table=defocus_lib.VIRIDIS.tobytes().hex()))
+    a = ndimage.uniform_filter(np.abs(d).astype(np.float64), size=33, mode="nearest")
+    np.testing.assert_allclose(np.reshape(got["smoothed"], (h, w)), a, atol=1e-6)
+    theta = threshold_otsu(np.abs(d), nbins=256)
+    assert got["level"] == pytest.approx(2 * theta / 3, rel=1e-5)
+    t = np.clip((a - 0.6) / 0.6, 0, 1)
+    weights = 1 - t * t * (3 - 2 * t)
+    np.testing.assert_allclose(np.reshape(got["weights"], (h, w)), weights, atol=1e-6)
+    # The map makes all three parts of the ramp: kept (0), deblurred (1) and between.
+    assert (weights == 0).any() and (weights == 1).any() and ((weights > 0.05) & (weights < 0.95)).any()
+    np.testing.assert_allclose(np.reshape(got["out"], (h, w, 3)), x + 0.7 * weights[..., None] * (y - x),
+                               atol=1e-6)
+    np.testing.assert_array_equal(np.float32(got["same"]), x.ravel())  # strength 0: exactly x
+    rgb = np.reshape(got["rgba"], (h, w, 4))
+    assert (rgb[..., 3] == 255).all()
+    assert np.abs(rgb[..., :3] - defocus_lib.colorize(d).astype(int)).max() <= 1
+
+
+# --------------------------------------------------------------------------- the page in Chromium
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def _photo(path: str, h: int, w: int, seed: int = 0) -> np.ndarray:
+    """An 8-bit PNG photo with smooth shapes and fine detail; returns it as float32 in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w] / max(h, w)
+    base = np.stack([0.5 + 0.4 * np.sin(9 * x + c + seed) * np.cos(6 * y - c) for c in range(3)], -1)
+    pixels = np.rint(np.clip(base + 0.04 * rng.standard_normal((h, w, 3)), 0, 1) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(path)
+    return pixels.astype(np.float32) / 255
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(1 / mse)
+
+
+@pytest.fixture(scope="module")
+def site(tiny_official_checkpoint, tmp_path_factory):
+    """The export's --web site of the tiny official model (ch=8, N=3), tiles of 128 overlapping by
+    32, served by `python -m http.server` on a free port; yields (url, checkpoint)."""
+    if not os.path.isdir(os.path.join(WEB, "node_modules", "onnxruntime-web")):
+        pytest.skip("needs the page's npm packages: npm ci --prefix web")
+    directory = str(tmp_path_factory.mktemp("web") / "site")
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.run([sys.executable, "-m", "ifan_jax.export", f"--ckpt={tiny_official_checkpoint}",
+                           f"--web={directory}", f"--tile={TILE}", f"--overlap={OVERLAP}"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(os.path.join(directory, "model.json")) as f:
+        config = json.load(f)
+    assert (config["tile"], config["overlap"], config["has_defocus"]) == (TILE, OVERLAP, True)
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", HOST,
+                               "--directory", directory], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    url = f"http://{HOST}:{port}/"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                pytest.fail("python -m http.server did not start")
+            time.sleep(0.2)
+    yield url, tiny_official_checkpoint
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def _browser():
+    webdriver = pytest.importorskip("selenium.webdriver", reason="needs Selenium: "
+                                    "pip install -r requirements-test.txt")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1200,1500", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run", f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}",
+                f"--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE {HOST}"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+class Page:
+    def __init__(self, driver):
+        from selenium.webdriver.common.by import By
+
+        self.driver, self.by = driver, By
+
+    def el(self, id_):
+        return self.driver.find_element(self.by.ID, id_)
+
+    def state(self) -> str:
+        return self.driver.execute_script("return document.body.dataset.state")
+
+    def wait(self, states, timeout=180) -> str:
+        deadline = time.monotonic() + timeout
+        while (state := self.state()) not in states:
+            if time.monotonic() > deadline:
+                pytest.fail(f"the page stayed {state!r} ({self.el('message').text!r}), waiting for {states}")
+            time.sleep(0.05)
+        return state
+
+    def upload(self, path: str) -> str:
+        self.el("photo").send_keys(path)
+        return self.wait({"done", "error"})
+
+    def set(self, id_, value) -> str:
+        """Move a control as a user does (value, then the input/change event) and wait for the
+        re-blend."""
+        self.driver.execute_script(
+            "const e = document.getElementById(arguments[0]);"
+            "if (e.type === 'checkbox') { e.checked = arguments[1]; e.dispatchEvent(new Event('change')); }"
+            "else { e.value = arguments[1]; e.dispatchEvent(new Event('input')); }", id_, value)
+        return self.wait({"done", "error"})
+
+    def download(self) -> np.ndarray:
+        """The PNG behind #download, fetched in the page; float32 RGB in [0, 1]."""
+        data = self.driver.execute_async_script("""
+          const done = arguments[arguments.length - 1];
+          const link = document.getElementById('download');
+          fetch(link.href).then((r) => r.blob()).then((blob) => {
+            const reader = new FileReader();
+            reader.onload = () => done([link.download, reader.result.split(',')[1]]);
+            reader.readAsDataURL(blob);
+          }).catch((e) => done(['', String(e)]));""")
+        assert data[0], data[1]
+        path = os.path.join(tempfile.mkdtemp(), data[0])
+        with open(path, "wb") as f:
+            f.write(base64.b64decode(data[1]))
+        with Image.open(path) as im:
+            assert im.format == "PNG" and im.mode == "RGBA", (im.format, im.mode)
+            pixels = np.asarray(im)
+        assert (pixels[..., 3] == 255).all()
+        return pixels[..., :3].astype(np.float32) / 255
+
+
+def _check_logs(driver, url: str) -> None:
+    """No console error or console warning; every request went to the local server."""
+    entries = driver.get_log("browser")
+    bad = [e for e in entries if e["level"] == "SEVERE" or
+           (e["level"] == "WARNING" and e.get("source") == "console-api")]
+    assert not bad, bad
+    requests = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            requests.append(message["params"]["request"]["url"])
+    outside = [u for u in requests if u.split(":")[0] in ("http", "https", "ws", "wss", "ftp")
+               and not u.startswith(url)]
+    assert not outside, outside
+    assert url + "model.onnx" in requests and any(u.endswith(".wasm") for u in requests), requests
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("CI"),
+                    reason="the browser test needs Chromium and its driver: "
+                           "apt-get install chromium chromium-driver")
+def test_in_chromium_the_site_deblurs_like_python_and_its_controls_reblend(site, tmp_path):
+    from ifan_jax.inference import Deblurrer
+
+    url, checkpoint = site
+    h, w = 200, 300
+    photo = str(tmp_path / "garden.png")
+    image = _photo(photo, h, w)
+    not_image = tmp_path / "notes.png"
+    not_image.write_bytes(b"these bytes are not a photo\n")
+    start = time.monotonic()
+    driver = _browser()
+    try:
+        page = Page(driver)
+        driver.get(url)
+        assert page.wait({"ready", "error"}) == "ready", page.el("message").text
+        assert "WASM" in page.el("backend").text  # headless Chromium without a GPU
+        assert "16-bit PNGs at 8 bits" in driver.find_element(page.by.TAG_NAME, "body").text
+
+        assert page.upload(photo) == "done", page.el("message").text
+        timings = driver.execute_script("return window.ifan")
+        assert len(timings["tileTimes"]) == tiling.num_tiles(h, w, TILE, OVERLAP) == 6
+        assert float(page.el("progress").get_attribute("value")) == 6
+        out = page.download()
+        assert page.el("download").get_attribute("download") == "garden_deblurred.png"
+        readout = page.el("readout").text
+        assert "% of the pixels" in readout and "median |defocus|" in readout and "dB" in readout
+
+        page.set("strength", "0")
+        np.testing.assert_array_equal(page.download(), image)  # the photo's own pixels
+        assert "identical" in page.el("readout").text
+        page.set("strength", "1")
+        np.testing.assert_array_equal(page.download(), out)
+
+        assert page.el("level").get_attribute("disabled")
+        page.set("keep_bokeh", True)
+        assert not page.el("level").get_attribute("disabled")
+        auto = timings_level = driver.execute_script("return window.ifan.autoLevel")
+        assert driver.execute_script("return window.ifan.level") == auto
+        kept = page.download()
+        kept_readout = page.el("readout").text
+        assert "Bokeh kept" in kept_readout and kept_readout != readout
+        page.set("level", str(auto / 4))  # a low level keeps more of the photo as it was
+        low = page.download()
+        assert _psnr(low, image) > _psnr(kept, image) > _psnr(out, image)
+        page.set("keep_bokeh", False)
+        np.testing.assert_array_equal(page.download(), out)
+
+        assert page.upload(str(not_image)) == "error"
+        message = page.el("message").text
+        assert message.startswith("notes.png: ") and "\n" not in message, message
+        link = page.el("download")
+        assert link.get_attribute("href") is None and not link.is_displayed()
+        assert not page.el("result").is_displayed() and page.el("readout").text == ""
+        assert page.upload(photo) == "done"  # the page still works after the error
+        np.testing.assert_array_equal(page.download(), out)
+        _check_logs(driver, url)
+    finally:
+        driver.quit()
+    seconds = time.monotonic() - start
+
+    deblur = Deblurrer.from_checkpoint(checkpoint)
+    sharp, defocus = deblur(image, tile=TILE, overlap=OVERLAP, return_defocus=True)
+    psnr = _psnr(out, np.clip(sharp, 0, 1))
+    # What the page's keep-the-bokeh blend gives from Python's own map at the page's level.
+    from scipy import ndimage
+    a = ndimage.uniform_filter(np.abs(defocus).astype(np.float64), size=33, mode="nearest")
+    t = np.clip((a - auto) / auto, 0, 1)
+    expected = image + (1 - t * t * (3 - 2 * t))[..., None] * (sharp - image)
+    kept_psnr = _psnr(kept, np.clip(expected, 0, 1))
+    print(f"browser session {seconds:.1f} s; WASM {np.median(timings['tileTimes']):.1f} ms a "
+          f"{TILE} x {TILE} tile (median of 6); page vs Deblurrer PSNR {psnr:.1f} dB, keep-bokeh "
+          f"(level {timings_level:.4g}) {kept_psnr:.1f} dB")
+    assert psnr >= 45
+    assert kept_psnr >= 45
