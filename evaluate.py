@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint on DPDD, RealDOF, PixelDP, CUHK or a folder (see ifan_jax/evaluate.py).
+"""Evaluate a checkpoint on DPDD, RealDOF, PixelDP, CUHK or a folder (see ifan_jax/evaluation/job.py).
 
     python evaluate.py --ckpt=ckpt/IFAN --data_dir=datasets --dataset=dpdd --output_dir=results/dpdd
     python evaluate.py --ckpt=runs/ifan --which=best --dataset=realdof ... --save_images
@@ -17,9 +17,9 @@ from absl import app, flags
 from ifan_jax import environment
 from ifan_jax.checkpoint import CheckpointError
 from ifan_jax.data import DataError
-from ifan_jax.evaluate import METRICS, EvaluationError, evaluate
+from ifan_jax.evaluation.job import METRICS, EvaluationError, evaluate
+from ifan_jax.evaluation.subsets import SubsetError
 from ifan_jax.image_io import ImageError
-from ifan_jax.subsets import SubsetError
 
 FLAGS = flags.FLAGS
 PROGRAM = "evaluate.py"

@@ -22,11 +22,12 @@ import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from ifan_jax import checkpoint, distributed  # noqa: E402
-from ifan_jax import train as train_lib  # noqa: E402
+from ifan_jax import checkpoint  # noqa: E402
 from ifan_jax.data import DataError  # noqa: E402
 from ifan_jax.errors import one_line  # noqa: E402
-from ifan_jax.validation import ValidationError  # noqa: E402
+from ifan_jax.training import distributed  # noqa: E402
+from ifan_jax.training import loop as train_lib  # noqa: E402
+from ifan_jax.training.validation import ValidationError  # noqa: E402
 
 FLAGS = flags.FLAGS
 

@@ -19,7 +19,7 @@ can still be overridden with `--config.KEY=VALUE`.
 
 import ml_collections
 
-from configs.common import ConfigArgError, parse_arg
+from ifan_jax.config import ConfigArgError, parse_arg
 from ifan_jax.data.settings import AUGMENT_DEFAULTS
 
 VARIANTS = ("baseline", "D", "F", "FD", "FR", "FDR")

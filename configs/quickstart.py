@@ -12,8 +12,9 @@ identity) and ends above it.
 
 import ml_collections
 
-from configs import ifan
-from configs.common import ConfigArgError
+from ifan_jax.config import ConfigArgError, sibling
+
+ifan = sibling(__file__, "ifan")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

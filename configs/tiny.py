@@ -5,7 +5,9 @@ that a training step traces and runs in seconds on a CPU.
 
 import ml_collections
 
-from configs import ifan
+from ifan_jax.config import sibling
+
+ifan = sibling(__file__, "ifan")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -109,6 +109,21 @@ def prepare_workdir(workdir: str, model_config) -> None:
         write_model_config(workdir, model_config, overwrite=False)
 
 
+def forget_new_run(workdir: str) -> None:
+    """Undo what `Checkpoints.open` wrote into an existing folder for a run that then failed to
+    start: its model_config.json and the still empty checkpoints/ and best/ folders."""
+    for name in (CHECKPOINTS_DIR, BEST_DIR):
+        try:
+            os.rmdir(os.path.join(workdir, name))
+        except OSError:  # absent, or not empty: keep
+            pass
+    if not any(os.path.isdir(os.path.join(workdir, n)) for n in (CHECKPOINTS_DIR, BEST_DIR)):
+        try:
+            os.remove(os.path.join(workdir, MODEL_CONFIG_FILE))
+        except OSError:
+            pass
+
+
 # --------------------------------------------------------------------------------------------
 # Reading and writing parameters
 
@@ -161,8 +176,10 @@ def load_params(path: str, which: str = "latest", step: int | None = None):
     """
     if which not in ("latest", "best"):
         raise CheckpointError(f"which must be 'latest' or 'best', got {which!r}")
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path}: no such file or folder")
     if not os.path.isdir(path):
-        raise CheckpointError(f"{path}: no such checkpoint directory")
+        raise CheckpointError(f"{path}: not a checkpoint folder")
     model_config = read_model_config(path)
     subdir = BEST_DIR if which == "best" else CHECKPOINTS_DIR
     if not os.path.isdir(os.path.join(path, subdir)):
@@ -228,13 +245,25 @@ class Checkpoints:
     once (the replicated parameters from process 0) and process 0 commits the step.
     """
 
-    def __init__(self, workdir: str, keep: int):
+    def __init__(self, workdir: str, keep: int, latest_step: int | None = None):
         self.workdir = workdir
+        self.latest_step = latest_step  # the step a run resumes from (None: a new run)
         self.latest = params_manager(workdir, CHECKPOINTS_DIR, max_to_keep=keep,
                                      cleanup_tmp_directories=True)
         self.best = params_manager(
             workdir, BEST_DIR, max_to_keep=1, best_fn=lambda m: m["psnr"],
             best_mode="max", keep_checkpoints_without_metrics=False, cleanup_tmp_directories=True)
+
+    @classmethod
+    def open(cls, workdir: str, model_config: dict, keep: int) -> Checkpoints:
+        """The workdir of a run training `model_config`, in one call: a workdir holding a run of
+        another model is a CheckpointError (`check_workdir`); the step to resume from is read
+        (`latest_step`, None for a new run); a new run's model_config.json is written (process
+        0) and the managers are opened."""
+        check_workdir(workdir, model_config)
+        step = latest_step(workdir)
+        prepare_workdir(workdir, model_config)
+        return cls(workdir, keep, step)
 
     def save(self, state) -> None:
         step = int(jax.device_get(state.step))

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from configs import load_config
+from ifan_jax.config import load_config
 from ifan_jax.models import IFAN, REBLUR_KEY, abstract_params, count_params
 from ifan_jax.models.ifan import PointwiseConv
 from ifan_jax.models.layers import Conv, ConvTranspose

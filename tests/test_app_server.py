@@ -17,7 +17,7 @@ import urllib.request
 import numpy as np
 import psutil
 import pytest
-from conftest import reference_state_dict
+from official_reference import reference_state_dict
 
 from ifan_jax import image_io
 from ifan_jax.inference import Deblurrer
@@ -225,7 +225,7 @@ def test_command_line_errors_are_one_line(tmp_path, capsys, tiny_official_checkp
     from ifan_jax.app import cli
 
     assert cli.main([f"--ckpt={tmp_path / 'nowhere'}"]) == 1
-    assert capsys.readouterr().err == f"app: {tmp_path / 'nowhere'}: no such checkpoint directory\n"
+    assert capsys.readouterr().err == f"app: {tmp_path / 'nowhere'}: no such file or folder\n"
     with socket.socket() as taken:
         taken.bind((HOST, 0))
         taken.listen()

@@ -7,10 +7,10 @@ import pytest
 import tifffile
 from PIL import Image
 
-from ifan_jax import image_io, tiling
+from ifan_jax import image_io
 from ifan_jax.app import examples, service
 from ifan_jax.data import synth
-from ifan_jax.inference import Deblurrer
+from ifan_jax.inference import Deblurrer, tiling
 
 H, W = 72, 90  # not multiples of 8: the padding and cropping are exercised
 

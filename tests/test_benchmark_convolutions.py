@@ -1,4 +1,4 @@
-"""The convolution census (`ifan_jax.benchmark.convolutions`): which convolutions a differentiated
+"""The convolution census (`benchmarks.convolutions`): which convolutions a differentiated
 function holds, what each computes, and the floor it reports."""
 
 import json
@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ifan_jax.benchmark import convolutions
+from benchmarks import convolutions
 
 
 def conv(x, k, stride=1):

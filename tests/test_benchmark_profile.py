@@ -1,11 +1,11 @@
-"""The profile breakdown (`ifan_jax.benchmark.profile`): own times of nested events, operation
+"""The profile breakdown (`benchmarks.profile`): own times of nested events, operation
 kinds from the optimised HLO, and a traced forward pass of the tiny network."""
 
 import json
 
 import pytest
 
-from ifan_jax.benchmark import profile
+from benchmarks import profile
 
 HLO = "\n".join([
     "ENTRY %main {",

@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from ifan_jax.benchmark import cli, plan, report, rows, specs, targets
+from benchmarks import cli, plan, report, rows, specs, targets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMITTED_TARGETS = os.path.join(REPO, "benchmarks", "targets.json")

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import reference_state_dict
+from official_reference import reference_state_dict
 from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

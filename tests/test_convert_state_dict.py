@@ -3,16 +3,16 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import reference, reference_state_dict
 from flax.traverse_util import flatten_dict
+from official_reference import reference, reference_state_dict
 
-from ifan_jax.convert_torch import (
+from ifan_jax.models import IFAN
+from ifan_jax.weights.convert import (
     ConversionError,
     check_against_model,
     convert_state_dict,
     infer_model_config,
 )
-from ifan_jax.models import IFAN
 
 
 @pytest.fixture(scope="module")

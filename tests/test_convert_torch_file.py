@@ -7,12 +7,12 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import reference, reference_state_dict
+from official_reference import reference, reference_state_dict
 
 torch = pytest.importorskip("torch")
 
-from ifan_jax import convert_torch  # noqa: E402
 from ifan_jax.inference import Deblurrer  # noqa: E402
+from ifan_jax.weights import convert as convert_torch  # noqa: E402
 
 
 def save_torch_state_dict(path, state, wrap=None):
@@ -95,7 +95,7 @@ def test_existing_output_needs_overwrite(torch_file, tmp_path, capsys):
 def test_module_entry_point_reports_one_line(tmp_path):
     out = tmp_path / "ckpt"
     proc = subprocess.run(
-        [sys.executable, "-m", "ifan_jax.convert_torch", f"--input={tmp_path / 'nope.pt'}",
+        [sys.executable, "-m", "ifan_jax.weights", f"--input={tmp_path / 'nope.pt'}",
          f"--output={out}"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [

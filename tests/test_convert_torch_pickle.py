@@ -11,9 +11,10 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import ASSETS, reference_state_dict
+from official_reference import ASSETS, reference_state_dict
 
-from ifan_jax import convert_torch, torch_pickle
+from ifan_jax.weights import convert as convert_torch
+from ifan_jax.weights import torch_pickle
 
 torch = pytest.importorskip("torch")
 

@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from configs import load_config
 from ifan_jax import cost
+from ifan_jax.config import load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "ifan.py")

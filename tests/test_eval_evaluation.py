@@ -1,14 +1,16 @@
-"""The evaluation core (ifan_jax.evaluation) and its training front-end, the Validator."""
+"""The evaluation core (ifan_jax.evaluation.scorer) and its training front-end, the Validator."""
 
 import numpy as np
 import pytest
 from jax.experimental import multihost_utils
 
-from configs import load_config
-from ifan_jax import checkpoint, evaluation, metrics, validation
+from ifan_jax import checkpoint
+from ifan_jax.config import load_config
 from ifan_jax.data import testing as data_testing
+from ifan_jax.evaluation import metrics, scorer
 from ifan_jax.inference import Deblurrer
 from ifan_jax.models import IFAN
+from ifan_jax.training import validation
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +27,9 @@ def _image(h, w, seed):
 def test_scorer_pads_crops_back_and_scores_the_output(tiny_model):
     apply_fn, params, deblurrer = tiny_model
     blurred, sharp = _image(37, 45, 0), _image(37, 45, 1)
-    scorer = evaluation.Scorer(apply_fn, dual=False, metrics=("psnr", "mae"),
+    score = scorer.Scorer(apply_fn, dual=False, metrics=("psnr", "mae"),
                                input_metrics=("psnr",), timed=True)
-    scored = scorer.score(params, {"name": b"scene", "c": blurred, "gt": sharp, "bit_depth": 16})
+    scored = score.score(params, {"name": b"scene", "c": blurred, "gt": sharp, "bit_depth": 16})
     want = deblurrer.deblur_whole(blurred)  # edge-padded to 40 x 48, cropped back
     assert scored.name == "scene" and scored.bit_depth == 16
     np.testing.assert_allclose(scored.output, want, atol=1e-6)
@@ -37,7 +39,7 @@ def test_scorer_pads_crops_back_and_scores_the_output(tiny_model):
     assert scored.scores["seconds"] > 0 and "ssim" not in scored.scores
 
     # Rotated sets (PixelDP): the network sees the rotated image; output and truth turn back.
-    rotated = evaluation.Scorer(apply_fn, dual=False, metrics=("psnr",), rotated=True)
+    rotated = scorer.Scorer(apply_fn, dual=False, metrics=("psnr",), rotated=True)
     out = rotated.score(params, {"name": "r", "c": np.rot90(blurred), "gt": np.rot90(sharp)})
     want = np.rot90(deblurrer.deblur_whole(np.ascontiguousarray(np.rot90(blurred))), k=-1)
     np.testing.assert_allclose(out.output, want, atol=1e-6)
@@ -48,12 +50,12 @@ def test_scorer_pads_crops_back_and_scores_the_output(tiny_model):
 
 def test_totals_and_means_skip_missing_values():
     rows = [{"psnr": 20.0, "seconds": 1.0}, {"psnr": 30.0}, {"seconds": 3.0}]
-    sums = evaluation.totals(rows, ("psnr", "seconds", "lpips"))
+    sums = scorer.totals(rows, ("psnr", "seconds", "lpips"))
     np.testing.assert_array_equal(sums, [[50.0, 2.0], [4.0, 2.0], [0.0, 0.0]])
-    assert evaluation.means(sums, ("psnr", "seconds", "lpips")) == {
+    assert scorer.means(sums, ("psnr", "seconds", "lpips")) == {
         "psnr": 25.0, "seconds": 2.0, "lpips": None}
     with pytest.raises(ValueError, match="unknown metric 'psnrr'"):
-        evaluation.metric_functions(["psnrr"])
+        scorer.metric_functions(["psnrr"])
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +93,6 @@ def test_validator_over_two_hosts_counts_each_image_once(tiny_model, val_root, m
         monkeypatch.setattr(validation.jax, "process_index", lambda host=host: host)
         validator(params)
     assert [int(s[0, 1]) for s in shares] == [2, 1]
-    combined = evaluation.means(shares[0] + shares[1], validator.keys)
+    combined = scorer.means(shares[0] + shares[1], validator.keys)
     for key in want:
         assert combined[key] == pytest.approx(alone[key], abs=1e-9)

@@ -14,7 +14,7 @@ import pytest
 import skimage.data
 import skimage.filters
 
-from ifan_jax import lpips as lpips_lib
+from ifan_jax.evaluation import lpips as lpips_lib
 
 ASSETS = os.path.join(os.path.dirname(__file__), "assets")
 

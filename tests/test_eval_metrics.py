@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
-from ifan_jax import metrics
+from ifan_jax.evaluation import metrics
 
 
 def _constant(value, shape=(16, 24, 3)):

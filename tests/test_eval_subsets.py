@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ifan_jax.subsets import SubsetError, parse_spec, read_subset, read_subsets
+from ifan_jax.evaluation.subsets import SubsetError, parse_spec, read_subset, read_subsets
 
 NAMES = ["1P0A1001", "1P0A1002", "1P0A1003", "1P0A1004", "1P0A1005"]  # the sorted test list
 

@@ -6,8 +6,8 @@ import skimage.data
 import skimage.filters
 import skimage.transform
 
-from ifan_jax import inference, tiling
-from ifan_jax.inference import Deblurrer
+from ifan_jax import inference
+from ifan_jax.inference import Deblurrer, tiling
 
 
 @pytest.mark.parametrize("length,tile,overlap", [
@@ -110,11 +110,11 @@ def test_tiled_agrees_with_whole_image_at_1280x720(tiny_deblurrer):
 def test_automatic_choice_tiles_only_when_memory_is_short(tiny_deblurrer, monkeypatch):
     image = _photo(200, 264)
     whole = tiny_deblurrer.deblur_whole(image)
-    monkeypatch.setattr(inference, "auto_memory_budget", lambda: 8e9)
+    monkeypatch.setattr(inference.deblurrer, "auto_memory_budget", lambda: 8e9)
     assert tiny_deblurrer.plan(200, 264) == (0, 1)
     np.testing.assert_array_equal(tiny_deblurrer(image), whole)
     budget = tiny_deblurrer.working_memory(150 * 150)
-    monkeypatch.setattr(inference, "auto_memory_budget", lambda: budget)
+    monkeypatch.setattr(inference.deblurrer, "auto_memory_budget", lambda: budget)
     tile, batch = tiny_deblurrer.plan(200, 264, overlap=16)
     assert tile == 128 and batch == 1
     assert tiny_deblurrer.working_memory(batch * tile * tile) <= budget

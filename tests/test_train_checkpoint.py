@@ -12,11 +12,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ifan_jax import checkpoint, distributed
-from ifan_jax import train as train_lib
-from ifan_jax import train_step as step_lib
+from ifan_jax import checkpoint
 from ifan_jax.data import DataError
 from ifan_jax.data import testing as data_testing
+from ifan_jax.training import distributed
+from ifan_jax.training import loop as train_lib
+from ifan_jax.training import step as step_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -6,9 +6,9 @@ import jax
 import numpy as np
 import pytest
 
-from configs import ConfigArgError, load_config
-from ifan_jax import train as train_lib
-from ifan_jax import train_step as step_lib
+from ifan_jax.config import ConfigArgError, load_config
+from ifan_jax.training import loop as train_lib
+from ifan_jax.training import step as step_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQUIRED = ("total_steps", "batch_size", "seed", "checkpoint_every_steps", "eval_every_steps",
@@ -80,8 +80,9 @@ def test_load_config_by_name_path_and_suffix(tmp_path):
     tiny = load_config("tiny:variant=FD")
     assert (tiny.model.channels, tiny.model.num_iterations, tiny.model.use_reblur) == (8, 3, False)
     own = tmp_path / "mine.py"
-    own.write_text("from configs import ifan\n\ndef get_config(arg=None):\n"
-                   "    c = ifan.get_config(arg)\n    c.seed = 7\n    return c\n")
+    own.write_text("from ifan_jax.config import load_config\n\ndef get_config(arg=None):\n"
+                   f"    c = load_config({os.path.join(ROOT, 'configs', 'ifan.py')!r}, arg)\n"
+                   "    c.seed = 7\n    return c\n")
     assert load_config(str(own), "fac").seed == 7
     with pytest.raises(ValueError, match="nonexistent.py: no such config file"):
         load_config("configs/nonexistent.py")

@@ -17,10 +17,10 @@ WORKER = r"""
 import json, sys
 import jax, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
-from configs import load_config
-from ifan_jax import distributed
-from ifan_jax import train as train_lib
-from ifan_jax import train_step as step_lib
+from ifan_jax.config import load_config
+from ifan_jax.training import distributed
+from ifan_jax.training import loop as train_lib
+from ifan_jax.training import step as step_lib
 
 config = load_config("tiny")
 config.batch_size = 4

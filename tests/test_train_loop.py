@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from configs import load_config
 from ifan_jax import checkpoint
+from ifan_jax.config import load_config
 from ifan_jax.data import testing as data_testing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,7 +49,7 @@ def tiny_config(data_root, **extra):
 @pytest.mark.slow
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(data_root, tmp_path, monkeypatch):
     from ifan_jax import data as data_lib
-    from ifan_jax import train as train_lib
+    from ifan_jax.training import loop as train_lib
 
     real = data_lib.train_dataset
 

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from ifan_jax import optimizer as opt_lib
+from ifan_jax.training import optimizer as opt_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -2,7 +2,7 @@
 
 import io
 
-from ifan_jax.progress import TrainProgress, format_duration
+from ifan_jax.training.console import TrainProgress, format_duration
 
 
 class Terminal(io.StringIO):

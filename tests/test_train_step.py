@@ -7,10 +7,11 @@ import jax
 import numpy as np
 import pytest
 
-from configs import load_config
-from ifan_jax import inference, losses
-from ifan_jax import train as train_lib
-from ifan_jax import train_step as step_lib
+from ifan_jax import inference
+from ifan_jax.config import load_config
+from ifan_jax.training import loop as train_lib
+from ifan_jax.training import losses
+from ifan_jax.training import step as step_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -20,10 +20,11 @@ import tempfile
 
 import jax
 
-from ifan_jax import checkpoint, tiling
+from ifan_jax import checkpoint
 from ifan_jax.app import examples as example_photos
 from ifan_jax.app.service import Service
-from ifan_jax.inference import Deblurrer, enable_compilation_cache
+from ifan_jax.environment import enable_compilation_cache
+from ifan_jax.inference import Deblurrer, tiling
 from ifan_jax.models import count_params
 
 DEFAULT_PORT = 7860

@@ -33,9 +33,10 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from ifan_jax import defocus as defocus_maps
-from ifan_jax import image_io, tiling
-from ifan_jax.deblur import MIN_SIZE
+from ifan_jax import image_io
+from ifan_jax.inference import defocus as defocus_maps
+from ifan_jax.inference import tiling
+from ifan_jax.inference.cli import MIN_SIZE
 
 PREVIEW = 1280  # longest side of the whole-photo previews on the page
 CROP = 256  # side of the 1:1 crop
@@ -90,7 +91,8 @@ class Service:
         name = os.path.basename(path)
         image, info = read_upload(path)
         h, w = image.shape[:2]
-        _, _, total = self.deblurrer.schedule(h, w, self.tile, self.overlap)
+        schedule = self.deblurrer.schedule(h, w, self.tile, self.overlap)
+        total = schedule.num_tiles
         done = 0
 
         def advance(n: int) -> None:
@@ -102,8 +104,7 @@ class Service:
         if progress is not None:
             progress(0, total)
         with_map = self.deblurrer.has_defocus_map
-        out = self.deblurrer(image, tile=self.tile, overlap=self.overlap, progress=advance,
-                             return_defocus=with_map)
+        out = self.deblurrer.run(image, schedule, progress=advance, return_defocus=with_map)
         sharp, defocus = out if with_map else (out, None)
         if done < total:  # the whole photo at once reports no tiles
             advance(total - done)

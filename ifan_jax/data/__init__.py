@@ -8,11 +8,12 @@
     python -m ifan_jax.data.prepare --data_dir=datasets   # once: crops read only their window
 
 TensorFlow is imported on first use of the pipelines only, so the file listing and the synthetic
-generator stay light; its environment (`ifan_jax.environment.configure_tensorflow`) is set when this
-package is imported, before any of its modules imports TensorFlow.
+generator stay light. Importing this package changes nothing in the process: the entry points set
+TensorFlow's environment before it loads (`ifan_jax.environment.configure_tensorflow`: oneDNN off,
+which an exactly resumable data stream needs; quiet C++ logs), and the pipelines keep TensorFlow
+off the GPUs when they first run.
 """
 
-from ifan_jax import environment
 from ifan_jax.data.layouts import (
     DATASETS,
     KEYS,
@@ -21,10 +22,6 @@ from ifan_jax.data.layouts import (
     DataError,
     list_split,
 )
-
-# This package runs before any of its modules imports TensorFlow: set TensorFlow's environment
-# first (oneDNN off for an exactly resumable data stream, C++ start-up notices off).
-environment.configure_tensorflow()
 
 _PIPELINE = ("load_split", "train_dataset", "numpy_iterator", "check_examples", "TrainIterator")
 

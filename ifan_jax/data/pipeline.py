@@ -39,8 +39,6 @@ from ifan_jax.data.layouts import (
     list_split,
 )
 
-environment.hide_gpus_from_tensorflow()  # TensorFlow only feeds data: no accelerator memory
-
 EVAL_MULTIPLE = 8  # evaluation crops H and W down to multiples of this (top-left), as the official
 _SHUFFLE, _EXAMPLE = 1, 2  # key streams: per-epoch scene order, per-example draws
 SLOW_DECODING_PIXELS = 512 * 512  # training images from this size on: suggest a prepared store
@@ -105,6 +103,7 @@ def load_split(root, dataset: str = "dpdd", split: str = "test",
     byte, as the official 8-bit models saw them); 16 reads 16-bit PNGs at 16 bits.
     "folder": `root` is any folder of images (inputs only).
     """
+    environment.hide_gpus_from_tensorflow()  # TensorFlow only feeds data: no accelerator memory
     dataset = canonical_dataset(dataset)
     split = canonical_split(dataset, split)
     keys = KEYS[dataset]
@@ -304,6 +303,7 @@ def train_dataset(root, batch_size: int, crop: int = 256, seed: int = 0, start_s
     memory instead (integer pixels: the 350 DPDD training scenes take 7.9 GB at 8 bits, twice that
     at 16) and samples from there. The stream is identical in all three cases.
     """
+    environment.hide_gpus_from_tensorflow()  # TensorFlow only feeds data: no accelerator memory
     if process_index is None or process_count is None:
         process_index = jax.process_index() if process_index is None else process_index
         process_count = jax.process_count() if process_count is None else process_count

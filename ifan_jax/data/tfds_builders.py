@@ -28,11 +28,15 @@ import argparse
 import inspect
 import sys
 
-import numpy as np
-import tensorflow_datasets as tfds
-from etils import epath
-
 from ifan_jax import environment
+
+if __name__ == "__main__":  # the command: TensorFlow's process set-up before TensorFlow loads
+    environment.configure_tensorflow()
+
+import numpy as np  # noqa: E402
+import tensorflow_datasets as tfds  # noqa: E402
+from etils import epath  # noqa: E402
+
 from ifan_jax.data.decode import check_examples, decode_pixels, read_depth
 from ifan_jax.data.layouts import KEYS, DataError, list_split
 

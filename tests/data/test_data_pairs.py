@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from configs import ConfigArgError, load_config
+from ifan_jax.config import ConfigArgError, load_config
 from ifan_jax.data import KEYS, DataError, list_split, load_split, numpy_iterator, train_dataset
 from ifan_jax.data.testing import (
     box_blur,

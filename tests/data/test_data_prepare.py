@@ -114,7 +114,7 @@ def test_window_reader_reads_only_the_tiles_under_the_window(tmp_path, monkeypat
     """Every window, at the image's edges too, comes back exact, and (where /proc/self/io counts
     the bytes read) from the k x k tiles that cover it, not from the largest grid a crop can
     need."""
-    from ifan_jax.benchmark.probes import bytes_read
+    from benchmarks.probes import bytes_read
 
     monkeypatch.setattr(prepare, "TILE", 16)
     write_fake_dataset(tmp_path, "dpdd", {"train": 1}, size=(61, 75), bits=16, seed=3)

@@ -8,17 +8,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ASSETS
 from flax.traverse_util import flatten_dict
+from official_reference import ASSETS
 
-from configs import ifan as configs_ifan
-from ifan_jax.convert_torch import check_against_model, convert_state_dict, official_shapes
+from ifan_jax.config import load_module
 from ifan_jax.models import IFAN, count_params, layers
 from ifan_jax.models import abstract_params as param_shapes
 from ifan_jax.models import ifan as ifan_module
 from ifan_jax.models.layers import xavier_uniform
+from ifan_jax.weights.convert import check_against_model, convert_state_dict, official_shapes
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+configs_ifan = load_module(os.path.join(REPO, "configs", "ifan.py"))
 
 
 def ifan_config_module():

@@ -11,12 +11,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ASSETS, reference, reference_state_dict
+from official_reference import ASSETS, reference, reference_state_dict
 
-from ifan_jax.benchmark.weights import random_params
-from ifan_jax.convert_torch import convert_state_dict
+from benchmarks.weights import random_params
 from ifan_jax.inference import Deblurrer
 from ifan_jax.models import IFAN
+from ifan_jax.weights.convert import convert_state_dict
 
 TOL = 1e-5
 

@@ -12,10 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import ifan as configs_ifan
+from ifan_jax.config import load_module
 from ifan_jax.models import IFAN
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+configs_ifan = load_module(os.path.join(REPO, "configs", "ifan.py"))
 SIZE = 32  # 1/8 resolution: 4 x 4
 CH, N = 8, 3
 

@@ -1,0 +1,242 @@
+"""Deblur your own photos at full resolution.
+
+    python -m ifan_jax.inference --ckpt=ckpt/IFAN photo.jpg more_photos/ --output_dir=sharp/
+    python -m ifan_jax.inference --ckpt=IFAN.pytorch --defocus_map photo.jpg
+
+See `python -m ifan_jax.inference --help`. Each INPUT is an image file or a folder (its JPEG, PNG and
+TIFF files, not its subfolders). Every output keeps its input's file name, format, size, bit
+depth, grey-ness, alpha channel and colour profile (`ifan_jax.image_io`). Large images run as
+overlapping tiles sized to the free memory (`ifan_jax.inference.tiling`). A file that cannot be deblurred
+gets one line on stderr, `deblur: <file>: <reason>`, and the others still run; the exit status is
+1 if any file failed. A usage mistake is one line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from absl import logging as absl_logging
+from tqdm import tqdm
+
+from ifan_jax import checkpoint, environment, image_io, inference
+from ifan_jax.errors import one_line
+from ifan_jax.inference import defocus
+
+MIN_SIZE = 16  # images smaller than this (either side) are refused as "too small"
+
+DESCRIPTION = """\
+Deblur photos with an IFAN checkpoint, at their full resolution.
+
+INPUT: image files (JPEG, PNG, TIFF; 8 or 16 bit; grey, RGB, with or without alpha) or folders
+(every such file directly inside; hidden files and subfolders are skipped).
+
+Outputs keep the input's file name, format, size and, unless --bit_depth says otherwise, bit
+depth. Grey images are deblurred as RGB and written back grey; an alpha channel is copied
+unchanged; EXIF orientation is applied (outputs are stored upright, orientation 1). PNG and
+TIFF outputs are lossless, JPEG outputs are written at quality 95 without chroma subsampling and
+are always 8 bit. Outputs are written under a temporary name and renamed when complete. An
+existing output is skipped (reported on stderr, not counted as a failure) unless --overwrite.
+
+A file that cannot be processed (unreadable, truncated, not an image, smaller than 16 x 16, ...)
+is reported on stderr as "deblur: FILE: REASON" and the rest still run; the exit status is 1 if
+any file failed, else 0.
+
+--defocus_map also writes, beside each output, IFAN's defocus map at the input's size:
+NAME_defocus.png (colour-mapped, viridis: dark purple = low, yellow = high, spread between the
+map's 1st and 99th percentiles) and NAME_defocus.npy (the values, float32, for computing: the
+disparity map estimator's output, upsampled bilinearly from 1/8 resolution).
+
+--ckpt takes a checkpoint directory or an official .pytorch/.pth file; the file is converted once
+(no PyTorch needed) into NAME.ifan_jax-HASH/ beside it, or under $IFAN_JAX_CACHE/converted
+(default ~/.cache/ifan_jax/converted) when its folder is not writable, and reused after that.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes as one line (no usage block) and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"deblur: error: {message} (see --help)\n")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = _Parser(prog="python -m ifan_jax.inference", description=DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    p.add_argument("--ckpt", required=True,
+                   help="checkpoint directory (converted official weights or a training "
+                        "workdir) or an official .pytorch/.pth file (converted once, cached)")
+    p.add_argument("--output_dir", default=None,
+                   help="folder for the outputs (created if needed); default: a 'deblurred' folder "
+                        "beside each input file")
+    p.add_argument("--tile", type=int, default=None, metavar="PIXELS",
+                   help="tile size in pixels (multiple of 8); 0 runs each image whole; default: "
+                        "whole when it fits the free memory, else the largest tile that does")
+    p.add_argument("--overlap", type=int, default=64, metavar="PIXELS",
+                   help="overlap of neighbouring tiles (default 64; more is slower and closer "
+                        "to the whole-image result)")
+    p.add_argument("--bit_depth", choices=("auto", "8", "16"), default="auto",
+                   help="output bits per channel for PNG/TIFF; auto = the input's (default)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--which", choices=("latest", "best"), default="latest",
+                   help="checkpoint step of a training workdir (default latest)")
+    p.add_argument("--iac", choices=("separable", "official"), default=None,
+                   help="override the checkpoint's IAC variant")
+    p.add_argument("--defocus_map", action="store_true",
+                   help="also write NAME_defocus.png (colour map) and NAME_defocus.npy (values) "
+                        "beside each output")
+    p.add_argument("--verbosity", type=int, default=0,
+                   help="1 or more: show the libraries' INFO logs (default 0: progress and "
+                        "results only)")
+    args = p.parse_args(argv)
+    if args.tile is not None and args.tile < 0:
+        p.error("--tile must be >= 0")
+    if args.overlap < 0:
+        p.error("--overlap must be >= 0")
+    try:
+        inference.check_tile(args.tile or 0, args.overlap)
+    except ValueError as e:
+        p.error(str(e).replace("tile ", "--tile ", 1).replace("an overlap of", "--overlap"))
+    return args
+
+
+def collect_inputs(inputs, report) -> list[str]:
+    """Image files named by INPUT arguments (files as given, folders' image files sorted)."""
+    files = []
+    for item in inputs:
+        if os.path.isdir(item):
+            try:
+                names = sorted(os.listdir(item))
+            except OSError as e:
+                report(item, f"cannot list folder ({e.strerror or e})")
+                continue
+            files += [os.path.join(item, n) for n in names
+                      if not n.startswith(".") and os.path.splitext(n)[1].lower() in image_io.FORMATS
+                      and os.path.isfile(os.path.join(item, n))]
+        elif os.path.exists(item):
+            files.append(item)
+        else:
+            report(item, "no such file or folder")
+    return files
+
+
+def output_paths(path: str, args) -> list[str]:
+    """Files written for input `path`: the deblurred image, then (with --defocus_map) the defocus
+    map's colour PNG and raw .npy."""
+    out_dir = args.output_dir or os.path.join(os.path.dirname(path), "deblurred")
+    out_path = os.path.join(out_dir, os.path.basename(path))
+    return [out_path, *defocus.output_paths(out_path)] if args.defocus_map else [out_path]
+
+
+def load_deblurrer(args, say) -> inference.Deblurrer:
+    """The checkpoint (an official file converted once, cached); ValueError with one line."""
+    deblurrer = inference.Deblurrer.from_checkpoint(args.ckpt, which=args.which,
+                                                    iac_variant=args.iac, report=say)
+    if deblurrer.needs_dual_pixel:
+        raise ValueError(f"{args.ckpt}: a dual-pixel-input model needs left/right views; this "
+                         f"tool takes single images")
+    if args.defocus_map and not deblurrer.has_defocus_map:
+        raise ValueError(f"{args.ckpt}: this model has no disparity map estimator (a variant "
+                         f"without D), so --defocus_map has nothing to write")
+    return deblurrer
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    environment.quiet_libraries(args.verbosity)
+    if args.verbosity >= 1:  # as absl's --verbosity does for train.py: library INFO to stderr
+        absl_logging.use_absl_handler()
+        absl_logging.set_verbosity(absl_logging.INFO)
+    failures = []
+    say = lambda line: tqdm.write(f"deblur: {line}", file=sys.stderr)
+
+    def report(path, reason):
+        failures.append(path)
+        say(f"{path}: {reason}")
+
+    files = collect_inputs(args.inputs, report)
+    if not files:
+        say("no images to process")
+        return 1
+    environment.enable_compilation_cache()
+    try:
+        deblurrer = load_deblurrer(args, say)
+    except (checkpoint.CheckpointError, ValueError) as e:
+        say(str(e))
+        return 1
+
+    written, skipped, claimed = 0, 0, {}
+    bar = tqdm(files, desc="deblur", unit="image", file=sys.stderr, dynamic_ncols=True)
+    for path in bar:
+        outputs = output_paths(path, args)
+        keys = [os.path.realpath(p) for p in outputs]
+        if os.path.realpath(path) in keys:
+            report(path, "the output would replace the input; choose another --output_dir")
+            continue
+        taken = [claimed[k] for k in keys if k in claimed]
+        if taken:
+            report(path, f"has the same output name as {taken[0]}")
+            continue
+        claimed.update(dict.fromkeys(keys, path))
+        existing = [p for p in outputs if os.path.exists(p)]
+        if existing and not args.overwrite:
+            skipped += 1
+            say(f"{path}: skipped, {existing[0]} exists (use --overwrite)")
+            continue
+        try:
+            _deblur_file(deblurrer, path, outputs, args)
+            written += 1
+        except image_io.ImageError as e:
+            report(path, str(e).removeprefix(f"{path}: "))
+        except MemoryError:
+            report(path, "out of memory (try a smaller --tile)")
+        except Exception as e:  # one line per file, never a traceback; the other files still run
+            reason = one_line(e)
+            if "RESOURCE_EXHAUSTED" in reason or "out of memory" in reason.lower():
+                reason = "out of memory (try a smaller --tile)"
+            report(path, reason)
+    bar.close()
+    parts = [f"{written} written"] + ([f"{skipped} skipped"] if skipped else []) + (
+        [f"{len(failures)} failed"] if failures else [])
+    print(f"deblur: {', '.join(parts)}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _deblur_file(deblurrer: inference.Deblurrer, path: str, outputs: list[str], args) -> None:
+    image, info = image_io.read_image(path)
+    h, w = image.shape[:2]
+    if min(h, w) < MIN_SIZE:
+        raise image_io.ImageError(f"{path}: image too small ({w} x {h} pixels; at least "
+                                  f"{MIN_SIZE} x {MIN_SIZE} needed)")
+    out_path = outputs[0]
+    depth = info.bit_depth if args.bit_depth == "auto" else int(args.bit_depth)
+    if image_io.format_for_path(out_path) == "JPEG":
+        depth = 8
+    schedule = deblurrer.schedule(h, w, args.tile, args.overlap)
+    with tqdm(total=schedule.num_tiles, desc=os.path.basename(path), unit="tile", leave=False,
+              file=sys.stderr, dynamic_ncols=True, disable=schedule.whole) as tiles:
+        result = deblurrer.run(image, schedule, progress=tiles.update,
+                               return_defocus=args.defocus_map)
+    del image
+    if args.defocus_map:
+        result, dmap = result
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    image_io.write_image(out_path, result, info, bit_depth=depth, overwrite=args.overwrite)
+    if args.defocus_map:
+        defocus.write_defocus(outputs[1], dmap, overwrite=args.overwrite)
+        defocus.write_raw(outputs[2], dmap, overwrite=args.overwrite)
+
+
+def run(argv=None) -> int:
+    """`main`, with Ctrl-C ending the run quietly (status 130; no partial output is left)."""
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        print("\ndeblur: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(run())

@@ -1,0 +1,296 @@
+"""Deblurring images of any size with a trained or converted IFAN.
+
+    from ifan_jax.inference import Deblurrer
+    deblur = Deblurrer.from_checkpoint("ckpt/IFAN")   # or "IFAN.pytorch" (converted once, cached)
+    sharp = deblur(image)          # image: H x W x 3 float32 in [0, 1], any H, W
+    sharp = deblur(image, tile=0)  # the whole image at once
+    sharp = deblur(image, tile=256)  # 256 x 256 tiles (see `ifan_jax.inference.tiling`)
+    sharp, defocus = deblur(image, return_defocus=True)  # and the H x W defocus map
+
+The image is padded to a multiple of 8 by edge replication, run through the jitted network and
+cropped back, so no pixel is lost (the official code crops the remainder away). Large images run
+as overlapping tiles blended across their seams (`ifan_jax.inference.tiling`), in memory bounded by the tile
+size; by default (`tile=None`) the whole image runs at once when the network's working set for it
+fits the memory budget (`auto_memory_budget`), else the largest tile that fits.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import psutil
+
+from ifan_jax import checkpoint
+from ifan_jax.compiled import INFERENCE_CPU_OPTIONS, AheadOfTime, release_freed_memory
+from ifan_jax.inference import defocus as defocus_lib
+from ifan_jax.inference import tiling
+from ifan_jax.models import IFAN, REBLUR_KEY
+from ifan_jax.weights import load_weights
+
+MULTIPLE = 8
+# Automatic tiling: the network may use this share of the free memory, and on the CPU at most
+# CPU_MEMORY_CAP bytes, one tile at a time (a 24-megapixel photo then peaks at about 2 GB of RAM).
+MEMORY_FRACTION = 0.5
+CPU_MEMORY_CAP = 3 << 29  # 1.5 GiB
+# On the CPU the estimate is scaled by this. With XLA's default options the process grew by
+# 1.23-1.37x what XLA's memory analysis reports for a forward pass (the full model, 512^2 and
+# 1024^2 tiles); compiled with `compiled.INFERENCE_CPU_OPTIONS` it grows by 0.82x and 0.96x
+# (2026-11-29). The factor is kept as a margin, so tile choices stay as measured in the README.
+CPU_MEMORY_OVERHEAD = 1.4
+
+
+def pad_to_multiple(image: np.ndarray, multiple: int = MULTIPLE) -> np.ndarray:
+    """Edge-pad H x W x C (or N x H x W x C) at the bottom/right to multiples of `multiple`."""
+    h, w = image.shape[-3:-1]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if not (ph or pw):
+        return image
+    widths = [(0, 0)] * image.ndim
+    widths[-3], widths[-2] = (0, ph), (0, pw)
+    return np.pad(image, widths, mode="edge")
+
+
+def eval_step(apply_fn: Callable, params, batch: dict) -> jax.Array:
+    """The one eval forward: the deblurred batch (B, H, W, 3) in [0, 1] of the eval-mode network
+    for the blurred batch["c"] (B, H, W, 3), H and W multiples of 8; batch["r"] and batch["l"]
+    (the right and left views) are passed when present (the dual-pixel model)."""
+    return apply_fn({"params": params}, batch["c"], batch.get("r"), batch.get("l"))["result"]
+
+
+class Schedule(NamedTuple):
+    """How an image runs: `tile` 0 = the whole image at once (then `num_tiles` is 1)."""
+
+    tile: int
+    overlap: int
+    batch_size: int
+    num_tiles: int
+
+    @property
+    def whole(self) -> bool:
+        return self.num_tiles == 1
+
+
+class Deblurrer:
+    """A jitted IFAN forward pass with its parameters, callable on numpy images."""
+
+    def __init__(self, params, model_config: dict, iac_variant: str | None = None,
+                 dtype: str | None = None, bit_depth: int | None = None):
+        overrides = {}
+        if iac_variant is not None:
+            overrides["iac_variant"] = iac_variant
+        if dtype is not None:
+            overrides["dtype"] = dtype
+        config = {**checkpoint.model_fields(model_config), **overrides}
+        self.model_config = config
+        # The bit depth of the images the model was trained on (8 or 16; None: not recorded).
+        self.bit_depth = bit_depth
+        self.model = IFAN.from_config(config)
+        # Inference needs only the deblurring network.
+        self.params = jax.device_put({k: v for k, v in params.items() if k != REBLUR_KEY})
+        self._forward = AheadOfTime(jax.jit(self._apply, static_argnames="with_defocus"),
+                                    INFERENCE_CPU_OPTIONS)
+
+    @classmethod
+    def from_checkpoint(cls, path: str, which: str = "latest", iac_variant: str | None = None,
+                        dtype: str | None = None,
+                        report: Callable[[str], None] | None = None) -> Deblurrer:
+        """Load a converted official checkpoint, a training workdir or an official
+        `.pytorch`/`.pth` file (converted once into a cache): `ifan_jax.weights.load_weights`,
+        whose `report(message)` hears about a conversion. Errors: `checkpoint.CheckpointError`."""
+        weights = load_weights(path, which, report=report)
+        return cls(weights.params, weights.model_config, iac_variant, dtype, weights.bit_depth)
+
+    @property
+    def needs_dual_pixel(self) -> bool:
+        return bool(self.model.dual_pixel_input)
+
+    @property
+    def has_defocus_map(self) -> bool:
+        """Whether the model has a disparity map estimator (variants with D) to return a map from."""
+        return bool(self.model.use_disparity)
+
+    def _apply(self, params, blurred, right=None, left=None, with_defocus=False):
+        if not with_defocus:
+            return eval_step(self.model.apply, params, {"c": blurred, "r": right, "l": left})
+        out, state = self.model.apply({"params": params}, blurred, right, left,
+                                      capture_intermediates=_is_disparity_map_estimator,
+                                      mutable=["intermediates"])
+        disparity = state["intermediates"]["disparity_map_estimator"]["__call__"][0]
+        defocus = defocus_lib.upsample(disparity, *blurred.shape[1:3])
+        return jnp.concatenate([out["result"], defocus], axis=-1)
+
+    def run_batch(self, blurred: np.ndarray, right=None, left=None,
+                  with_defocus: bool = False) -> jax.Array:
+        """N x H x W x 3 with H, W multiples of 8 -> N x H x W x 3 (device array, not waited on).
+
+        With `with_defocus`, N x H x W x 4: the deblurred image and, as channel 3, the disparity map
+        estimator's output upsampled to H x W (`ifan_jax.inference.defocus.upsample`)."""
+        return self._forward(self.params, blurred, right, left, with_defocus=with_defocus)
+
+    def deblur_whole(self, image: np.ndarray, right=None, left=None,
+                     return_defocus: bool = False):
+        """Run the whole image at once: pad to a multiple of 8, run, crop back.
+
+        Returns H x W x 3 float32, or (that, H x W float32 defocus map) with `return_defocus`."""
+        image = _as_image(image, "image")
+        self._check_defocus(return_defocus)
+        h, w = image.shape[:2]
+        views = [pad_to_multiple(v)[None] if v is not None else None
+                 for v in (image, _opt(right, "right"), _opt(left, "left"))]
+        out = np.asarray(self.run_batch(*views, with_defocus=return_defocus)[0, :h, :w],
+                         dtype=np.float32)
+        return _split(out, return_defocus)
+
+    def deblur_tiled(self, image: np.ndarray, right=None, left=None, tile: int = 512,
+                     overlap: int = tiling.DEFAULT_OVERLAP, batch_size: int = 1,
+                     progress: Callable[[int], None] | None = None, return_defocus: bool = False):
+        """Run overlapping `tile` x `tile` tiles in batches and blend them (`ifan_jax.inference.tiling`); the
+        defocus map (with `return_defocus`) is blended with the same weights as the image."""
+        self._check_defocus(return_defocus)
+        check_tile(tile, overlap)
+        views = [_as_image(image, "image"), _opt(right, "right"), _opt(left, "left")]
+        forward = functools.partial(self.run_batch, with_defocus=return_defocus)
+        out = tiling.deblur_tiled(forward, views, tile, overlap, batch_size, progress)
+        return _split(out, return_defocus)
+
+    def __call__(self, image: np.ndarray, right=None, left=None, tile: int | None = None,
+                 overlap: int = tiling.DEFAULT_OVERLAP,
+                 progress: Callable[[int], None] | None = None, return_defocus: bool = False):
+        """Deblur an H x W x 3 float image in [0, 1]; returns H x W x 3 float32 in [0, 1].
+
+        `tile=None` chooses: the whole image at once when it fits the memory budget, else tiles of
+        the largest size that fits (`plan`). `tile=0` forces the whole image at once; an int > 0
+        runs tiles of that many pixels (rounded up to a multiple of 8) overlapping by `overlap`
+        (`tile` must exceed the overlap by 8 pixels: `check_tile`). `progress(n)` is called as
+        tiles finish. With `return_defocus=True` returns `(sharp, defocus)`, `defocus` the H x W
+        float32 output of the disparity map estimator upsampled to the input's size
+        (`ifan_jax.inference.defocus`); a model without one (variants without D) raises ValueError.
+        """
+        image = _as_image(image, "image")
+        schedule = self.schedule(*image.shape[:2], tile, overlap)
+        return self.run(image, schedule, right, left, progress, return_defocus)
+
+    def run(self, image: np.ndarray, schedule: Schedule, right=None, left=None,
+            progress: Callable[[int], None] | None = None, return_defocus: bool = False):
+        """Deblur as `schedule` (from `schedule()`) says: whole, or in its tiles. Callers that show
+        progress size their bar from `schedule.num_tiles` and then run with it."""
+        if self.needs_dual_pixel and (right is None or left is None):
+            raise ValueError("this is the dual-pixel-input model: pass right= and left= views")
+        self._check_defocus(return_defocus)
+        if schedule.whole:
+            return self.deblur_whole(image, right, left, return_defocus)
+        return self.deblur_tiled(image, right, left, schedule.tile, schedule.overlap,
+                                 schedule.batch_size, progress, return_defocus)
+
+    def schedule(self, height: int, width: int, tile: int | None = None,
+                 overlap: int = tiling.DEFAULT_OVERLAP) -> Schedule:
+        """How `__call__` runs an H x W image: the one place that decides whole or tiles.
+        `tile=None` chooses (`plan`); errors as `check_tile`."""
+        if tile is None:
+            tile, batch_size = self.plan(height, width, overlap)
+        else:
+            tile, batch_size = int(tile), 1
+        check_tile(tile, overlap)
+        if tile == 0:
+            return Schedule(0, overlap, 1, 1)
+        return Schedule(tile, overlap, batch_size, tiling.num_tiles(height, width, tile, overlap))
+
+    def _check_defocus(self, return_defocus: bool) -> None:
+        if return_defocus and not self.has_defocus_map:
+            raise ValueError("this model has no disparity map estimator (a variant without D): "
+                             "it has no defocus map to return")
+
+    def plan(self, height: int, width: int, overlap: int = tiling.DEFAULT_OVERLAP,
+             budget: float | None = None) -> tuple[int, int]:
+        """(tile, batch size) that `tile=None` uses for an image: tile 0 means the whole image."""
+        budget = auto_memory_budget() if budget is None else budget
+        # Batches of tiles help accelerators; on the CPU they only add memory.
+        max_batch = 1 if _on_cpu() else tiling.MAX_BATCH
+        return tiling.choose_tile(height, width, self.working_memory, budget, overlap, max_batch)
+
+    def working_memory(self, num_pixels: int) -> float:
+        """Estimated bytes the jitted network needs for inputs holding `num_pixels` pixels (XLA's
+        memory analysis; on the CPU times `CPU_MEMORY_OVERHEAD`, the measured growth of the process)."""
+        fixed, per_pixel = self._memory_model
+        return fixed + per_pixel * num_pixels
+
+    @functools.cached_property
+    def _memory_model(self) -> tuple[float, float]:
+        """(fixed bytes, bytes per pixel) of the network, from XLA's memory analysis at 2 sizes."""
+        sizes, used = (256, 512), []
+        try:
+            for s in sizes:
+                views = [jax.ShapeDtypeStruct((1, s, s, 3), np.float32)] * (
+                    3 if self.needs_dual_pixel else 1)
+                stats = self._forward.compile_uncached(self.params, *views).memory_analysis()
+                used.append(stats.temp_size_in_bytes + stats.argument_size_in_bytes
+                            + stats.output_size_in_bytes)
+        except Exception:  # no memory analysis on this backend: a generous rule of thumb
+            return 64e6, 24.0 * 4 * int(self.model_config.get("channels", 32))
+        finally:
+            release_freed_memory()  # the two compilations' heap
+        per_pixel = (used[1] - used[0]) / (sizes[1] ** 2 - sizes[0] ** 2)
+        fixed = max(used[0] - per_pixel * sizes[0] ** 2, 0.0)
+        scale = CPU_MEMORY_OVERHEAD if _on_cpu() else 1.0
+        return scale * fixed, scale * per_pixel
+
+
+def check_tile(tile: int, overlap: int) -> None:
+    """Raise ValueError (one line) unless `tile` is 0 (whole image) or exceeds `overlap` by at least
+    8 pixels after both are rounded up to multiples of 8 (a tile must advance past its overlap)."""
+    if int(tile) < 0:
+        raise ValueError(f"tile must be None, 0 (whole image) or a size > 0, got {tile}")
+    if int(overlap) < 0:
+        raise ValueError(f"overlap must be >= 0, got {overlap}")
+    if tile and tiling.round_up(tile) - tiling.round_up(overlap) < tiling.ALIGN:
+        raise ValueError(f"tile {tile} is too small for an overlap of {overlap}: use a tile of at "
+                         f"least {tiling.round_up(overlap) + tiling.ALIGN} pixels or a smaller "
+                         f"overlap")
+
+
+def _is_disparity_map_estimator(module, method_name: str) -> bool:
+    return module.name == "disparity_map_estimator" and method_name == "__call__"
+
+
+def _split(out: np.ndarray, return_defocus: bool):
+    """H x W x 3 image, or (image, H x W defocus map) from an H x W x 4 network output."""
+    if not return_defocus:
+        return out
+    return np.ascontiguousarray(out[..., :3]), np.ascontiguousarray(out[..., 3])
+
+
+def _on_cpu() -> bool:
+    return jax.local_devices()[0].platform == "cpu"
+
+
+def auto_memory_budget() -> float:
+    """Bytes the automatic tiling lets the network use on the default device.
+
+    GPU/TPU: half of the device memory not in use. CPU: half of the available RAM (psutil), at
+    most `CPU_MEMORY_CAP`.
+    """
+    device = jax.local_devices()[0]
+    if not _on_cpu():
+        try:
+            stats = device.memory_stats()
+            return MEMORY_FRACTION * (stats["bytes_limit"] - stats["bytes_in_use"])
+        except Exception:
+            pass
+    return min(MEMORY_FRACTION * psutil.virtual_memory().available, CPU_MEMORY_CAP)
+
+
+def _as_image(image, name: str) -> np.ndarray:
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"{name} must be H x W x 3, got shape {image.shape}")
+    return image
+
+
+def _opt(image, name: str):
+    return None if image is None else _as_image(image, name)
+
