@@ -65,6 +65,8 @@ def site_config(metadata: dict) -> dict:
         "tile": tile,
         "overlap": overlap,
         "has_defocus": has_defocus,
+        # The export's graphs take any H, W (multiples of 8) unless made with a fixed shape.
+        "fixed_shape": not str(metadata.get("input_shape", "")).startswith("[1, H, W"),
         "metadata": {str(k): str(v) for k, v in metadata.items()},
         "viridis": defocus.VIRIDIS.tobytes().hex(),
         "low_percentile": defocus.LOW_PERCENTILE,

@@ -117,10 +117,9 @@ function draw(id, imageData) {
   canvas.getContext("2d").putImageData(imageData, 0, 0);
 }
 
-async function runTile(input) {
-  const size = page.config.tile;
+async function runTile(input, rows, cols) {
   const start = performance.now();
-  const feeds = { [page.session.inputNames[0]]: new ort.Tensor("float32", input, [1, size, size, 3]) };
+  const feeds = { [page.session.inputNames[0]]: new ort.Tensor("float32", input, [1, rows, cols, 3]) };
   const out = await page.session.run(feeds);
   window.ifan.tileTimes.push(performance.now() - start);
   return { deblurred: out.deblurred.data, defocus: out.defocus ? out.defocus.data : null };
@@ -140,7 +139,7 @@ async function deblur(file) {
   progress.max = count;
   const start = performance.now();
   const result = await deblurTiled(rgb, height, width, page.config.tile, page.config.overlap, runTile,
-    async (done) => { progress.value = done; await nextFrame(); });
+    async (done) => { progress.value = done; await nextFrame(); }, page.config.fixed_shape);
   if (generation !== page.generation) return;  // another photo came meanwhile
   const seconds = (performance.now() - start) / 1000;
   const photo = { name: file.name, width, height, input: rgb, deblurred: result.image, defocus: result.defocus,

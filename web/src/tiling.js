@@ -6,7 +6,7 @@
 // shares with a neighbour (raised cosine over the middle half of the overlap). Tiles reaching past
 // the image are edge-padded. The network has a fixed input of T x T: a photo smaller than T in a
 // side runs in a tile of round_up(side) there (as in Python), edge-padded further up to T, and the
-// result is cropped.
+// result is cropped. A model with symbolic height and width runs the tiles at their own shape.
 
 export const ALIGN = 8;
 
@@ -70,15 +70,15 @@ export function plan(height, width, tile, overlap) {
   return { th, tw, ys, xs, count: ys.length * xs.length };
 }
 
-// Cut the T x T network input at (y, x) from `image` (H x W x 3), edge-replicating past the image.
-export function cutTile(image, height, width, y, x, size) {
-  const out = new Float32Array(size * size * 3);
-  for (let r = 0; r < size; r++) {
+// Cut the rows x cols network input at (y, x) from `image` (H x W x 3), edge-replicating past it.
+export function cutTile(image, height, width, y, x, rows, cols) {
+  const out = new Float32Array(rows * cols * 3);
+  for (let r = 0; r < rows; r++) {
     const sy = Math.min(y + r, height - 1);
-    for (let c = 0; c < size; c++) {
+    for (let c = 0; c < cols; c++) {
       const sx = Math.min(x + c, width - 1);
       const src = (sy * width + sx) * 3;
-      const dst = (r * size + c) * 3;
+      const dst = (r * cols + c) * 3;
       out[dst] = image[src];
       out[dst + 1] = image[src + 1];
       out[dst + 2] = image[src + 2];
@@ -87,12 +87,13 @@ export function cutTile(image, height, width, y, x, size) {
   return out;
 }
 
-// Run `runTile(input T*T*3) -> Promise<{deblurred: T*T*3, defocus: T*T or null}>` over the tiles of
-// `image` and blend: returns {image: H*W*3, defocus: H*W or null}. `progress(done, total)` after
-// each tile.
-export async function deblurTiled(image, height, width, size, overlap, runTile, progress) {
+// Run `runTile(input rows*cols*3, rows, cols) -> Promise<{deblurred: rows*cols*3, defocus: rows*cols
+// or null}>` over the tiles of `image` and blend: returns {image: H*W*3, defocus: H*W or null}. With
+// `fixed`, every input is size x size (the model's fixed shape); else the tile's th x tw.
+// `progress(done, total)` after each tile.
+export async function deblurTiled(image, height, width, size, overlap, runTile, progress, fixed = true) {
   const { th, tw, ys, xs, count } = plan(height, width, size, overlap);
-  if (th > size || tw > size) throw new Error(`tile ${th} x ${tw} exceeds the model's ${size}`);
+  const rows = fixed ? size : th, cols = fixed ? size : tw;
   const wy = axisWeights(ys, th);
   const wx = axisWeights(xs, tw);
   const totalY = new Float32Array(roundUp(height));
@@ -105,14 +106,14 @@ export async function deblurTiled(image, height, width, size, overlap, runTile, 
   for (let i = 0; i < ys.length; i++) {
     for (let j = 0; j < xs.length; j++) {
       const y = ys[i], x = xs[j];
-      const out = await runTile(cutTile(image, height, width, y, x, size));
+      const out = await runTile(cutTile(image, height, width, y, x, rows, cols), rows, cols);
       if (out.defocus && !accD) accD = new Float32Array(height * width);
       const ch = Math.min(th, height - y), cw = Math.min(tw, width - x);
       for (let r = 0; r < ch; r++) {
         const a = wy[i][r];
         for (let c = 0; c < cw; c++) {
           const weight = Math.fround(a * wx[j][c]);
-          const src = r * size + c;
+          const src = r * cols + c;
           const dst = (y + r) * width + x + c;
           acc[3 * dst] += out.deblurred[3 * src] * weight;
           acc[3 * dst + 1] += out.deblurred[3 * src + 1] * weight;
