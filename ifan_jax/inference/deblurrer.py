@@ -2,7 +2,7 @@
 
     from ifan_jax.inference import Deblurrer
     deblur = Deblurrer.from_checkpoint("ckpt/IFAN")   # or "IFAN.pytorch" (converted once, cached)
-    sharp = deblur(image)          # image: H x W x 3 float32 in [0, 1], any H, W
+    sharp = deblur(image)          # image: H x W x 3 uint8, uint16 or float in [0, 1], any H, W
     sharp = deblur(image, tile=0)  # the whole image at once
     sharp = deblur(image, tile=256)  # 256 x 256 tiles (see `ifan_jax.inference.tiling`)
     sharp, defocus = deblur(image, return_defocus=True)  # and the H x W defocus map
@@ -161,7 +161,8 @@ class Deblurrer:
     def __call__(self, image: np.ndarray, right=None, left=None, tile: int | None = None,
                  overlap: int = tiling.DEFAULT_OVERLAP,
                  progress: Callable[[int], None] | None = None, return_defocus: bool = False):
-        """Deblur an H x W x 3 float image in [0, 1]; returns H x W x 3 float32 in [0, 1].
+        """Deblur an H x W x 3 image (uint8, uint16 or float in [0, 1]: `_as_image`); returns
+        H x W x 3 float32 in [0, 1].
 
         `tile=None` chooses: the whole image at once when it fits the memory budget, else tiles of
         the largest size that fits (`plan`). `tile=0` forces the whole image at once; an int > 0
@@ -284,11 +285,34 @@ def auto_memory_budget() -> float:
     return min(MEMORY_FRACTION * psutil.virtual_memory().available, CPU_MEMORY_CAP)
 
 
+# Integer images are read at their true scale: uint8 / 255, uint16 / 65535.
+INTEGER_SCALES = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+
 def _as_image(image, name: str) -> np.ndarray:
-    image = np.asarray(image, dtype=np.float32)
-    if image.ndim != 3 or image.shape[-1] != 3:
-        raise ValueError(f"{name} must be H x W x 3, got shape {image.shape}")
-    return image
+    """An H x W x 3 image as float32 in [0, 1]: uint8 (/ 255), uint16 (/ 65535), or a float array
+    already in [0, 1] (float32 is not copied). Anything else is a one-line ValueError naming the
+    dtype, shape and, for floats, the range that was given."""
+    array = np.asarray(image)
+    expected = "an H x W x 3 array of uint8, uint16 or floats in [0, 1]"
+    if array.ndim != 3 or array.shape[-1] != 3 or 0 in array.shape:
+        raise ValueError(f"{name} must be {expected}; got {array.dtype} of shape {array.shape}")
+    if array.dtype in INTEGER_SCALES:
+        return np.multiply(array, np.float32(1.0 / INTEGER_SCALES[array.dtype]), dtype=np.float32)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"{name} must be {expected}; got {array.dtype} of shape {array.shape} "
+                         f"(convert it, e.g. image.astype(np.float32) / its maximum value)")
+    given = array.dtype
+    array = np.asarray(array, dtype=np.float32)
+    low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+    if not (low >= 0.0 and high <= 1.0):  # NaN fails both comparisons
+        low, high = float(np.nanmin(array)), float(np.nanmax(array))
+        hint = (" and NaN" if np.isnan(array).any() else
+                " (8-bit values? divide by 255)" if low >= 0 and high <= 255 else
+                " (16-bit values? divide by 65535)" if low >= 0 and high <= 65535 else "")
+        raise ValueError(f"{name} must be {expected}; got {given} of shape "
+                         f"{array.shape} with values in [{low:.6g}, {high:.6g}]{hint}")
+    return array
 
 
 def _opt(image, name: str):
