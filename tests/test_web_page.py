@@ -26,7 +26,7 @@ import pytest
 from PIL import Image
 
 from ifan_jax.inference import defocus as defocus_lib
-from ifan_jax.inference import tiling
+from ifan_jax.inference import intent, tiling
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEB = os.path.join(ROOT, "web")
@@ -34,7 +34,6 @@ NODE = shutil.which("node")
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 HOST = "127.0.0.1"
 TILE, OVERLAP = 128, 32  # 300 x 200 photo: 3 x 2 tiles
-INTENT_CONSTANTS = {"box_radius": 16, "otsu_bins": 256, "auto_level_factor": 2 / 3}
 
 
 def _node(script: str, data: dict) -> dict:
@@ -135,15 +134,20 @@ def test_page_intent_and_colour_map_equal_python():
       const weights = intent.keepWeights(smoothed, 0.6);
       const out = intent.blend(Float32Array.from(x), Float32Array.from(y), 0.7, weights);
       const same = intent.blend(Float32Array.from(x), Float32Array.from(y), 0, weights);
+      const full = intent.blend(Float32Array.from(x), Float32Array.from(y), 1, null);
+      const readout = intent.readout(Float32Array.from(x), out, map, constants);
       const rgba = colormap.colorize(map, colormap.parseTable(table), 1, 99);
+      const zero = intent.autoLevel(new Float32Array(16), constants);
       console.log(JSON.stringify({smoothed: Array.from(smoothed), level, weights: Array.from(weights),
-        out: Array.from(out), same: Array.from(same), rgba: Array.from(rgba)}));""",
+        out: Array.from(out), same: Array.from(same), full: Array.from(full), readout, zero,
+        rgba: Array.from(rgba)}));""",
                 dict(h=h, w=w, d=d.ravel().tolist(), x=x.ravel().tolist(), y=y.ravel().tolist(),
-                     constants=INTENT_CONSTANTS, table=defocus_lib.VIRIDIS.tobytes().hex()))
+                     constants=intent.page_constants(), table=defocus_lib.VIRIDIS.tobytes().hex()))
     a = ndimage.uniform_filter(np.abs(d).astype(np.float64), size=33, mode="nearest")
     np.testing.assert_allclose(np.reshape(got["smoothed"], (h, w)), a, atol=1e-6)
     theta = threshold_otsu(np.abs(d), nbins=256)
-    assert got["level"] == pytest.approx(2 * theta / 3, rel=1e-5)
+    assert got["level"] == pytest.approx(2 * theta / 3, rel=1e-5) == intent.auto_level(d)
+    assert got["zero"] == intent.auto_level(np.zeros((4, 4))) > 0
     t = np.clip((a - 0.6) / 0.6, 0, 1)
     weights = 1 - t * t * (3 - 2 * t)
     np.testing.assert_allclose(np.reshape(got["weights"], (h, w)), weights, atol=1e-6)
@@ -152,6 +156,15 @@ def test_page_intent_and_colour_map_equal_python():
     np.testing.assert_allclose(np.reshape(got["out"], (h, w, 3)), x + 0.7 * weights[..., None] * (y - x),
                                atol=1e-6)
     np.testing.assert_array_equal(np.float32(got["same"]), x.ravel())  # strength 0: exactly x
+    np.testing.assert_array_equal(np.float32(got["full"]), y.ravel())  # strength 1: exactly y
+    python = intent.blend(x, y, 0.7, intent.keep_mask(d, 0.6))
+    np.testing.assert_allclose(np.reshape(got["out"], (h, w, 3)), python, atol=1e-6)
+    r = intent.readout(x, python, d)
+    assert [share for _, share in got["readout"]["shares"]] == pytest.approx(list(r.shares.values()))
+    assert got["readout"]["share"] == pytest.approx(r.out_of_focus)
+    assert got["readout"]["median"] == pytest.approx(r.median, rel=1e-6)
+    assert got["readout"]["psnr"] == pytest.approx(r.psnr, abs=1e-4)
+    assert got["readout"]["sentence"] == r.sentence
     rgb = np.reshape(got["rgba"], (h, w, 4))
     assert (rgb[..., 3] == 255).all()
     assert np.abs(rgb[..., :3] - defocus_lib.colorize(d).astype(int)).max() <= 1
@@ -339,11 +352,11 @@ def test_in_chromium_the_site_deblurs_like_python_and_its_controls_reblend(site,
         out = page.download()
         assert page.el("download").get_attribute("download") == "garden_deblurred.png"
         readout = page.el("readout").text
-        assert "% of the pixels" in readout and "median |defocus|" in readout and "dB" in readout
+        assert "|defocus|: " in readout and "median " in readout and "dB" in readout
 
         page.set("strength", "0")
         np.testing.assert_array_equal(page.download(), image)  # the photo's own pixels
-        assert "identical" in page.el("readout").text
+        assert "output = input" in page.el("readout").text
         page.set("strength", "1")
         np.testing.assert_array_equal(page.download(), out)
 
@@ -382,12 +395,12 @@ def test_in_chromium_the_site_deblurs_like_python_and_its_controls_reblend(site,
     magnitude = np.abs(defocus)
     bin_width = float(magnitude.max() - magnitude.min()) / 256
     assert abs(auto - 2 / 3 * threshold_otsu(magnitude, nbins=256)) <= bin_width
-    # What the page's keep-the-bokeh blend gives from Python's own map at the page's level.
-    from scipy import ndimage
-    a = ndimage.uniform_filter(np.abs(defocus).astype(np.float64), size=33, mode="nearest")
-    t = np.clip((a - auto) / auto, 0, 1)
-    expected = image + (1 - t * t * (3 - 2 * t))[..., None] * (sharp - image)
+    # The keep-the-bokeh blend of Python's own output and map at the page's level.
+    expected = intent.apply(image, sharp, defocus, keep_bokeh=auto).output
     kept_psnr = _psnr(kept, np.clip(expected, 0, 1))
+    # The readout: Python's line for the page's output and Python's map.
+    assert readout.startswith(intent.readout(image, out, defocus).line()), readout
+    assert kept_readout.startswith(intent.readout(image, kept, defocus).line()), kept_readout
     print(f"browser session {seconds:.1f} s; WASM {np.median(timings['tileTimes']):.1f} ms a "
           f"{TILE} x {TILE} tile (median of 6); page vs Deblurrer PSNR {psnr:.1f} dB, keep-bokeh "
           f"(level {auto:.4g}) {kept_psnr:.1f} dB")

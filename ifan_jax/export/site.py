@@ -4,10 +4,11 @@
 
 The directory holds `index.html` and `src/` (the page's modules, from `web/`), `ort/` (the
 onnxruntime-web files the page loads, copied from `web/node_modules` after `npm ci --prefix web`),
-`model.onnx` and `model.json`: the tile and overlap the page cuts photos into, whether the model has a
-defocus map, the defocus colour map (`ifan_jax.inference.defocus`) and the keep-the-bokeh / readout
-constants, so the page computes what Python computes. Everything the page fetches is in the directory:
-it works offline once served. The directory is written all or nothing (`fileio.atomic_directory`).
+`model.onnx` and `model.json`: the tile and overlap the page cuts photos into, whether the model has
+a defocus map, the defocus colour map (`ifan_jax.inference.defocus`) and the keep-the-bokeh /
+readout constants (`ifan_jax.inference.intent.page_constants`), so the page computes what Python
+computes. Everything the page fetches is in the directory: it works offline once served. The
+directory is written all or nothing (`fileio.atomic_directory`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 import shutil
 
 from ifan_jax import fileio
-from ifan_jax.inference import defocus
+from ifan_jax.inference import defocus, intent
 
 WEB = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "web")
 RUNTIME = os.path.join("node_modules", "onnxruntime-web", "dist")
@@ -25,17 +26,6 @@ RUNTIME = os.path.join("node_modules", "onnxruntime-web", "dist")
 RUNTIME_FILES = ("ort.min.mjs", "ort-wasm-simd-threaded.jsep.mjs", "ort-wasm-simd-threaded.jsep.wasm")
 PAGE_FILES = ("index.html",)
 PAGE_DIRS = ("src",)
-
-# PLACEHOLDERS until ifan_jax.inference.intent (issue 24) defines them; then imported from there.
-BOX_RADIUS = 16  # the keep-bokeh mask averages |defocus| over a 33 x 33 window
-OTSU_BINS = 256
-AUTO_LEVEL_FACTOR = 2 / 3  # automatic level = 2/3 of Otsu's threshold of |defocus|
-OUT_OF_FOCUS_LEVEL = 0.5  # PLACEHOLDER: |defocus| above this counts as out of focus
-MOSTLY_SHARP_SHARE = 0.1  # PLACEHOLDER: below this share out of focus, "mostly in focus"
-SENTENCES = {  # PLACEHOLDER wording
-    "mostly_sharp": "Mostly in focus: little to deblur.",
-    "out_of_focus": "{percent}% of the photo is out of focus; deblurred.",
-}
 
 
 def _truth(value) -> bool:
@@ -52,7 +42,7 @@ def site_config(metadata: dict) -> dict:
     except (TypeError, ValueError):
         raise ValueError(f"the export's metadata has a non-integer tile {metadata.get('tile')!r} or "
                          f"overlap {metadata.get('overlap')!r}") from None
-    if tile <= 0 or tile % 8 or overlap < 0 or tile - overlap < 8:
+    if tile <= 0 or tile % 8 or overlap < 0 or tile - -(-overlap // 8) * 8 < 8:
         raise ValueError(f"the export's tile {tile} must be a multiple of 8 exceeding its overlap "
                          f"{overlap} by at least 8")
     if _truth(metadata.get("dual_pixel", "false")):
@@ -71,14 +61,7 @@ def site_config(metadata: dict) -> dict:
         "viridis": defocus.VIRIDIS.tobytes().hex(),
         "low_percentile": defocus.LOW_PERCENTILE,
         "high_percentile": defocus.HIGH_PERCENTILE,
-        "intent": {
-            "box_radius": BOX_RADIUS,
-            "otsu_bins": OTSU_BINS,
-            "auto_level_factor": AUTO_LEVEL_FACTOR,
-            "out_of_focus_level": OUT_OF_FOCUS_LEVEL,
-            "mostly_sharp_share": MOSTLY_SHARP_SHARE,
-            "sentences": SENTENCES,
-        },
+        "intent": intent.page_constants(),
     }
 
 

@@ -54,8 +54,11 @@ export function otsuAbs(defocus, bins) {
   return centre(index);
 }
 
+const SMALLEST_LEVEL = 1.1754943508222875e-38;  // float32's smallest normal: an all-zero map keeps nothing
+
 export function autoLevel(defocus, constants) {
-  return constants.auto_level_factor * otsuAbs(defocus, constants.otsu_bins);
+  const level = constants.auto_level_factor * otsuAbs(defocus, constants.otsu_bins);
+  return level > 0 ? level : SMALLEST_LEVEL;
 }
 
 // Per-pixel deblur weight w (H x W): 1 - smoothstep((a - L) / L).
@@ -68,7 +71,7 @@ export function keepWeights(smoothed, level) {
   return w;
 }
 
-// output = x + S w (y - x) as 8-bit RGBA (what the page shows and downloads), and the float RGB.
+// output = x + S w (y - x), float RGB; exactly x where S w = 0 and exactly y where it is 1.
 export function blend(x, y, strength, weights) {
   const n = x.length / 3;
   const out = new Float32Array(x.length);
@@ -76,7 +79,7 @@ export function blend(x, y, strength, weights) {
     const s = weights ? strength * weights[p] : strength;
     for (let c = 0; c < 3; c++) {
       const i = 3 * p + c;
-      out[i] = s === 0 ? x[i] : x[i] + s * (y[i] - x[i]);
+      out[i] = s === 0 ? x[i] : s === 1 ? y[i] : x[i] + s * (y[i] - x[i]);
     }
   }
   return out;
@@ -95,17 +98,18 @@ export function psnr(a, b) {
   return se === 0 ? Infinity : 10 * Math.log10(a.length / se);
 }
 
-// The readout of one photo: share of pixels out of focus, median |d|, PSNR input vs output, and
-// one sentence (the levels and sentences are ifan_jax.inference.intent's, from model.json).
+// The readout of one photo: the shares of pixels above the levels of |d|, the share out of focus,
+// median |d|, PSNR input vs output, and one sentence (ifan_jax.inference.intent.readout; its levels
+// and sentences come through model.json).
 export function readout(x, output, defocus, constants) {
   const abs = Float32Array.from(defocus, Math.abs);
-  let above = 0;
-  for (const v of abs) if (v > constants.out_of_focus_level) above += 1;
-  const share = above / abs.length;
+  const count = (level) => { let n = 0; for (const v of abs) if (v > level) n += 1; return n / abs.length; };
+  const shares = constants.levels.map((level) => [level, count(level)]);
+  const share = count(constants.out_of_focus_level);
   const change = psnr(x, output);
   const percent = Math.round(100 * share);
   let sentence;
   if (share < constants.mostly_sharp_share) sentence = constants.sentences.mostly_sharp;
   else sentence = constants.sentences.out_of_focus.replace("{percent}", String(percent));
-  return { share, median: median(abs), psnr: change, sentence };
+  return { shares, share, median: median(abs), psnr: change, sentence };
 }

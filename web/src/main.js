@@ -188,11 +188,10 @@ async function render() {
   draw("after", image);
   if (photo.defocus) {
     const r = readout(photo.input, output, photo.defocus, page.config.intent);
-    const change = Number.isFinite(r.psnr) ? `${r.psnr.toFixed(1)} dB` : "identical";
-    $("readout").textContent = `Out of focus: ${Math.round(100 * r.share)}% of the pixels ` +
-      `(|defocus| > ${page.config.intent.out_of_focus_level}); median |defocus| ${r.median.toFixed(3)}; ` +
-      `input vs output PSNR ${change}. ${r.sentence}` +
-      (keep ? ` Bokeh kept above level ${level.toPrecision(3)}.` : "");
+    const change = Number.isFinite(r.psnr) ? `PSNR input vs output ${r.psnr.toFixed(1)} dB` : "output = input";
+    const shares = r.shares.map(([level, share]) => `${Math.round(100 * share)}% > ${level}`).join(", ");
+    $("readout").textContent = `${r.sentence} |defocus|: ${shares}, median ${r.median.toFixed(3)}; ` +
+      change + (keep ? `. Bokeh kept where the 33 x 33 mean |defocus| passes ${level.toPrecision(3)}.` : "");
   } else {
     $("readout").textContent = "This model has no defocus map: strength only.";
   }
