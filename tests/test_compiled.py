@@ -10,6 +10,7 @@ import pytest
 
 from ifan_jax.compiled import (
     INFERENCE_CPU_OPTIONS,
+    TRAINING_CPU_OPTIONS,
     AheadOfTime,
     compiler_options,
     release_freed_memory,
@@ -52,17 +53,34 @@ def _conv(params, x):
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-def test_the_inference_cpu_options_reach_xla():
-    """XLA's defaults run a convolution as a YNNPACK fusion; the inference options turn it off and
-    ask for the memory-minimising schedule (what `Deblurrer` and `evaluation.Scorer` compile with).
-    """
-    w, x = jnp.ones((3, 3, 32, 32)), jnp.ones((1, 32, 32, 32))  # YNNPACK takes 32 channels, not 8
+def test_the_cpu_options_reach_xla(monkeypatch, tiny_official_checkpoint):
+    """The options go to XLA through `Lowered.compile(compiler_options)`: the inference options
+    for `Deblurrer`'s forward (and `evaluation.Scorer`'s), the training options for the compiled
+    training step; a convolution compiled with them gives the same numbers."""
+    passed = []
+    original = jax.stages.Lowered.compile
+
+    def recording(self, compiler_options=None, **kwargs):
+        passed.append(compiler_options)
+        return original(self, compiler_options, **kwargs)
+
+    monkeypatch.setattr(jax.stages.Lowered, "compile", recording)
+    w, x = jnp.ones((3, 3, 32, 32)), jnp.ones((1, 32, 32, 32))
     assert compiler_options(w, INFERENCE_CPU_OPTIONS) == INFERENCE_CPU_OPTIONS  # this jaxlib has both
-    default = AheadOfTime(jax.jit(_conv)).compile(w, x).as_text()
     tuned = AheadOfTime(jax.jit(_conv), INFERENCE_CPU_OPTIONS)
-    assert "__ynn_fusion" in default
-    assert "__ynn_fusion" not in tuned.compile(w, x).as_text()
     np.testing.assert_allclose(tuned(w, x), jax.jit(_conv)(w, x), rtol=1e-6)
+    assert passed[-1] == INFERENCE_CPU_OPTIONS
+    AheadOfTime(jax.jit(_conv))(w, x)
+    assert passed[-1] is None  # no options: XLA's defaults
+
+    from ifan_jax.inference import Deblurrer
+    from ifan_jax.training import step
+
+    passed.clear()
+    Deblurrer.from_checkpoint(tiny_official_checkpoint).deblur_whole(np.zeros((16, 16, 3)))
+    assert passed == [INFERENCE_CPU_OPTIONS]
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    assert step.compile_train_step(mesh).cpu_options == TRAINING_CPU_OPTIONS
 
 
 def test_options_this_xla_lacks_are_left_out():
