@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ifan_jax.export import site as site_lib
 from ifan_jax.inference import defocus as defocus_lib
 from ifan_jax.inference import intent, tiling
 
@@ -170,6 +171,70 @@ def test_page_intent_and_colour_map_equal_python():
     assert np.abs(rgb[..., :3] - defocus_lib.colorize(d).astype(int)).max() <= 1
 
 
+# --------------------------------------------------------------------------- the site writer
+
+METADATA = {"ifan_jax_version": "0.1.0", "num_iterations": "3", "iac_variant": "official", "bit_depth": "8",
+            "tile": "128", "overlap": "32", "channels": "8", "has_defocus": "true", "dual_pixel": "false",
+            "source_sha256": "0" * 64, "input_shape": "[1, H, W, 3], H and W multiples of 8"}
+
+
+@pytest.fixture
+def fake_web(tmp_path):
+    """A copy of web/ with stand-ins for onnxruntime-web's files (no npm needed)."""
+    web = tmp_path / "web"
+    shutil.copytree(WEB, web, ignore=shutil.ignore_patterns("node_modules"))
+    dist = web / "node_modules" / "onnxruntime-web" / "dist"
+    dist.mkdir(parents=True)
+    for name in site_lib.RUNTIME_FILES:
+        (dist / name).write_text(f"// {name}\n")
+    (dist / "ort.all.min.mjs").write_text("// not needed by the page\n")
+    (dist.parent / "package.json").write_text('{"version": "1.31.1", "license": "MIT"}')
+    return str(web)
+
+
+def test_write_site_writes_the_page_the_runtime_and_the_model(fake_web, tmp_path):
+    out = tmp_path / "site"
+    assert site_lib.write_site(out, b"onnx bytes", METADATA, web=fake_web) == str(out)
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert files == sorted(["index.html", "model.json", "model.onnx", "ort/LICENSE.txt",
+                            *(f"ort/{n}" for n in site_lib.RUNTIME_FILES),
+                            *(f"src/{n}" for n in os.listdir(os.path.join(WEB, "src")))])
+    assert (out / "model.onnx").read_bytes() == b"onnx bytes"
+    config = json.loads((out / "model.json").read_text())
+    assert (config["tile"], config["overlap"], config["has_defocus"], config["fixed_shape"]) == (
+        128, 32, True, False)
+    assert config["intent"] == json.loads(json.dumps(intent.page_constants()))
+    assert bytes.fromhex(config["viridis"]) == defocus_lib.VIRIDIS.tobytes()
+    assert config["metadata"] == METADATA and "N = 3, 8 channels" in config["name"]
+    assert "MIT License" in (out / "ort" / "LICENSE.txt").read_text()
+    # The page loads the runtime from ort/ and nothing from outside.
+    html = (out / "index.html").read_text()
+    assert '"onnxruntime-web": "./ort/ort.min.mjs"' in html and "http" not in html.replace("http-equiv", "")
+    fixed = site_lib.write_site(tmp_path / "fixed", b"x", {**METADATA, "input_shape": "[1, 128, 128, 3]"},
+                                web=fake_web)
+    assert json.loads(open(os.path.join(fixed, "model.json")).read())["fixed_shape"] is True
+
+
+def test_write_site_errors_are_one_line(fake_web, tmp_path):
+    out = tmp_path / "site"
+    out.mkdir()
+    with pytest.raises(FileExistsError):
+        site_lib.write_site(out, b"x", METADATA, web=fake_web)
+    site_lib.write_site(out, b"new", METADATA, overwrite=True, web=fake_web)
+    assert (out / "model.onnx").read_bytes() == b"new"
+    shutil.rmtree(os.path.join(fake_web, "node_modules"))
+    with pytest.raises(FileNotFoundError, match=r"run `npm ci --prefix web` first$"):
+        site_lib.write_site(tmp_path / "other", b"x", METADATA, web=fake_web)
+    assert not (tmp_path / "other").exists()
+    for bad, match in [({**METADATA, "dual_pixel": "true"}, "dual-pixel"),
+                       ({k: v for k, v in METADATA.items() if k != "tile"}, "no 'tile'"),
+                       ({**METADATA, "tile": "100"}, "multiple of 8"),
+                       ({**METADATA, "overlap": "124"}, "exceeding its overlap")]:
+        with pytest.raises(ValueError, match=match) as e:
+            site_lib.write_site(tmp_path / "bad", b"x", bad, web=fake_web)
+        assert "\n" not in str(e.value)
+
+
 # --------------------------------------------------------------------------- the page in Chromium
 
 def _free_port() -> int:
@@ -199,20 +264,14 @@ def site(tiny_official_checkpoint, tmp_path_factory):
     32, served by `python -m http.server` on a free port; yields (url, checkpoint)."""
     if not os.path.isdir(os.path.join(WEB, "node_modules", "onnxruntime-web")):
         pytest.skip("needs the page's npm packages: npm ci --prefix web")
-    if importlib.util.find_spec("ifan_jax.export.onnx") is None:
-        pytest.skip("needs the ONNX export (ifan_jax/export/onnx.py, issue 23)")
+    if importlib.util.find_spec("ifan_jax.export.__main__") is None:
+        pytest.skip("needs the ONNX export (python -m ifan_jax.export, issue 23)")
     directory = str(tmp_path_factory.mktemp("web") / "site")
-    if importlib.util.find_spec("ifan_jax.export.__main__") is not None:  # the command users run
-        env = dict(os.environ, PYTHONPATH=ROOT)
-        proc = subprocess.run([sys.executable, "-m", "ifan_jax.export", f"--ckpt={tiny_official_checkpoint}",
-                               f"--web={directory}", f"--tile={TILE}", f"--overlap={OVERLAP}"],
-                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    else:  # until the command exists: what it calls
-        from ifan_jax.export import export_onnx_bytes
-        from ifan_jax.export.site import write_site
-
-        write_site(directory, *export_onnx_bytes(tiny_official_checkpoint, tile=TILE, overlap=OVERLAP))
+    proc = subprocess.run([sys.executable, "-m", "ifan_jax.export", f"--ckpt={tiny_official_checkpoint}",
+                           f"--web={directory}", f"--tile={TILE}", f"--overlap={OVERLAP}"],
+                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     with open(os.path.join(directory, "model.json")) as f:
         config = json.load(f)
     assert (config["tile"], config["overlap"], config["has_defocus"]) == (TILE, OVERLAP, True)
