@@ -123,6 +123,7 @@ def _markdown(config: dict) -> str:
                     if c.get("type") == "markdown")
 
 
+@pytest.mark.slow
 def test_page_names_the_model_and_the_device(server, weights):
     _, url, config = server
     text = _markdown(config)

@@ -30,6 +30,7 @@ def _photo(seed=0, h=H, w=W):
 
 @pytest.mark.parametrize("name,depth", [("p16.png", 16), ("t16.tif", 16), ("p8.png", 8),
                                         ("j8.jpg", 8)])
+@pytest.mark.slow
 def test_download_keeps_size_format_and_bit_depth_and_equals_deblurrer(
         tmp_path, deblurrer, name, depth):
     path = str(tmp_path / name)

@@ -73,6 +73,7 @@ def test_measure_sums_each_role_and_the_faster_library_is_never_slower():
     assert out["total"]["best_s"] == pytest.approx(sum(r["best_s"] for r in out["convolutions"]))
 
 
+@pytest.mark.slow
 def test_the_command_on_the_tiny_networks_forward_pass(tmp_path, capsys):
     out = convolutions.main(["--tiny", "--size=64x48", "--repeats=2",
                              f"--json={tmp_path / 'c.json'}"])

@@ -128,6 +128,7 @@ def test_cli_processes_good_files_and_reports_bad_ones(photos, tiny_official_che
     _check_outputs(folder, out, alpha)
 
 
+@pytest.mark.slow
 def test_overwrite_default_folder_bit_depth_and_tiles(photos, tiny_official_checkpoint, cache_env,
                                                       capsys, monkeypatch):
     folder, alpha = photos
@@ -203,6 +204,7 @@ def official_file(tmp_path):
     return folder / "IFAN.pytorch"
 
 
+@pytest.mark.slow
 def test_official_file_and_defocus_map(photos, official_file, cache_env, tmp_path, capsys,
                                        monkeypatch):
     folder, _ = photos

@@ -156,6 +156,7 @@ def test_evaluate_script_writes_scores_and_summary(dpdd, tiny_official_checkpoin
     assert summary["warnings"] == [] and summary["subsets"] == {}
 
 
+@pytest.mark.slow
 def test_sets_without_ground_truth_get_full_size_outputs_by_default(tiny_official_checkpoint,
                                                                     tmp_path):
     """PixelDP: no ground truth; the images are written by default, at the input's full size (not
@@ -244,6 +245,7 @@ def test_bad_checkpoint_data_subsets_or_outputs_are_one_line_errors(dpdd, tiny_o
     assert (tmp_path / "o" / "summary.json").read_text() == "{}"
 
 
+@pytest.mark.slow
 def test_cli_help_exits_0_and_mistakes_are_one_line(dpdd, tiny_official_checkpoint, tmp_path):
     def run(*args):
         return subprocess.run([sys.executable, os.path.join(REPO, "evaluate.py"), *args],

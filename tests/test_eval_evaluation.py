@@ -24,6 +24,7 @@ def _image(h, w, seed):
     return np.random.default_rng(seed).random((h, w, 3), dtype=np.float32)
 
 
+@pytest.mark.slow
 def test_scorer_pads_crops_back_and_scores_the_output(tiny_model):
     apply_fn, params, deblurrer = tiny_model
     blurred, sharp = _image(37, 45, 0), _image(37, 45, 1)

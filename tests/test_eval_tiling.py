@@ -107,6 +107,7 @@ def test_tiled_agrees_with_whole_image_at_1280x720(tiny_deblurrer):
     assert _psnr(whole, image) < 35.0  # the network does change the image
 
 
+@pytest.mark.slow
 def test_automatic_choice_tiles_only_when_memory_is_short(tiny_deblurrer, monkeypatch):
     image = _photo(200, 264)
     whole = tiny_deblurrer.deblur_whole(image)

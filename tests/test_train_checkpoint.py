@@ -27,6 +27,7 @@ def batch(n=2, size=32, seed=0, keys=("c", "r", "l", "gt")):
     return {k: rng.random((n, size, size, 3), dtype=np.float32) for k in keys}
 
 
+@pytest.mark.slow
 def test_a_save_followed_by_a_donated_step_writes_the_saved_values(tiny_config, tmp_path):
     mesh = distributed.data_mesh()
     state = jax.device_put(step_lib.create_train_state(tiny_config), distributed.replicated(mesh))
@@ -111,6 +112,7 @@ def test_a_failed_start_leaves_no_new_workdir(tiny_config, tmp_path):
     assert sorted(p.name for p in existing.iterdir()) == ["notes.txt"]
 
 
+@pytest.mark.slow
 def test_pairs_without_views_train_without_the_disparity_loss(tiny_config):
     tiny_config.dataset = "pairs"
     train_lib.check_config(tiny_config, num_devices=1)
@@ -156,6 +158,7 @@ def run_cli(*args, cwd=ROOT):
                           env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_command_line_mistakes_are_one_line_and_help_exits_0(tmp_path):
     workdir = tmp_path / "run"
     for args, expected in [

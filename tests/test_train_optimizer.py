@@ -127,6 +127,7 @@ def chain_for(hyper):
     return opt_lib.create_optimizer(config)[0]
 
 
+@pytest.mark.slow
 def test_radam_chain_matches_reference():
     params, grads = make_problem(10)  # steps 1-5 un-rectified, 6-10 rectified, two lr drops
     got = run_chain(chain_for(HYPER), params, grads)
@@ -137,6 +138,7 @@ def test_radam_chain_matches_reference():
         np.testing.assert_allclose(np.asarray(got[k]) - params[k], moved, rtol=1e-5, atol=1e-8)
 
 
+@pytest.mark.slow
 def test_radam_direction_is_not_optax_radam_but_agrees_without_eps():
     params, grads = make_problem(8)
     ours = run_chain(opt_lib.scale_by_radam_torch(0.9, 0.999, 1e-8), params, grads)
@@ -152,6 +154,7 @@ def test_radam_direction_is_not_optax_radam_but_agrees_without_eps():
             run_chain(optax.scale_by_radam(0.9, 0.999, 1e-8), params, grads[:5])[k], rtol=1e-6, atol=3e-6)
 
 
+@pytest.mark.slow
 def test_radam_matches_torch_radam_with_decoupled_decay():
     torch = pytest.importorskip("torch")
     params, grads = make_problem(10)

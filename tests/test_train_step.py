@@ -48,6 +48,7 @@ def test_losses_are_the_mean_squared_errors():
     ("baseline", {"loss_deblur"}), ("D", {"loss_deblur", "loss_disparity"}),
     ("FR", {"loss_deblur", "loss_reblur"}), ("FDR", {"loss_deblur", "loss_disparity", "loss_reblur"}),
 ])
+@pytest.mark.slow
 def test_loss_terms_follow_the_components(variant, terms):
     config = tiny_config(f"variant={variant}")
     state = jax.eval_shape(lambda: step_lib.create_train_state(config))
@@ -98,6 +99,7 @@ def test_microbatches_must_divide_each_devices_share():
         train_lib.check_config(config, num_devices=1)
 
 
+@pytest.mark.slow
 def test_microbatches_run_the_batch_in_interleaved_passes():
     """The network runs once per part on that part's rows, each part rows i, i + k, ... (so it
     spreads over the devices as the batch does); tests/test_train_devices.py checks that the update

@@ -177,6 +177,7 @@ def _scans_with_recomputed_bodies(closed_jaxpr) -> list[bool]:
     return found
 
 
+@pytest.mark.slow
 def test_training_recomputes_every_iac_iteration_and_inference_keeps_none():
     """In training both IACs (the deblurring one and the reblurring network's) recompute each
     iteration in the backward pass instead of keeping its intermediates; inference has nothing
