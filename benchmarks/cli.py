@@ -115,7 +115,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help=f"measure only rows of these kinds ({', '.join(rows.KINDS)}; default all)")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="per measurement (default 120 tiny, 1200 full)")
+    p.add_argument("--from_json", default=None, metavar="PATH",
+                   help="measure nothing: print (or with --markdown, write) the Markdown table of "
+                        "an earlier run's JSON report")
     args = p.parse_args(argv)
+    if args.from_json and not os.path.isfile(args.from_json):
+        p.error(f"--from_json={args.from_json}: no such file")
     if args.official and not os.path.exists(
             os.path.join(args.official, "models", "archs", "IFAN.py")):
         p.error(f"--official={args.official}: no models/archs/IFAN.py there (give the root of "
@@ -160,6 +165,14 @@ def _write(report_dict: dict, json_path: str | None, markdown_path: str | None) 
 def main(argv=None) -> dict:
     """Measure every planned row, print the table, write --json/--markdown; returns the report."""
     args = parse_args(argv)
+    if args.from_json:
+        with open(args.from_json) as f:
+            earlier = json.load(f)
+        if args.markdown:
+            _write(earlier, None, args.markdown)
+        else:
+            print(report.markdown(earlier), end="")
+        return earlier
     start = time.time()
     info = machine.machine_info()
     timeout = args.timeout or (120.0 if args.tiny else 1200.0)

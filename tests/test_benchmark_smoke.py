@@ -269,3 +269,15 @@ def test_jobs_survive_the_worker_command_line():
                 specs.CheckpointInference(checkpoint="/ck"), specs.MakeCheckpoint(path="/p")):
         again = specs.from_json(json.loads(json.dumps(specs.to_json(job))))
         assert again == job and dataclasses.asdict(again) == dataclasses.asdict(job)
+
+
+@pytest.mark.parametrize("name", ["2026-11-29_nvidia-h200", "2026-11-29_amd-epyc-2cpu_input",
+                                  "2026-11-30b_amd-epyc-2cpu", "2026-11-30c_amd-epyc-2cpu_train"])
+def test_the_committed_tables_are_reproduced_from_their_json(name, tmp_path):
+    """`python -m benchmarks --from_json=...` rewrites a run's Markdown from its JSON report, as
+    the committed file has it (the GPU run, the input rows, the CPU runs the README cites)."""
+    results = os.path.join(REPO, "benchmarks", "results")
+    out = tmp_path / "table.md"
+    cli.main([f"--from_json={os.path.join(results, name + '.json')}", f"--markdown={out}"])
+    with open(os.path.join(results, name + ".md")) as f:
+        assert out.read_text() == f.read()
