@@ -205,7 +205,7 @@ async function render() {
   link.download = photo.name.replace(/\.[^.]*$/, "") + "_deblurred.png";
   link.hidden = false;
   const perTile = (1000 * photo.seconds / photo.count).toFixed(0);
-  setState("done", `${photo.name}: ${photo.width} x ${photo.height}, ${photo.count} tiles in ` +
+  setState("done", `${photo.name}: ${photo.width} x ${photo.height}, ${photo.count} tile${photo.count > 1 ? "s" : ""} in ` +
     `${photo.seconds.toFixed(1)} s (${perTile} ms a tile, ${page.backend.toUpperCase()}).`);
 }
 
