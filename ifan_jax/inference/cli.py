@@ -2,27 +2,32 @@
 
     python -m ifan_jax.inference --ckpt=ckpt/IFAN photo.jpg more_photos/ --output_dir=sharp/
     python -m ifan_jax.inference --ckpt=IFAN.pytorch --defocus_map photo.jpg
+    python -m ifan_jax.inference --ckpt=IFAN.pytorch --keep_bokeh --strength=0.8 --report=r.json photo.jpg
 
 See `python -m ifan_jax.inference --help`. Each INPUT is an image file or a folder (its JPEG, PNG and
 TIFF files, not its subfolders). Every output keeps its input's file name, format, size, bit
 depth, grey-ness, alpha channel and colour profile (`ifan_jax.image_io`). Large images run as
 overlapping tiles sized to the free memory (`ifan_jax.inference.tiling`). A file that cannot be deblurred
 gets one line on stderr, `deblur: <file>: <reason>`, and the others still run; the exit status is
-1 if any file failed. A usage mistake is one line and exit status 2.
+1 if any file failed. A usage mistake is one line and exit status 2. Each deblurred file also
+gets a readout line (`ifan_jax.inference.intent`: how much of it is out of focus, how much the
+output differs from it); --strength and --keep_bokeh blend the output with the input, and
+--report writes the readouts as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
 from absl import logging as absl_logging
 from tqdm import tqdm
 
-from ifan_jax import checkpoint, environment, image_io, inference
+from ifan_jax import checkpoint, environment, fileio, image_io, inference
 from ifan_jax.errors import one_line
-from ifan_jax.inference import defocus
+from ifan_jax.inference import defocus, intent
 
 MIN_SIZE = 16  # images smaller than this (either side) are refused as "too small"
 
@@ -47,6 +52,22 @@ any file failed, else 0.
 NAME_defocus.png (colour-mapped, viridis: dark purple = low, yellow = high, spread between the
 map's 1st and 99th percentiles) and NAME_defocus.npy (the values, float32, for computing: the
 disparity map estimator's output, upsampled bilinearly from 1/8 resolution).
+
+--strength=S (0 to 1, default 1) writes input + S x (deblurred - input); 0 writes the input's
+own pixels (PNG and TIFF: the very values read, at the input's bit depth; JPEG is re-encoded at
+quality 95, so its pixels differ from the input file's by the re-encoding).
+
+--keep_bokeh[=LEVEL] deblurs where the photo is mildly out of focus and keeps the input where it
+is strongly out of focus: where the 33 x 33 mean of |defocus| (the NAME_defocus.npy values) is at
+most LEVEL the output is the full deblur, where it is at least 2 x LEVEL it is the input, with a
+smooth ramp between. Without a value the level is chosen per photo (2/3 of Otsu's threshold of
+|defocus|) and printed. Needs a model with a disparity map estimator (a variant with D).
+
+Beside each file the command prints a readout: the share of pixels with |defocus| above 0.125,
+0.25 and 0.5 (a disparity of 1, 2 and 4 pixels between the dual-pixel views), the median
+|defocus|, the PSNR between input and output, and a sentence. --report=PATH.json writes them for
+every file, with the strength and level used (and each failed file with its error); an existing
+report is kept unless --overwrite.
 
 --ckpt takes a checkpoint directory or an official .pytorch/.pth file; the file is converted once
 (no PyTorch needed) into NAME.ifan_jax-HASH/ beside it, or under $IFAN_JAX_CACHE/converted
@@ -87,10 +108,33 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--defocus_map", action="store_true",
                    help="also write NAME_defocus.png (colour map) and NAME_defocus.npy (values) "
                         "beside each output")
+    p.add_argument("--strength", type=float, default=1.0, metavar="S",
+                   help="0 to 1 (default 1): output = input + S x (deblurred - input); 0 writes "
+                        "the input's pixels")
+    p.add_argument("--keep_bokeh", default=None, metavar="LEVEL",
+                   help="keep the input where the 33 x 33 mean |defocus| is >= 2 x LEVEL, deblur "
+                        "fully where it is <= LEVEL (a smooth ramp between); without a value: "
+                        "automatic per photo (2/3 of Otsu's threshold), printed")
+    p.add_argument("--report", default=None, metavar="PATH.json",
+                   help="write every file's readout, strength and keep-bokeh level as JSON")
     p.add_argument("--verbosity", type=int, default=0,
                    help="1 or more: show the libraries' INFO logs (default 0: progress and "
                         "results only)")
-    args = p.parse_args(argv)
+    args = p.parse_args(_keep_bokeh_value(sys.argv[1:] if argv is None else list(argv)))
+    try:
+        intent.check_strength(args.strength)
+    except ValueError:
+        p.error(f"--strength must be between 0 and 1, got {args.strength:g}")
+    if args.keep_bokeh is not None:
+        try:
+            args.keep_bokeh = intent.check_keep_bokeh(args.keep_bokeh)
+        except ValueError:
+            p.error(f"--keep_bokeh takes a level > 0 (in the units of NAME_defocus.npy) or no "
+                    f"value (automatic), got {args.keep_bokeh!r}")
+    if args.report is not None and os.path.exists(args.report) and not args.overwrite:
+        p.error(f"--report {args.report} exists (use --overwrite to replace it)")
+    if args.report is not None and os.path.isdir(args.report):
+        p.error(f"--report {args.report} is a folder; give a file name (PATH.json)")
     if args.tile is not None and args.tile < 0:
         p.error("--tile must be >= 0")
     if args.overlap < 0:
@@ -100,6 +144,34 @@ def parse_args(argv=None) -> argparse.Namespace:
     except ValueError as e:
         p.error(str(e).replace("tile ", "--tile ", 1).replace("an overlap of", "--overlap"))
     return args
+
+
+def _keep_bokeh_value(argv: list[str]) -> list[str]:
+    """A bare `--keep_bokeh` takes the next argument as its level only if it is a number (else it
+    means "auto"), so `--keep_bokeh photo.jpg` leaves photo.jpg an input."""
+    out, i = [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            return out + argv[i:]
+        if arg == "--keep_bokeh":
+            following = argv[i + 1] if i + 1 < len(argv) else None
+            if following is not None and _is_number(following):
+                out.append(f"--keep_bokeh={following}")
+                i += 2
+                continue
+            arg = "--keep_bokeh=auto"
+        out.append(arg)
+        i += 1
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def collect_inputs(inputs, report) -> list[str]:
@@ -140,6 +212,9 @@ def load_deblurrer(args, say) -> inference.Deblurrer:
     if args.defocus_map and not deblurrer.has_defocus_map:
         raise ValueError(f"{args.ckpt}: this model has no disparity map estimator (a variant "
                          f"without D), so --defocus_map has nothing to write")
+    if args.keep_bokeh is not None and not deblurrer.has_defocus_map:
+        raise ValueError(f"{args.ckpt}: this model has no disparity map estimator (a variant "
+                         f"without D), so --keep_bokeh has no map to keep the bokeh by")
     return deblurrer
 
 
@@ -149,22 +224,26 @@ def main(argv=None) -> int:
     if args.verbosity >= 1:  # as absl's --verbosity does for train.py: library INFO to stderr
         absl_logging.use_absl_handler()
         absl_logging.set_verbosity(absl_logging.INFO)
-    failures = []
+    failures, entries = [], []
     say = lambda line: tqdm.write(f"deblur: {line}", file=sys.stderr)
 
     def report(path, reason):
         failures.append(path)
+        entries.append({"input": path, "status": "failed", "error": reason})
         say(f"{path}: {reason}")
 
     files = collect_inputs(args.inputs, report)
     if not files:
         say("no images to process")
+        _write_report(args, entries, say)
         return 1
     environment.enable_compilation_cache()
     try:
         deblurrer = load_deblurrer(args, say)
     except (checkpoint.CheckpointError, ValueError) as e:
         say(str(e))
+        entries += [{"input": f, "status": "failed", "error": str(e)} for f in files]
+        _write_report(args, entries, say)
         return 1
 
     written, skipped, claimed = 0, 0, {}
@@ -184,10 +263,14 @@ def main(argv=None) -> int:
         if existing and not args.overwrite:
             skipped += 1
             say(f"{path}: skipped, {existing[0]} exists (use --overwrite)")
+            entries.append({"input": path, "status": "skipped",
+                            "reason": f"{existing[0]} exists (use --overwrite)"})
             continue
         try:
-            _deblur_file(deblurrer, path, outputs, args)
+            entry = _deblur_file(deblurrer, path, outputs, args)
             written += 1
+            entries.append(entry)
+            say(f"{path}: {_readout_line(entry)}")
         except image_io.ImageError as e:
             report(path, str(e).removeprefix(f"{path}: "))
         except MemoryError:
@@ -201,10 +284,43 @@ def main(argv=None) -> int:
     parts = [f"{written} written"] + ([f"{skipped} skipped"] if skipped else []) + (
         [f"{len(failures)} failed"] if failures else [])
     print(f"deblur: {', '.join(parts)}", file=sys.stderr)
+    if not _write_report(args, entries, say):
+        return 1
     return 1 if failures else 0
 
 
-def _deblur_file(deblurrer: inference.Deblurrer, path: str, outputs: list[str], args) -> None:
+def _readout_line(entry: dict) -> str:
+    line = entry["readout_line"]
+    if entry["keep_bokeh_level"] is not None:
+        how = "automatic" if entry["keep_bokeh"] == "auto" else "given"
+        line += f"; keep-bokeh level {entry['keep_bokeh_level']:.4g} ({how})"
+    if entry["strength"] != 1.0:
+        line += f"; strength {entry['strength']:g}"
+    return line
+
+
+def _write_report(args, entries: list[dict], say) -> bool:
+    """Write --report (when given) atomically; False (said on stderr) if it cannot be written."""
+    if args.report is None:
+        return True
+    content = {
+        "ckpt": args.ckpt,
+        "strength": args.strength,
+        "keep_bokeh": args.keep_bokeh,
+        "constants": intent.page_constants(),
+        "files": [{k: v for k, v in e.items() if k != "readout_line"} for e in entries],
+    }
+    try:
+        fileio.atomic_write_text(args.report, json.dumps(content, indent=1, allow_nan=False) + "\n",
+                                 overwrite=args.overwrite)
+    except (OSError, ValueError) as e:
+        say(f"{args.report}: cannot write the report ({one_line(e, with_type=False)})")
+        return False
+    return True
+
+
+def _deblur_file(deblurrer: inference.Deblurrer, path: str, outputs: list[str], args) -> dict:
+    """Deblur one file and write its outputs; returns its report entry (with the readout)."""
     image, info = image_io.read_image(path)
     h, w = image.shape[:2]
     if min(h, w) < MIN_SIZE:
@@ -218,15 +334,24 @@ def _deblur_file(deblurrer: inference.Deblurrer, path: str, outputs: list[str], 
     with tqdm(total=schedule.num_tiles, desc=os.path.basename(path), unit="tile", leave=False,
               file=sys.stderr, dynamic_ncols=True, disable=schedule.whole) as tiles:
         result = deblurrer.run(image, schedule, progress=tiles.update,
-                               return_defocus=args.defocus_map)
+                               return_defocus=deblurrer.has_defocus_map)
+    # The blended whole-photo result and map: the keep-bokeh mask comes from the map as written.
+    sharp, dmap = result if deblurrer.has_defocus_map else (result, None)
+    applied = intent.apply(image, sharp, dmap, args.strength, args.keep_bokeh)
+    del sharp
+    result = applied.output
+    readout = intent.readout(image, result, dmap)
     del image
-    if args.defocus_map:
-        result, dmap = result
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     image_io.write_image(out_path, result, info, bit_depth=depth, overwrite=args.overwrite)
     if args.defocus_map:
         defocus.write_defocus(outputs[1], dmap, overwrite=args.overwrite)
         defocus.write_raw(outputs[2], dmap, overwrite=args.overwrite)
+    return {"input": path, "status": "written", "output": out_path, "strength": applied.strength,
+            "keep_bokeh": args.keep_bokeh if isinstance(args.keep_bokeh, str) else (
+                None if args.keep_bokeh is None else "given"),
+            "keep_bokeh_level": applied.level, **readout.to_json(),
+            "readout_line": readout.line()}
 
 
 def run(argv=None) -> int:

@@ -28,7 +28,7 @@ import psutil
 from ifan_jax import checkpoint
 from ifan_jax.compiled import INFERENCE_CPU_OPTIONS, AheadOfTime, release_freed_memory
 from ifan_jax.inference import defocus as defocus_lib
-from ifan_jax.inference import tiling
+from ifan_jax.inference import intent, tiling
 from ifan_jax.models import IFAN, REBLUR_KEY
 from ifan_jax.weights import load_weights
 
@@ -160,7 +160,8 @@ class Deblurrer:
 
     def __call__(self, image: np.ndarray, right=None, left=None, tile: int | None = None,
                  overlap: int = tiling.DEFAULT_OVERLAP,
-                 progress: Callable[[int], None] | None = None, return_defocus: bool = False):
+                 progress: Callable[[int], None] | None = None, return_defocus: bool = False,
+                 strength: float = 1.0, keep_bokeh: float | str | None = None):
         """Deblur an H x W x 3 image (uint8, uint16 or float in [0, 1]: `_as_image`); returns
         H x W x 3 float32 in [0, 1].
 
@@ -171,22 +172,42 @@ class Deblurrer:
         tiles finish. With `return_defocus=True` returns `(sharp, defocus)`, `defocus` the H x W
         float32 output of the disparity map estimator upsampled to the input's size
         (`ifan_jax.inference.defocus`); a model without one (variants without D) raises ValueError.
+
+        Intent (`ifan_jax.inference.intent`): the output is input + strength x (1 - keep) x
+        (deblurred - input), `strength` in [0, 1] (0: the input exactly); `keep_bokeh` (a level > 0
+        in the map's units, or "auto") keeps the input where the whole-photo map's 33 x 33 mean
+        |defocus| is >= 2 x level (a smooth ramp from level); it needs the defocus map (ValueError
+        without one).
         """
         image = _as_image(image, "image")
         schedule = self.schedule(*image.shape[:2], tile, overlap)
-        return self.run(image, schedule, right, left, progress, return_defocus)
+        return self.run(image, schedule, right, left, progress, return_defocus, strength, keep_bokeh)
 
     def run(self, image: np.ndarray, schedule: Schedule, right=None, left=None,
-            progress: Callable[[int], None] | None = None, return_defocus: bool = False):
+            progress: Callable[[int], None] | None = None, return_defocus: bool = False,
+            strength: float = 1.0, keep_bokeh: float | str | None = None):
         """Deblur as `schedule` (from `schedule()`) says: whole, or in its tiles. Callers that show
-        progress size their bar from `schedule.num_tiles` and then run with it."""
+        progress size their bar from `schedule.num_tiles` and then run with it. `strength` and
+        `keep_bokeh` as in `__call__`, applied to the blended whole-photo result and map."""
         if self.needs_dual_pixel and (right is None or left is None):
             raise ValueError("this is the dual-pixel-input model: pass right= and left= views")
+        strength = intent.check_strength(strength)
+        keep_bokeh = intent.check_keep_bokeh(keep_bokeh)
+        if keep_bokeh is not None and not self.has_defocus_map:
+            raise ValueError("this model has no disparity map estimator (a variant without D): "
+                             "it has no defocus map to keep the bokeh by")
         self._check_defocus(return_defocus)
+        with_defocus = return_defocus or keep_bokeh is not None
         if schedule.whole:
-            return self.deblur_whole(image, right, left, return_defocus)
-        return self.deblur_tiled(image, right, left, schedule.tile, schedule.overlap,
-                                 schedule.batch_size, progress, return_defocus)
+            out = self.deblur_whole(image, right, left, with_defocus)
+        else:
+            out = self.deblur_tiled(image, right, left, schedule.tile, schedule.overlap,
+                                    schedule.batch_size, progress, with_defocus)
+        if strength == 1.0 and keep_bokeh is None:
+            return out
+        sharp, dmap = out if with_defocus else (out, None)
+        result = intent.apply(_as_image(image, "image"), sharp, dmap, strength, keep_bokeh).output
+        return (result, dmap) if return_defocus else result
 
     def schedule(self, height: int, width: int, tile: int | None = None,
                  overlap: int = tiling.DEFAULT_OVERLAP) -> Schedule:
