@@ -10,6 +10,7 @@
 """
 
 import base64
+import contextlib
 import importlib.util
 import json
 import os
@@ -258,6 +259,30 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(1 / mse)
 
 
+@contextlib.contextmanager
+def _serve(directory: str):
+    """`python -m http.server` serving `directory` on a free 127.0.0.1 port; yields its URL."""
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", HOST,
+                               "--directory", directory], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    url = f"http://{HOST}:{port}/"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    pytest.fail("python -m http.server did not start")
+                time.sleep(0.2)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 @pytest.fixture(scope="module")
 def site(tiny_official_checkpoint, tmp_path_factory):
     """The export's --web site of the tiny official model (ch=8, N=3), tiles of 128 overlapping by
@@ -275,24 +300,8 @@ def site(tiny_official_checkpoint, tmp_path_factory):
     with open(os.path.join(directory, "model.json")) as f:
         config = json.load(f)
     assert (config["tile"], config["overlap"], config["has_defocus"]) == (TILE, OVERLAP, True)
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", HOST,
-                               "--directory", directory], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    url = f"http://{HOST}:{port}/"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                server.kill()
-                pytest.fail("python -m http.server did not start")
-            time.sleep(0.2)
-    yield url, tiny_official_checkpoint
-    server.terminate()
-    server.wait(timeout=30)
+    with _serve(directory) as url:
+        yield url, tiny_official_checkpoint
 
 
 def _browser():
@@ -465,3 +474,23 @@ def test_in_chromium_the_site_deblurs_like_python_and_its_controls_reblend(site,
           f"(level {auto:.4g}) {kept_psnr:.1f} dB")
     assert psnr >= 45
     assert kept_psnr >= 45
+
+
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("CI"),
+                    reason="the browser test needs Chromium and its driver: "
+                           "apt-get install chromium chromium-driver")
+def test_in_chromium_a_model_that_does_not_load_is_a_one_line_error(tmp_path):
+    if not os.path.isdir(os.path.join(WEB, "node_modules", "onnxruntime-web")):
+        pytest.skip("needs the page's npm packages: npm ci --prefix web")
+    directory = site_lib.write_site(tmp_path / "site", b"these bytes are not an ONNX model", METADATA)
+    with _serve(directory) as url:
+        driver = _browser()
+        try:
+            page = Page(driver)
+            driver.get(url)
+            assert page.wait({"ready", "error"}) == "error"
+            message = page.el("message").text
+            assert message.startswith("the model did not load: ") and "\n" not in message, message
+            assert page.el("photo").get_attribute("disabled")
+        finally:
+            driver.quit()
