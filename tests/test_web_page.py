@@ -402,6 +402,8 @@ def test_in_chromium_the_site_deblurs_like_python_and_its_controls_reblend(site,
     h, w = 200, 300
     photo = str(tmp_path / "garden.png")
     image = _photo(photo, h, w)
+    small_photo = str(tmp_path / "small.png")  # smaller than a tile, not a multiple of 8
+    small = _photo(small_photo, 75, 90, seed=4)
     not_image = tmp_path / "notes.png"
     not_image.write_bytes(b"these bytes are not a photo\n")
     start = time.monotonic()
@@ -450,6 +452,8 @@ def test_in_chromium_the_site_deblurs_like_python_and_its_controls_reblend(site,
         assert not page.el("result").is_displayed() and page.el("readout").text == ""
         assert page.upload(photo) == "done"  # the page still works after the error
         np.testing.assert_array_equal(page.download(), out)
+        assert page.upload(small_photo) == "done"
+        small_out = page.download()
         _check_logs(driver, url)
     finally:
         driver.quit()
@@ -458,6 +462,7 @@ def test_in_chromium_the_site_deblurs_like_python_and_its_controls_reblend(site,
     deblur = Deblurrer.from_checkpoint(checkpoint)
     sharp, defocus = deblur(image, tile=TILE, overlap=OVERLAP, return_defocus=True)
     psnr = _psnr(out, np.clip(sharp, 0, 1))
+    small_psnr = _psnr(small_out, np.clip(deblur(small, tile=TILE, overlap=OVERLAP), 0, 1))
     # The page's automatic level from its map against Otsu on Python's map: within one bin.
     from skimage.filters import threshold_otsu
     magnitude = np.abs(defocus)
@@ -471,9 +476,10 @@ def test_in_chromium_the_site_deblurs_like_python_and_its_controls_reblend(site,
     assert kept_readout.startswith(intent.readout(image, kept, defocus).line()), kept_readout
     print(f"browser session {seconds:.1f} s; WASM {np.median(timings['tileTimes']):.1f} ms a "
           f"{TILE} x {TILE} tile (median of 6); page vs Deblurrer PSNR {psnr:.1f} dB, keep-bokeh "
-          f"(level {auto:.4g}) {kept_psnr:.1f} dB")
+          f"(level {auto:.4g}) {kept_psnr:.1f} dB, a 90 x 75 photo (one tile) {small_psnr:.1f} dB")
     assert psnr >= 45
     assert kept_psnr >= 45
+    assert small_psnr >= 45
 
 
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("CI"),
