@@ -249,7 +249,7 @@ def test_the_readme_space_app_file_serves(weights, tmp_path):
     port = free_port()
     env = {"GRADIO_SERVER_NAME": HOST, "GRADIO_SERVER_PORT": str(port),
            "GRADIO_TEMP_DIR": str(tmp_path / "gradio"), "IFAN_JAX_CACHE": str(tmp_path / "xla"),
-           "HOME": str(tmp_path)}  # the examples go to ~/.cache
+           "HOME": str(tmp_path)}  # the examples go to $IFAN_JAX_CACHE/app_examples
     proc, url, config = start_server(["python", "app.py"], env, str(tmp_path / "log"),
                                      cwd=str(tmp_path))
     try:

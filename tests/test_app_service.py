@@ -157,3 +157,15 @@ def test_examples_are_rendered_once_and_blurred(tmp_path):
     with pytest.raises(ValueError, match="not an examples folder"):
         examples.ensure_examples(str(other))
     assert (other / "holiday.jpg").exists()
+
+
+def test_examples_follow_ifan_jax_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("IFAN_JAX_CACHE", str(tmp_path / "cache"))
+    assert examples.default_dir() == str(tmp_path / "cache" / "app_examples")
+    found = examples.ensure_examples()
+    assert all(path.startswith(str(tmp_path / "cache" / "app_examples") + os.sep)
+               for path, _ in found)
+    assert not (tmp_path / "home").exists()
+    monkeypatch.delenv("IFAN_JAX_CACHE")
+    assert examples.default_dir() == str(tmp_path / "home" / ".cache" / "ifan_jax" / "app_examples")

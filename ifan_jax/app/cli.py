@@ -48,8 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--which", choices=("latest", "best"), default="latest",
                    help="checkpoint step of a training workdir (default latest)")
     p.add_argument("--examples_dir", default=None,
-                   help="cache folder for the example photos (default ~/.cache/ifan_jax/"
-                        "app_examples)")
+                   help="cache folder for the example photos (default $IFAN_JAX_CACHE/"
+                        "app_examples, or ~/.cache/ifan_jax/app_examples)")
     p.add_argument("--max_queue", type=int, default=MAX_QUEUE,
                    help=f"requests that may wait in the queue (default {MAX_QUEUE})")
     args = p.parse_args(argv)

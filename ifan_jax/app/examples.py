@@ -1,6 +1,6 @@
 """The page's example photos: scikit-image's sample photos, defocused as the synthetic data set does.
 
-    paths = ensure_examples("~/.cache/ifan_jax/app_examples")
+    paths = ensure_examples()   # into $IFAN_JAX_CACHE/app_examples (default ~/.cache/ifan_jax/...)
 
 Each example is one scene of `ifan_jax.data.synth.make_scene` (a random crop, a depth map, the
 motorcycle's measured one where it has it, a focus plane, and the thin-lens dual-pixel renderer;
@@ -30,8 +30,11 @@ MARKER = "examples.json"
 
 
 def default_dir() -> str:
-    """~/.cache/ifan_jax/app_examples."""
-    return os.path.join(os.path.expanduser("~"), ".cache", "ifan_jax", "app_examples")
+    """$IFAN_JAX_CACHE/app_examples, or ~/.cache/ifan_jax/app_examples when it is not set (the
+    converted official weights go beside it: `ifan_jax.weights.convert.cache_root`)."""
+    base = os.environ.get("IFAN_JAX_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
+                                                            "ifan_jax")
+    return os.path.join(os.path.expanduser(base), "app_examples")
 
 
 def ensure_examples(directory: str | None = None) -> list[tuple[str, str]]:
