@@ -448,12 +448,17 @@ def test_in_chromium_the_site_deblurs_like_python_and_its_controls_reblend(site,
         message = page.el("message").text
         assert message.startswith("notes.png: ") and "\n" not in message, message
         link = page.el("download")
-        assert link.get_attribute("href") is None and not link.is_displayed()
+        assert link.get_attribute("href") is None and link.get_attribute("hidden") is not None
+        assert not link.is_displayed()
         assert not page.el("result").is_displayed() and page.el("readout").text == ""
         assert page.upload(photo) == "done"  # the page still works after the error
         np.testing.assert_array_equal(page.download(), out)
         assert page.upload(small_photo) == "done"
         small_out = page.download()
+        # A new upload while a photo is running: the first stops, the second's result is shown.
+        page.el("photo").send_keys(photo)
+        assert page.upload(small_photo) == "done" and page.el("message").text.startswith("small.png: ")
+        np.testing.assert_array_equal(page.download(), small_out)
         _check_logs(driver, url)
     finally:
         driver.quit()

@@ -117,30 +117,45 @@ function draw(id, imageData) {
   canvas.getContext("2d").putImageData(imageData, 0, 0);
 }
 
-async function runTile(input, rows, cols) {
-  const start = performance.now();
-  const feeds = { [page.session.inputNames[0]]: new ort.Tensor("float32", input, [1, rows, cols, 3]) };
-  const out = await page.session.run(feeds);
-  window.ifan.tileTimes.push(performance.now() - start);
-  return { deblurred: out.deblurred.data, defocus: out.defocus ? out.defocus.data : null };
+// A photo whose run was overtaken by a newer upload: stopped quietly.
+class Superseded extends Error {}
+let running = Promise.resolve();  // one network run at a time, whichever photo asks
+
+function tileRunner(generation) {
+  return (input, rows, cols) => {
+    const turn = running.then(async () => {
+      if (generation !== page.generation) throw new Superseded();
+      const start = performance.now();
+      const feeds = { [page.session.inputNames[0]]: new ort.Tensor("float32", input, [1, rows, cols, 3]) };
+      const out = await page.session.run(feeds);
+      window.ifan.tileTimes.push(performance.now() - start);
+      return { deblurred: out.deblurred.data, defocus: out.defocus ? out.defocus.data : null };
+    });
+    running = turn.catch(() => {});
+    return turn;
+  };
 }
 
-const nextFrame = () => new Promise((resolve) => requestAnimationFrame(() => resolve()));
+// Let the page repaint (the progress bar) between tiles; unlike requestAnimationFrame this also
+// goes on in a background tab.
+const yieldToPage = () => new Promise((resolve) => setTimeout(resolve, 0));
 
 async function deblur(file) {
   clearResult();
   const generation = page.generation;
   setState("working", `${file.name}: reading…`);
   const { rgb, width, height } = await decode(file);
+  if (generation !== page.generation) throw new Superseded();
   const { count } = plan(height, width, page.config.tile, page.config.overlap);
   setState("working", `${file.name}: ${width} x ${height}, ${count} tile${count > 1 ? "s" : ""}…`);
   window.ifan.tileTimes = [];
   const progress = $("progress");
   progress.max = count;
   const start = performance.now();
-  const result = await deblurTiled(rgb, height, width, page.config.tile, page.config.overlap, runTile,
-    async (done) => { progress.value = done; await nextFrame(); }, page.config.fixed_shape);
-  if (generation !== page.generation) return;  // another photo came meanwhile
+  const result = await deblurTiled(rgb, height, width, page.config.tile, page.config.overlap,
+    tileRunner(generation), async (done) => { progress.value = done; await yieldToPage(); },
+    page.config.fixed_shape);
+  if (generation !== page.generation) throw new Superseded();
   const seconds = (performance.now() - start) / 1000;
   const photo = { name: file.name, width, height, input: rgb, deblurred: result.image, defocus: result.defocus,
     seconds, count, levelIsAuto: true };
@@ -225,7 +240,11 @@ function main() {
   $("photo").addEventListener("change", () => {
     const file = $("photo").files[0];
     if (!file) return;
-    deblur(file).catch((error) => { clearResult(); fail(error); });
+    deblur(file).catch((error) => {
+      if (error instanceof Superseded) return;  // a newer upload is running
+      clearResult();
+      fail(error);
+    });
   });
   $("strength").addEventListener("input", scheduleRender);
   $("keep_bokeh").addEventListener("change", scheduleRender);
