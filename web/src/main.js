@@ -9,6 +9,8 @@ import { autoLevel, blend, boxMeanAbs, keepWeights, readout } from "./intent.js"
 import { deblurTiled, plan } from "./tiling.js";
 
 const $ = (id) => document.getElementById(id);
+// The page keeps about 60 bytes a pixel (the photo, the result, the map and their canvases).
+const MAX_PIXELS = 40e6;
 const page = { session: null, config: null, backend: null, photo: null, generation: 0, url: null };
 // Timings for tests and benchmarks: milliseconds per network run of one tile.
 window.ifan = { tileTimes: [], backend: null, level: null, autoLevel: null };
@@ -82,6 +84,11 @@ async function decode(file) {
     throw new Error(`${file.name}: not an image this browser can decode (use a JPEG or PNG)`);
   }
   const { width, height } = bitmap;
+  if (width * height > MAX_PIXELS) {
+    bitmap.close();
+    throw new Error(`${file.name}: ${width} x ${height} is more than the page holds in memory ` +
+      `(${MAX_PIXELS / 1e6} megapixels, about 60 bytes each); use the Python command (ifan-deblur)`);
+  }
   const canvas = document.createElement("canvas");
   canvas.width = width;
   canvas.height = height;
