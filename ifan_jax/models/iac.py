@@ -46,17 +46,37 @@ def iac_channels(num_iterations: int, channels: int, kernel_size: int) -> int:
     return num_iterations * channels * (2 * kernel_size + 1)
 
 
-def adaptive_pass(x: jax.Array, taps: jax.Array, axis: int) -> jax.Array:
+def edge_pad(x: jax.Array, pad: int, axis: int) -> jax.Array:
+    """`x` with `pad` copies of its first and last slices along `axis` added on either side: the
+    same array as `jnp.pad(..., mode="edge")` on that one axis, as one concatenation of slices.
+
+    The export form (`ifan_jax.export`) pads with it. jax2onnx 0.17.1 lowers `jnp.pad`'s edge
+    mode into edge slices broadcast also along the unpadded axes, to width 0, through an Expand
+    that onnxruntime's shape inference sizes 1 ("Inferred=3 Declared=1" on the Concat); and the
+    `jax.lax.concatenate` here keeps symbolic heights and widths, which jnp.concatenate under
+    jax2onnx's tracing did not.
+    """
+    if pad == 0:
+        return x
+    first = jax.lax.slice_in_dim(x, 0, 1, axis=axis)
+    last = jax.lax.slice_in_dim(x, x.shape[axis] - 1, x.shape[axis], axis=axis)
+    return jax.lax.concatenate([first] * pad + [x] + [last] * pad, axis)
+
+
+def adaptive_pass(x: jax.Array, taps: jax.Array, axis: int, concat_pad: bool = False) -> jax.Array:
     """Per-pixel 1-D filtering of `x` (B, H, W, C) along `axis` (1: vertical, 2: horizontal).
 
     `taps` is (B, H, W, k, C): out[p, c] = sum_j x[p + (j - k//2) * unit(axis), c] * taps[p, j, c],
-    with edge-replicated borders.
+    with edge-replicated borders (`concat_pad`: padded by `edge_pad`, the export form; same values).
     """
     k = taps.shape[-2]
     pad = (k - 1) // 2
-    widths = [(0, 0)] * 4
-    widths[axis] = (pad, pad)
-    xp = jnp.pad(x, widths, mode="edge")
+    if concat_pad:
+        xp = edge_pad(x, pad, axis)
+    else:
+        widths = [(0, 0)] * 4
+        widths[axis] = (pad, pad)
+        xp = jnp.pad(x, widths, mode="edge")
     size = x.shape[axis]
     out = jax.lax.slice_in_dim(xp, 0, size, axis=axis) * taps[..., 0, :]
     for j in range(1, k):
@@ -64,10 +84,11 @@ def adaptive_pass(x: jax.Array, taps: jax.Array, axis: int) -> jax.Array:
     return out
 
 
-def iac_iteration(x, f1, f2, bias, activate: bool | jax.Array, variant: str):
+def iac_iteration(x, f1, f2, bias, activate: bool | jax.Array, variant: str,
+                  concat_pad: bool = False):
     """One IAC iteration on tap-major filters f1, f2 (B, H, W, k, C) and bias (B, H, W, C)."""
-    y = adaptive_pass(x, f1, axis=1)
-    y = adaptive_pass(y, f1 if variant == "official" else f2, axis=2)
+    y = adaptive_pass(x, f1, axis=1, concat_pad=concat_pad)
+    y = adaptive_pass(y, f1 if variant == "official" else f2, axis=2, concat_pad=concat_pad)
     y = y + bias
     return jnp.where(activate, leaky_relu(y), y)
 
@@ -181,6 +202,36 @@ def iac_from_head(features: jax.Array, head: jax.Array, kernel: jax.Array, bias:
     return out
 
 
+def iac_from_head_unrolled(features: jax.Array, head: jax.Array, kernel: jax.Array,
+                           bias: jax.Array, num_iterations: int, kernel_size: int, *,
+                           activate_last: bool = True, variant: str = "separable",
+                           precision: Any = None) -> jax.Array:
+    """The export form of `iac_from_head`: the same computation, with the N iterations unrolled in
+    Python instead of a `lax.scan` and the borders padded by `edge_pad`.
+
+    `edge_pad` alone makes the scan convert too (into an ONNX Loop); unrolled, the graph is
+    straight-line code without a Loop, each iteration with its own slice of the 1x1 kernel as a
+    constant, which every ONNX runtime types and runs alike. Inference only (no remat); training
+    and `Deblurrer` keep the scan.
+    """
+    _check_variant(variant)
+    n, k = num_iterations, kernel_size
+    c = features.shape[-1]
+    cols = filter_columns_tap_major(n, c, k, variant)
+    lead = features.shape[:-1]
+    x = features
+    for i in range(n):
+        w_i = kernel[:, cols[i]].astype(head.dtype)
+        b_i = bias[cols[i]].astype(head.dtype)
+        filt = jnp.einsum("bhwd,dm->bhwm", head, w_i, precision=precision) + b_i
+        f1 = filt[..., : k * c].reshape(*lead, k, c)
+        f2 = filt[..., k * c: 2 * k * c].reshape(*lead, k, c) if variant == "separable" else f1
+        activate = i < n - 1 or activate_last
+        x = iac_iteration(x, f1, f2, filt[..., -c:], activate, variant,
+                          concat_pad=True).astype(x.dtype)
+    return x
+
+
 def iac_per_pixel(features: jax.Array, filters: jax.Array, num_iterations: int, kernel_size: int,
                   activate_last: bool = True, variant: str = "separable") -> jax.Array:
     """The same IAC written the straightforward way: each pixel's k-tap windows gathered from the
@@ -220,21 +271,27 @@ def iac_per_pixel(features: jax.Array, filters: jax.Array, num_iterations: int, 
 
 
 def fac(features: jax.Array, filters: jax.Array, kernel_size: int,
-        activate_last: bool = True) -> jax.Array:
+        activate_last: bool = True, concat_pad: bool = False) -> jax.Array:
     """Filter Adaptive Convolution: one dense k x k filter per pixel and channel (paper Table 5).
 
     `filters` (B, H, W, C*k*k), channel-major with row-major taps (index c*k*k + dy*k + dx);
-    edge-replicated borders like IAC; no bias. LeakyReLU(0.1) after it when `activate_last`.
+    edge-replicated borders like IAC (`concat_pad`: padded by `edge_pad`, the export form); no
+    bias. LeakyReLU(0.1) after it when `activate_last`.
     """
     b_, h, w, c = features.shape
     k = kernel_size
     if filters.shape[-1] != c * k * k:
         raise ValueError(f"FAC filter map has {filters.shape[-1]} channels, needs C*k*k = {c * k * k}")
     pad = (k - 1) // 2
-    xp = jnp.pad(features, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="edge")
+    if concat_pad:
+        xp = edge_pad(edge_pad(features, pad, 1), pad, 2)
+    else:
+        xp = jnp.pad(features, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="edge")
     taps = filters.reshape(b_, h, w, c, k * k)
     out = jnp.zeros_like(features)
     for dy in range(k):
         for dx in range(k):
-            out = out + xp[:, dy:dy + h, dx:dx + w, :] * taps[..., dy * k + dx]
+            window = jax.lax.slice_in_dim(jax.lax.slice_in_dim(xp, dy, dy + h, axis=1), dx, dx + w,
+                                          axis=2)  # xp[:, dy:dy + h, dx:dx + w]
+            out = out + window * taps[..., dy * k + dx]
     return leaky_relu(out) if activate_last else out

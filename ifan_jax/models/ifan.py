@@ -260,6 +260,36 @@ class IFAN(nn.Module):
         return iac_lib.iac(features, filters, self.num_iterations, self.filter_size,
                            variant=self.iac_variant, remat=train), filters
 
+    def export_forward(self, blurred, right=None, left=None):
+        """The export form of the eval forward (`ifan_jax.export`): (result, disparity).
+
+        The same modules, parameters and computation as `__call__(blurred, right, left)` with
+        `train=False`: `result` (B, H, W, 3) is its clipped "result", `disparity` (B, H/8, W/8, 1)
+        the disparity map estimator's output (None without D). Only the adaptive convolution is
+        written otherwise: IAC's iterations unrolled (`iac.iac_from_head_unrolled`), and IAC's and
+        FAC's borders padded by `iac.edge_pad`, which jax2onnx converts exactly.
+        """
+        if self.dual_pixel_input and (right is None or left is None):
+            raise ValueError("the dual-pixel-input model needs the right and left views")
+        f1, f2, f3, features = self.feature_extractor(blurred)
+        encoded = self._encode(blurred, right, left)
+        disparity = self.disparity_map_estimator(encoded)
+        head = self.filter_predictor(encoded, disparity)
+        if self.use_filter_prediction and self.adaptive_conv == "iac":
+            kernel, bias = self.filter_predictor.filter_conv.matrix()
+            deblurred = iac_lib.iac_from_head_unrolled(
+                features.astype(jnp.float32), head.astype(jnp.float32), kernel, bias,
+                self.num_iterations, self.filter_size, variant=self.iac_variant,
+                precision=self.precision)
+        elif self.use_filter_prediction:  # FAC, its borders padded by `iac.edge_pad`
+            filters = self.filter_predictor.filter_conv(head).astype(jnp.float32)
+            deblurred = iac_lib.fac(features.astype(jnp.float32), filters, self.fac_kernel_size,
+                                    concat_pad=True)
+        else:
+            deblurred, _ = self._adapt(features, head, train=False, return_filters=False)
+        result = self.reconstructor(deblurred, (f1, f2, f3), blurred.astype(jnp.float32))
+        return jnp.clip(result, 0.0, 1.0), (disparity if self.use_disparity else None)
+
     def __call__(self, blurred, right=None, left=None, sharp=None, train: bool = False,
                  return_filters: bool = False):
         if self.dual_pixel_input and (right is None or left is None):

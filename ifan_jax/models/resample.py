@@ -46,3 +46,42 @@ def warp_horizontal(image: jax.Array, disparity: jax.Array) -> jax.Array:
         return jnp.where(valid, gathered, 0.0)
 
     return sample(x0) * (1.0 - frac) + sample(x0 + 1) * frac
+
+
+def _edge_extend(x: jax.Array, axis: int) -> jax.Array:
+    """`x` with its first and last slices along `axis` repeated once on either side."""
+    n = x.shape[axis]
+    first = jax.lax.slice_in_dim(x, 0, 1, axis=axis)
+    last = jax.lax.slice_in_dim(x, n - 1, n, axis=axis)
+    return jax.lax.concatenate([first, x, last], axis)
+
+
+def _upsample_axis(x: jax.Array, factor: int, axis: int) -> jax.Array:
+    b = x.shape[axis]
+    xp = _edge_extend(x, axis)
+    before = jax.lax.slice_in_dim(xp, 0, b, axis=axis)
+    after = jax.lax.slice_in_dim(xp, 2, b + 2, axis=axis)
+    phases = []
+    for p in range(factor):
+        # Output pixel factor*i + p samples the input at i + (p + 1/2) / factor - 1/2.
+        offset = (p + 0.5) / factor - 0.5
+        neighbour = before if offset < 0 else after
+        d = abs(offset)
+        phases.append(x * (1.0 - d) + neighbour * d)
+    out = jnp.stack(phases, axis=axis + 1)  # (..., b, factor, ...)
+    shape = list(x.shape)
+    shape[axis] = shape[axis] * factor
+    return out.reshape(shape)
+
+
+def upsample_bilinear(x: jax.Array, factor: int = SCALE) -> jax.Array:
+    """(B, h, w, C) -> (B, factor*h, factor*w, C), bilinear with half-pixel centres and clamped
+    edges: `jax.image.resize(x, ..., "bilinear")` by a whole factor, as `factor` fixed-weight
+    phases per axis interleaved by a reshape.
+
+    The export form of the defocus map's upsampling (`ifan_jax.export`): it uses only slices,
+    concatenations and reshapes, which jax2onnx converts with symbolic height and width, where
+    `jax.image.resize` needs the output size as constants. Equal to it to float rounding.
+    """
+    x = x.astype(jnp.float32)
+    return _upsample_axis(_upsample_axis(x, factor, 1), factor, 2)

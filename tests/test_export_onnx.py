@@ -1,0 +1,304 @@
+"""The ONNX export (ifan_jax.export): its export form equals the network's inference form, and the
+exported graph run by onnxruntime reproduces the official outputs and our JAX forward.
+
+The tiny official checkpoints (ch=8, N=3, both IAC variants) of tests/assets are exported at test
+time; tests/assets/tiny_*_iac.npz hold the official code's outputs on their 64 x 96 input.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from official_reference import reference, reference_state_dict
+
+from ifan_jax import checkpoint
+from ifan_jax.export import METADATA_KEYS, export_onnx, export_onnx_bytes, read_metadata, source_sha256
+from ifan_jax.export.onnx import ExportError, check_tile
+from ifan_jax.inference import Deblurrer
+from ifan_jax.inference import defocus as defocus_lib
+from ifan_jax.models import IFAN, REBLUR_KEY
+from ifan_jax.models import iac as iac_lib
+from ifan_jax.models.resample import upsample_bilinear
+from ifan_jax.weights.convert import convert_state_dict
+
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("jax2onnx")
+
+ONNX_TOL = 1e-5  # onnxruntime vs the official outputs / our forward (measured ~4e-7)
+FORM_TOL = 1e-6  # the export form vs the inference form (float rounding)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def max_diff(a, b) -> float:
+    assert np.shape(a) == np.shape(b), (np.shape(a), np.shape(b))
+    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+
+
+def session(data: bytes):
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture(scope="module", params=["official", "separable"])
+def exported(request):
+    variant = request.param
+    ref = reference(variant)
+    params, config = convert_state_dict(reference_state_dict(variant), variant)
+    deblurrer = Deblurrer(params, config, bit_depth=8)
+    data, metadata = export_onnx_bytes(deblurrer, tile=64, overlap=16, source_digest="ab" * 32)
+    return dict(variant=variant, ref=ref, deblurrer=deblurrer, data=data, metadata=metadata,
+                session=session(data))
+
+
+# --------------------------------------------------------------------------------------------
+# The export form equals the inference form
+
+
+def test_edge_pad_is_jnp_pad_edge():
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 5, 7, 3)), jnp.float32)
+    for axis in (1, 2):
+        for pad in (0, 1, 2):
+            widths = [(0, 0)] * 4
+            widths[axis] = (pad, pad)
+            np.testing.assert_array_equal(iac_lib.edge_pad(x, pad, axis), jnp.pad(x, widths, mode="edge"))
+
+
+@pytest.mark.parametrize("variant", iac_lib.VARIANTS)
+def test_unrolled_iac_equals_scan(variant):
+    rng = np.random.default_rng(1)
+    n, c, k, d = 3, 4, 3, 6
+    features = jnp.asarray(rng.normal(size=(2, 5, 6, c)), jnp.float32)
+    head = jnp.asarray(rng.normal(size=(2, 5, 6, d)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(d, iac_lib.iac_channels(n, c, k))) * 0.3, jnp.float32)
+    bias = jnp.asarray(rng.normal(size=(iac_lib.iac_channels(n, c, k),)) * 0.1, jnp.float32)
+    scan = iac_lib.iac_from_head(features, head, kernel, bias, n, k, variant=variant)
+    unrolled = iac_lib.iac_from_head_unrolled(features, head, kernel, bias, n, k, variant=variant)
+    assert max_diff(scan, unrolled) <= FORM_TOL * float(jnp.max(jnp.abs(scan)))
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 3, 5, 1), (1, 8, 12, 2)])
+def test_upsample_bilinear_equals_defocus_upsample(shape):
+    x = np.random.default_rng(2).normal(size=shape).astype(np.float32)
+    ref = defocus_lib.upsample(x, 8 * shape[1], 8 * shape[2])
+    assert max_diff(upsample_bilinear(x), ref) <= FORM_TOL * float(jnp.max(jnp.abs(ref)))
+
+
+@pytest.mark.parametrize("variant", iac_lib.VARIANTS)
+def test_export_forward_equals_eval_forward(variant):
+    ref = reference(variant)
+    params, config = convert_state_dict(reference_state_dict(variant), variant)
+    params = {k: v for k, v in params.items() if k != REBLUR_KEY}
+    model = IFAN.from_config(config)
+    x = jnp.asarray(ref["input_C"])
+    result, disparity = jax.jit(lambda p, x: model.apply({"params": p}, x, method=IFAN.export_forward))(
+        params, x)
+    plain = jax.jit(lambda p, x: model.apply({"params": p}, x)["result"])(params, x)
+    assert max_diff(result, plain) <= FORM_TOL
+    # The disparity map is the estimator's output, as the Deblurrer captures it.
+    combined = Deblurrer(params, config).run_batch(ref["input_C"], with_defocus=True)
+    assert max_diff(upsample_bilinear(disparity), combined[..., 3:]) <= FORM_TOL
+    assert max_diff(result, combined[..., :3]) <= FORM_TOL
+
+
+# --------------------------------------------------------------------------------------------
+# onnxruntime against the official outputs and our forward
+
+
+def test_interface(exported):
+    s = exported["session"]
+    assert [(i.name, i.type) for i in s.get_inputs()] == [("image", "tensor(float)")]
+    assert [o.name for o in s.get_outputs()] == ["deblurred", "defocus"]
+    image = s.get_inputs()[0].shape
+    assert image[0] == 1 and image[3] == 3 and all(isinstance(d, str) for d in image[1:3])
+    assert s.get_outputs()[0].shape == image
+    assert s.get_outputs()[1].shape == image[:3] + [1]
+
+
+def test_onnxruntime_matches_official_outputs(exported):
+    ref = exported["ref"]
+    deblurred, _ = exported["session"].run(None, {"image": ref["input_C"]})
+    diff = max_diff(deblurred, ref["result_eval"])
+    print(f"{exported['variant']}: onnxruntime vs official max abs {diff:.2e}")
+    assert diff <= ONNX_TOL
+
+
+@pytest.mark.parametrize("shape", [(64, 96), (40, 56), (8, 8)])
+def test_onnxruntime_matches_deblurrer(exported, shape):
+    """Any height and width (multiples of 8) against the Deblurrer's own forward, defocus included."""
+    x = np.random.default_rng(3).random((1, *shape, 3), np.float32)
+    deblurred, defocus = exported["session"].run(None, {"image": x})
+    ours = np.asarray(exported["deblurrer"].run_batch(x, with_defocus=True))
+    print(f"{exported['variant']} {shape}: {max_diff(deblurred, ours[..., :3]):.2e} "
+          f"{max_diff(defocus, ours[..., 3:]):.2e}")
+    assert max_diff(deblurred, ours[..., :3]) <= ONNX_TOL
+    assert max_diff(defocus, ours[..., 3:]) <= ONNX_TOL * max(1.0, float(np.max(np.abs(ours[..., 3:]))))
+
+
+def test_metadata(exported):
+    meta, variant = exported["metadata"], exported["variant"]
+    stored = read_metadata(exported["data"])
+    assert set(METADATA_KEYS) <= set(stored)
+    assert {k: stored[k] for k in METADATA_KEYS} == {k: meta[k] for k in METADATA_KEYS}
+    assert all(isinstance(v, str) for v in stored.values())
+    assert stored["num_iterations"] == "3" and stored["channels"] == "8"
+    assert stored["iac_variant"] == variant and stored["bit_depth"] == "8"
+    assert (stored["tile"], stored["overlap"]) == ("64", "16")
+    assert (stored["has_defocus"], stored["dual_pixel"]) == ("true", "false")
+    assert stored["source_sha256"] == "ab" * 32
+    assert int(meta["size_bytes"]) == len(exported["data"])
+
+
+@pytest.mark.parametrize("tile, overlap", [(0, 0), (60, 8), (64, 60), (64, -8), (True, 0)])
+def test_bad_tile_is_refused(tile, overlap):
+    with pytest.raises(ExportError):
+        check_tile(tile, overlap)
+
+
+def test_source_sha256_of_a_folder(tmp_path):
+    a = tmp_path / "a"
+    (a / "sub").mkdir(parents=True)
+    (a / "x.json").write_bytes(b"{}")
+    (a / "sub" / "y.bin").write_bytes(b"\x00\x01")
+    digest = source_sha256(a)
+    shutil.copytree(a, tmp_path / "b")
+    assert source_sha256(tmp_path / "b") == digest  # the folder's location does not count
+    (tmp_path / "b" / "sub" / "y.bin").rename(tmp_path / "b" / "sub" / "z.bin")
+    assert source_sha256(tmp_path / "b") != digest  # a file's name does
+    (a / "x.json").write_bytes(b"{ }")
+    assert source_sha256(a) != digest  # and its bytes
+    f = tmp_path / "w.pytorch"
+    f.write_bytes(b"weights")
+    assert source_sha256(f) == hashlib.sha256(b"weights").hexdigest()
+
+
+@pytest.mark.slow
+def test_dual_pixel_model_takes_three_views(tmp_path):
+    config = {"channels": 8, "num_iterations": 3, "reblur_iterations": 3, "dual_pixel_input": True,
+              "iac_variant": "official"}
+    model = IFAN.from_config(config)
+    x = jnp.zeros((1, 32, 32, 3), jnp.float32)
+    params = model.init(jax.random.PRNGKey(0), x, x, x)["params"]
+    deblurrer = Deblurrer(params, config)
+    data, meta = export_onnx_bytes(deblurrer, tile=64, overlap=16)
+    assert meta["dual_pixel"] == "true"
+    s = session(data)
+    assert [i.name for i in s.get_inputs()] == ["image", "right", "left"]
+    views = [np.random.default_rng(i).random((1, 48, 40, 3), np.float32) for i in range(3)]
+    deblurred, defocus = s.run(None, dict(zip(("image", "right", "left"), views)))
+    ours = np.asarray(deblurrer.run_batch(*views, with_defocus=True))
+    assert max_diff(deblurred, ours[..., :3]) <= ONNX_TOL
+    assert max_diff(defocus, ours[..., 3:]) <= ONNX_TOL
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overrides, outputs", [
+    ({"use_disparity": False}, ["deblurred"]),
+    ({"use_filter_prediction": False}, ["deblurred", "defocus"]),
+    ({"adaptive_conv": "fac", "fac_kernel_size": 5}, ["deblurred", "defocus"]),
+])
+def test_variants_export(overrides, outputs):
+    config = {"channels": 8, "num_iterations": 3, "reblur_iterations": 3, "use_reblur": False,
+              **overrides}
+    model = IFAN.from_config(config)
+    params = model.init(jax.random.PRNGKey(1), jnp.zeros((1, 32, 32, 3), jnp.float32))["params"]
+    deblurrer = Deblurrer(params, config)
+    data, meta = export_onnx_bytes(deblurrer, tile=64, overlap=16)
+    s = session(data)
+    assert [o.name for o in s.get_outputs()] == outputs
+    x = np.random.default_rng(4).random((1, 32, 48, 3), np.float32)
+    got = s.run(None, {"image": x})
+    ours = np.asarray(deblurrer.run_batch(x, with_defocus=len(outputs) > 1))
+    assert max_diff(got[0], ours[..., :3]) <= ONNX_TOL
+    if len(outputs) > 1:
+        assert max_diff(got[1], ours[..., 3:]) <= ONNX_TOL
+    assert meta["has_defocus"] == ("true" if len(outputs) > 1 else "false")
+
+
+# --------------------------------------------------------------------------------------------
+# The API's file writing and the command
+
+
+def test_export_onnx_refuses_to_overwrite(tmp_path, exported):
+    path = tmp_path / "m.onnx"
+    path.write_bytes(b"keep")
+    with pytest.raises(FileExistsError):
+        export_onnx(exported["deblurrer"], path, tile=64, overlap=16)
+    assert path.read_bytes() == b"keep"
+
+
+def _cli(*args, cwd=None):
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "JAX_PLATFORMS": "cpu"}
+    return subprocess.run([sys.executable, "-m", "ifan_jax.export", *args], capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=600)
+
+
+@pytest.mark.slow
+def test_cli_exports_a_converted_checkpoint(tmp_path, tiny_official_checkpoint):
+    out = tmp_path / "tiny.onnx"
+    run = _cli(f"--ckpt={tiny_official_checkpoint}", f"--output={out}", "--tile=64", "--overlap=16",
+               "--fixed_shape", "--check")
+    assert run.returncode == 0, run.stderr
+    assert "check at 64x64" in run.stderr
+    meta = read_metadata(out)
+    assert meta["source_sha256"] == source_sha256(tiny_official_checkpoint)
+    assert (meta["tile"], meta["overlap"], meta["input_shape"]) == ("64", "16", "[1, 64, 64, 3]")
+    s = session(out.read_bytes())
+    assert s.get_inputs()[0].shape == [1, 64, 64, 3]
+    ref = reference("official")
+    x = np.ascontiguousarray(ref["input_C"][:, :, :64])
+    deblurrer = Deblurrer.from_checkpoint(tiny_official_checkpoint)
+    assert max_diff(s.run(None, {"image": x})[0], deblurrer.run_batch(x)) <= ONNX_TOL
+    # An existing output is kept.
+    before = out.read_bytes()
+    again = _cli(f"--ckpt={tiny_official_checkpoint}", f"--output={out}")
+    assert again.returncode == 1
+    assert again.stderr.count("\n") == 1 and "exists" in again.stderr and str(out) in again.stderr
+    assert out.read_bytes() == before
+
+
+@pytest.mark.parametrize("args, code, text", [
+    (["--ckpt=/nonexistent/IFAN.pytorch", "--output=x.onnx"], 2, "/nonexistent/IFAN.pytorch"),
+    (["--ckpt=."], 2, "--output"),
+    (["--ckpt=.", "--output=x.onnx", "--tile=100"], 2, "--tile"),
+    (["--ckpt=.", "--output=x.onnx", "--tile=64", "--overlap=60"], 2, "--overlap"),
+])
+def test_cli_usage_mistakes_are_one_line(tmp_path, args, code, text):
+    run = _cli(*args, cwd=tmp_path)
+    assert run.returncode == code, run.stderr
+    assert run.stderr.count("\n") == 1 and text in run.stderr, run.stderr
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_cli_bad_checkpoint_is_one_line(tmp_path):
+    folder = tmp_path / "notackpt"
+    folder.mkdir()
+    (folder / "readme.txt").write_text("hello")
+    bad_file = tmp_path / "broken.pytorch"
+    bad_file.write_bytes(b"not a checkpoint")
+    for ckpt in (folder, bad_file):
+        run = _cli(f"--ckpt={ckpt}", f"--output={tmp_path / 'x.onnx'}")
+        assert run.returncode == 1, run.stderr
+        lines = run.stderr.strip().splitlines()
+        assert len(lines) == 1 and str(ckpt) in lines[0], run.stderr
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_written_checkpoint_round_trip_metadata(tmp_path):
+    """bit_depth recorded in model_config.json reaches the metadata."""
+    params, config = convert_state_dict(reference_state_dict("official"), "official")
+    path = str(tmp_path / "ckpt")
+    checkpoint.save_inference_checkpoint(path, params, {**config, "bit_depth": 16})
+    with open(os.path.join(path, checkpoint.MODEL_CONFIG_FILE)) as f:
+        assert json.load(f)["bit_depth"] == 16
+    meta = export_onnx(path, tmp_path / "m.onnx", tile=64, overlap=16, fixed_shape=True)
+    assert meta["bit_depth"] == "16" and meta["source_sha256"] == source_sha256(path)
+    assert read_metadata(tmp_path / "m.onnx")["bit_depth"] == "16"
