@@ -23,6 +23,7 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from ifan_jax import checkpoint  # noqa: E402
+from ifan_jax.config import did_you_mean, load_config  # noqa: E402
 from ifan_jax.data import DataError  # noqa: E402
 from ifan_jax.errors import one_line  # noqa: E402
 from ifan_jax.training import distributed  # noqa: E402
@@ -40,10 +41,10 @@ USER_ERRORS = (train_lib.ConfigError, train_lib.NonFiniteLossError, checkpoint.C
                DataError, ValidationError, distributed.DistributedError)
 
 
-def _user_message(error: BaseException) -> str:
+def _user_message(error: BaseException, argv: list[str] | None = None) -> str:
     """One line for a mistake found while parsing the flags or loading the config file: the most
     specific one-line message of the exception chain (absl/ml_collections wrap the config file's
-    own error in multi-line reports)."""
+    own error in multi-line reports); an unknown `--config.KEY` names the closest valid key."""
     chain = [error]
     while chain[-1].__cause__ is not None or chain[-1].__context__ is not None:
         chain.append(chain[-1].__cause__ or chain[-1].__context__)
@@ -52,10 +53,31 @@ def _user_message(error: BaseException) -> str:
         if str(x).startswith("config argument"):  # configs/*.py name the argument
             return str(x)
     if isinstance(chain[-1], KeyError):
-        return f"--config: the config has no key {chain[-1].args[0]!r}"
+        return _unknown_key(str(chain[-1].args[0]), argv or [])
     if lines:
         return str(lines[0]) if isinstance(lines[0], flags.Error) else one_line(lines[-1])
     return one_line(error)
+
+
+def _unknown_key(key: str, argv: list[str]) -> str:
+    """'--config.a.kye: the config has no key 'kye' (did you mean 'key'?)': the override naming
+    `key`, and the closest key at its level of the config file that --config names."""
+    spec = next((a[len("--config="):] for a in argv[1:] if a.startswith("--config=")), None)
+    for arg in argv[1:]:
+        path = arg[len("--config."):].split("=", 1)[0].split(".") if arg.startswith(
+            "--config.") else []
+        if key not in path:
+            continue
+        hint = ""
+        try:
+            node = load_config(spec)
+            for part in path[:path.index(key)]:
+                node = node[part]
+            hint = did_you_mean(key, node.keys())
+        except Exception:  # noqa: BLE001  (no hint; the message stands without it)
+            pass
+        return f"--config.{'.'.join(path)}: the config has no key {key!r}{hint}"
+    return f"--config: the config has no key {key!r}"
 
 
 def _missing_config_file(argv: list[str]) -> str | None:
@@ -82,7 +104,7 @@ def parse_flags(argv: list[str]) -> list[str]:
             sys.exit(0)
         raise e
     except Exception as e:  # noqa: BLE001  (absl, ml_collections and config files raise anything)
-        print(f"train.py: {_user_message(e)}", file=sys.stderr)
+        print(f"train.py: {_user_message(e, argv)}", file=sys.stderr)
         sys.exit(2)
     return rest
 

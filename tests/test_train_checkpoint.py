@@ -165,6 +165,10 @@ def test_command_line_mistakes_are_one_line_and_help_exits_0(tmp_path):
         (["--config=configs/nonexistent.py"], "configs/nonexistent.py: no such config file"),
         (["--config=configs/tiny.py:N=x"], "N='x': expected int"),
         (["--config=configs/tiny.py", "--config.bogus=1"], "bogus"),
+        (["--config=configs/tiny.py", "--config.bacth_size=4"],
+         "--config.bacth_size: the config has no key 'bacth_size' (did you mean 'batch_size'?)"),
+        (["--config=configs/tiny.py", "--config.model.chanels=4"],
+         "--config.model.chanels: the config has no key 'chanels' (did you mean 'channels'?)"),
     ]:
         proc = run_cli(*args, f"--workdir={workdir}")
         assert proc.returncode != 0
