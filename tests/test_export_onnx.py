@@ -222,6 +222,22 @@ def test_variants_export(overrides, outputs):
     assert meta["has_defocus"] == ("true" if len(outputs) > 1 else "false")
 
 
+@pytest.mark.slow
+def test_float16_export(exported):
+    """--precision=float16: half the file, float32 outputs, close to the float32 forward."""
+    if exported["variant"] != "official":
+        pytest.skip("one variant is enough")
+    data, meta = export_onnx_bytes(exported["deblurrer"], tile=64, overlap=16, precision="float16")
+    assert meta["precision"] == "float16"
+    assert len(data) < 0.6 * len(exported["data"])
+    s = session(data)
+    deblurred, defocus = s.run(None, {"image": exported["ref"]["input_C"]})
+    assert deblurred.dtype == np.float32 and defocus.dtype == np.float32
+    mse = float(np.mean((deblurred.astype(np.float64) - exported["ref"]["result_eval"]) ** 2))
+    assert 10 * np.log10(1 / mse) > 50
+    assert max_diff(deblurred, exported["ref"]["result_eval"]) < 5e-3
+
+
 # --------------------------------------------------------------------------------------------
 # The API's file writing and the command
 

@@ -24,8 +24,10 @@ checkpoint (`source_sha256`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -39,7 +41,9 @@ MULTIPLE = 8
 DEFAULT_TILE = 512
 DEFAULT_OVERLAP = tiling.DEFAULT_OVERLAP
 OPSET = 21  # onnxruntime >= 1.20 and onnxruntime-web run it
-PRECISIONS = ("float32",)
+# float16: the weights stored and the convolutions computed in float16; IAC, the input skip and the
+# outputs stay float32, as `Deblurrer(dtype="float16")` runs (the model's `dtype`).
+PRECISIONS = ("float32", "float16")
 METADATA_KEYS = ("ifan_jax_version", "num_iterations", "iac_variant", "bit_depth", "tile", "overlap",
                  "channels", "has_defocus", "dual_pixel", "source_sha256")
 # Beyond METADATA_KEYS: how the graph takes its input, and its float type.
@@ -180,15 +184,21 @@ def export_model(deblurrer_or_ckpt, tile: int = DEFAULT_TILE, overlap: int = DEF
     deblurrer, digest = _resolve(deblurrer_or_ckpt, which)
     digest = source_digest or digest or "unknown"
     model = deblurrer.model
+    params = jax.device_get(deblurrer.params)
     if model.dtype != jax.numpy.float32:
-        raise ExportError(f"the export takes a float32 model, this one computes in {model.dtype}")
+        raise ExportError(f"the export takes a float32 model (--precision picks the graph's), this "
+                          f"one computes in {jax.numpy.dtype(model.dtype).name}")
+    if precision == "float16":
+        model = model.clone(dtype=jax.numpy.float16)
+        params = jax.tree.map(lambda a: np.asarray(a, np.float16), params)
     dual = bool(model.dual_pixel_input)
     has_defocus = bool(model.use_disparity)
     names_in = ["image", "right", "left"] if dual else ["image"]
     names_out = ["deblurred", "defocus"] if has_defocus else ["deblurred"]
-    fn = export_function(model, jax.device_get(deblurrer.params))
-    proto = jax2onnx.to_onnx(fn, _input_specs(len(names_in), tile, fixed_shape), model_name="ifan",
-                             opset=opset, input_names=names_in, output_names=names_out)
+    fn = export_function(model, params)
+    with _quiet_converter():
+        proto = jax2onnx.to_onnx(fn, _input_specs(len(names_in), tile, fixed_shape), model_name="ifan",
+                                 opset=opset, input_names=names_in, output_names=names_out)
     if not fixed_shape:
         _name_spatial_dims(proto)
     iac = uses_iac(model)
@@ -216,6 +226,21 @@ def export_model(deblurrer_or_ckpt, tile: int = DEFAULT_TILE, overlap: int = DEF
         + ", ".join(names_in) + " -> " + ", ".join(names_out)
         + f". Tile photos at {tile} px with {overlap} px overlap (ifan_jax.inference.tiling).")
     return proto, metadata
+
+
+@contextlib.contextmanager
+def _quiet_converter():
+    """The converter's loggers at ERROR while it runs (onnx_ir warns once per shape value whose
+    type it leaves to the runtime: hundreds of lines on the paper's network)."""
+    loggers = [logging.getLogger(name) for name in ("jax2onnx", "onnx_ir", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def _name_spatial_dims(proto) -> None:
