@@ -186,9 +186,18 @@ def apply(image, deblurred, defocus, strength: float = 1.0, keep_bokeh=None) -> 
 
 
 def psnr(a, b) -> float:
-    """PSNR in dB (peak 1) between two images; inf when they are equal."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    mse = float(np.mean((a - b) ** 2))
+    """PSNR in dB (peak 1) between two images; inf when they are equal. Summed in float64 over
+    blocks of a million values, so a large photo needs no float64 copy of itself."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape:
+        raise ValueError(f"PSNR of images of different shapes {a.shape} and {b.shape}")
+    if not a.size:
+        raise ValueError("PSNR of empty images")
+    a, b, total, step = a.reshape(-1), b.reshape(-1), 0.0, 1 << 20
+    for i in range(0, a.size, step):
+        diff = a[i:i + step].astype(np.float64) - b[i:i + step].astype(np.float64)
+        total += float(np.dot(diff, diff))
+    mse = total / a.size
     return math.inf if mse == 0 else -10.0 * math.log10(mse)
 
 
