@@ -258,7 +258,7 @@ def test_cli_help_exits_0_and_mistakes_are_one_line(dpdd, tiny_official_checkpoi
         ((), "--ckpt must have a value"),
         (("--ckpt=c", "--output_dir=o", "--dataset=dpdd2"), "--dataset=dpdd2"),
         (("--ckpt=c", "--output_dir=o", "stray"), "unexpected arguments: stray"),
-        ((f"--ckpt={tmp_path / 'nowhere'}", "--output_dir=o"), "nowhere: no such checkpoint"),
+        ((f"--ckpt={tmp_path / 'nowhere'}", "--output_dir=o"), "nowhere: no such file or folder"),
         ((f"--ckpt={tiny_official_checkpoint}", "--output_dir=o", f"--data_dir={dpdd[0]}",
           "--subsets=in=labels.npy"), "labels.npy: index 0 is out of range"),
     ]:
