@@ -92,8 +92,8 @@ class Deblurrer:
         self.model = IFAN.from_config(config)
         # Inference needs only the deblurring network.
         self.params = jax.device_put({k: v for k, v in params.items() if k != REBLUR_KEY})
-        self._forward = AheadOfTime(jax.jit(self._apply, static_argnames="with_defocus"),
-                                    INFERENCE_CPU_OPTIONS)
+        self._forward = AheadOfTime(
+            jax.jit(self._apply, static_argnames=("with_defocus", "coarse")), INFERENCE_CPU_OPTIONS)
 
     @classmethod
     def from_checkpoint(cls, path: str, which: str = "latest", iac_variant: str | None = None,
@@ -114,13 +114,17 @@ class Deblurrer:
         """Whether the model has a disparity map estimator (variants with D) to return a map from."""
         return bool(self.model.use_disparity)
 
-    def _apply(self, params, blurred, right=None, left=None, with_defocus=False):
+    def _apply(self, params, blurred, right=None, left=None, with_defocus=False, coarse=False):
+        """The deblurred batch; `with_defocus`: and the map upsampled as channel 3, or with
+        `coarse` the pair (deblurred, the disparity map estimator's 1/8-resolution output)."""
         if not with_defocus:
             return eval_step(self.model.apply, params, {"c": blurred, "r": right, "l": left})
         out, state = self.model.apply({"params": params}, blurred, right, left,
                                       capture_intermediates=_is_disparity_map_estimator,
                                       mutable=["intermediates"])
         disparity = state["intermediates"]["disparity_map_estimator"]["__call__"][0]
+        if coarse:
+            return out["result"], disparity.astype(jnp.float32)
         defocus = defocus_lib.upsample(disparity, *blurred.shape[1:3])
         return jnp.concatenate([out["result"], defocus], axis=-1)
 
@@ -149,14 +153,18 @@ class Deblurrer:
     def deblur_tiled(self, image: np.ndarray, right=None, left=None, tile: int = 512,
                      overlap: int = tiling.DEFAULT_OVERLAP, batch_size: int = 1,
                      progress: Callable[[int], None] | None = None, return_defocus: bool = False):
-        """Run overlapping `tile` x `tile` tiles in batches and blend them (`ifan_jax.inference.tiling`); the
-        defocus map (with `return_defocus`) is blended with the same weights as the image."""
+        """Run overlapping `tile` x `tile` tiles in batches and blend them (`ifan_jax.inference.tiling`).
+        The defocus map (with `return_defocus`) is blended by the same rule one level down, on the
+        disparity map estimator's 1/8 grid, and that whole map upsampled once
+        (`defocus.upsample_map`): blending per-tile upsampled maps left a seam at tile borders."""
         self._check_defocus(return_defocus)
         check_tile(tile, overlap)
         views = [_as_image(image, "image"), _opt(right, "right"), _opt(left, "left")]
-        forward = functools.partial(self.run_batch, with_defocus=return_defocus)
-        out = tiling.deblur_tiled(forward, views, tile, overlap, batch_size, progress)
-        return _split(out, return_defocus)
+        if not return_defocus:
+            return tiling.deblur_tiled(self.run_batch, views, tile, overlap, batch_size, progress)
+        forward = functools.partial(self._forward, self.params, with_defocus=True, coarse=True)
+        sharp, low = tiling.deblur_tiled(forward, views, tile, overlap, batch_size, progress)
+        return sharp, defocus_lib.upsample_map(low[..., 0], *views[0].shape[:2])
 
     def __call__(self, image: np.ndarray, right=None, left=None, tile: int | None = None,
                  overlap: int = tiling.DEFAULT_OVERLAP,

@@ -10,11 +10,13 @@ the dual-pixel views that the blurred image would have had; its magnitude grows 
 blur and its sign says on which side of the focal plane a point lies. `upsample` brings it to the
 input's size: bilinear with half-pixel centres (low-resolution pixel (i, j) sits at the centre of the
 8 x 8 block it summarises, edges clamped), computed at the padded size (a multiple of 8) and cropped
-back like the deblurred image.
+back like the deblurred image. A tiled photo's tiles are blended at 1/8 resolution and the whole map
+upsampled once (`upsample_map`; `ifan_jax.inference.tiling`), so tile borders leave no seam.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
@@ -44,6 +46,19 @@ def upsample(disparity: jax.Array, height: int, width: int) -> jax.Array:
     """
     b, _, _, c = disparity.shape
     return jax.image.resize(disparity.astype(jnp.float32), (b, height, width, c), "bilinear")
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _upsample_2d(low: jax.Array, height: int, width: int) -> jax.Array:
+    return upsample(low[None, ..., None], height, width)[0, ..., 0]
+
+
+def upsample_map(low: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A whole photo's map at 1/8 resolution (ceil(height / 8) x ceil(width / 8), e.g. tiles blended on
+    that grid) -> height x width float32: `upsample` to 8x its size, cropped to the photo's."""
+    low = np.asarray(low, np.float32)
+    out = _upsample_2d(low, SCALE * low.shape[0], SCALE * low.shape[1])
+    return np.array(out[:height, :width], np.float32)
 
 
 def normalize(defocus: np.ndarray, low: float | None = None, high: float | None = None) -> np.ndarray:

@@ -9,6 +9,14 @@ a tile's weight is 1 in its inside and falls to 0 across each overlap it shares 
 edge, where the tile's zero-padded convolutions see least context, gets weight 0). Image borders
 keep weight 1, so every pixel is covered with a positive total weight.
 
+The defocus map is blended the same way one level down, on the network's 1/8-resolution grid:
+`forward` may return, beside each tile's full-resolution output, its 1/8-resolution output (the
+disparity map estimator's), and those are blended with the same rule at 1/8 scale (tile starts and
+size divided by 8, ramps across the overlap's width / 8) into one map of the padded image's size / 8,
+which the caller upsamples once (`ifan_jax.inference.defocus.upsample`). Blending the per-tile
+upsampled maps instead left a seam: the estimator works at 1/8 resolution, so a tile's border
+effects reach 8x further in pixels, and each tile's upsampling clamps at the tile's edge.
+
 Tiles run in batches of `batch_size` through one jitted function of one shape, so the network is
 compiled once per tile shape whatever the image size. Peak memory is the network's working set for
 one batch of tiles (one batch runs at a time) plus the input and one image-sized float buffer for
@@ -108,6 +116,10 @@ def deblur_tiled(forward: Callable[..., np.ndarray], views: Sequence[np.ndarray 
     batch has been dispatched). `views[0]` is the blurred image; the others (dual-pixel right/left
     views) are cut into the same tiles. Returns H x W x C float32, every channel blended alike.
     `progress(n)` is called with the number of tiles finished after each batch.
+
+    `forward` may instead return a pair: that array and a (B, th/8, tw/8, K) array at 1/8
+    resolution; then the result is the pair (H x W x C, round_up(H)/8 x round_up(W)/8 x K), the
+    second blended on the 1/8 grid with the same rule at 1/8 scale (`coarse_weights`).
     """
     image = views[0]
     h, w = image.shape[:2]
@@ -118,12 +130,11 @@ def deblur_tiled(forward: Callable[..., np.ndarray], views: Sequence[np.ndarray 
 
     acc = None  # H x W x C, allocated when the first batch tells C
     # The total weight at (y, x) is sum_ij wy_i(y) wx_j(x) = Wy(y) Wx(x): two 1-D sums suffice.
-    total_y = np.zeros(round_up(h), np.float32)
-    total_x = np.zeros(round_up(w), np.float32)
-    for y, weight in zip(ys, wy):
-        total_y[y:y + th] += weight
-    for x, weight in zip(xs, wx):
-        total_x[x:x + tw] += weight
+    total_y, total_x = _total(ys, wy, th, round_up(h)), _total(xs, wx, tw, round_up(w))
+    # The 1/8-resolution outputs (when `forward` returns them): the same rule at 1/8 scale.
+    cys, cwy = coarse_weights(ys, th)
+    cxs, cwx = coarse_weights(xs, tw)
+    coarse = None  # round_up(H)/8 x round_up(W)/8 x K
 
     def gather(batch):
         out = []
@@ -139,7 +150,17 @@ def deblur_tiled(forward: Callable[..., np.ndarray], views: Sequence[np.ndarray 
         return out
 
     def scatter(batch, result):
-        nonlocal acc
+        nonlocal acc, coarse
+        if isinstance(result, tuple):
+            result, low = result
+            low = np.asarray(low, np.float32)
+            cth, ctw = th // ALIGN, tw // ALIGN
+            if coarse is None:
+                coarse = np.zeros((round_up(h) // ALIGN, round_up(w) // ALIGN, low.shape[-1]),
+                                  np.float32)
+            for k, (i, j) in enumerate(batch):
+                y, x = cys[i], cxs[j]
+                coarse[y:y + cth, x:x + ctw] += low[k] * np.outer(cwy[i], cwx[j])[..., None]
         result = np.asarray(result, np.float32)
         if acc is None:
             acc = np.zeros((h, w, result.shape[-1]), np.float32)
@@ -166,7 +187,27 @@ def deblur_tiled(forward: Callable[..., np.ndarray], views: Sequence[np.ndarray 
     for y in range(0, h, 256):
         rows = acc[y:y + 256]
         rows /= (total_y[y:y + rows.shape[0], None] * total_x[None, :w])[..., None]
-    return acc
+    if coarse is None:
+        return acc
+    coarse /= np.outer(_total(cys, cwy, th // ALIGN, coarse.shape[0]),
+                       _total(cxs, cwx, tw // ALIGN, coarse.shape[1]))[..., None]
+    return acc, coarse
+
+
+def coarse_weights(starts: Sequence[int], tile: int) -> tuple[list[int], list[np.ndarray]]:
+    """The tiles of one axis on the 1/8-resolution grid: their starts (`starts` / 8) and 1-D
+    blending weights (`axis_weights` of those starts and `tile` / 8: ramps across each overlap's
+    width / 8, outer quarter 0)."""
+    low = [s // ALIGN for s in starts]
+    return low, axis_weights(low, tile // ALIGN)
+
+
+def _total(starts: Sequence[int], weights: Sequence[np.ndarray], tile: int, length: int
+           ) -> np.ndarray:
+    total = np.zeros(length, np.float32)
+    for s, weight in zip(starts, weights):
+        total[s:s + tile] += weight
+    return total
 
 
 def _pad_edge(image: np.ndarray, height: int, width: int) -> np.ndarray:
