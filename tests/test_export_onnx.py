@@ -318,3 +318,18 @@ def test_written_checkpoint_round_trip_metadata(tmp_path):
     meta = export_onnx(path, tmp_path / "m.onnx", tile=64, overlap=16, fixed_shape=True)
     assert meta["bit_depth"] == "16" and meta["source_sha256"] == source_sha256(path)
     assert read_metadata(tmp_path / "m.onnx")["bit_depth"] == "16"
+
+
+def test_cli_web_without_the_site_writer(tmp_path, tiny_official_checkpoint, monkeypatch, capsys):
+    from ifan_jax.export import cli
+
+    monkeypatch.setattr(cli, "_site_writer", lambda: None)
+    code = cli.main([f"--ckpt={tiny_official_checkpoint}", f"--web={tmp_path / 'site'}"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "the web page writer is not installed" in err
+    assert not (tmp_path / "site").exists()
+
+
+def test_cli_web_and_output_are_exclusive(tmp_path):
+    run = _cli("--ckpt=.", "--output=x.onnx", f"--web={tmp_path / 'site'}", cwd=tmp_path)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1 and "exactly one" in run.stderr

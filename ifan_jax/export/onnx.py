@@ -175,8 +175,13 @@ def export_model(deblurrer_or_ckpt, tile: int = DEFAULT_TILE, overlap: int = DEF
     `source_digest` overrides the recorded `source_sha256` (computed from the path; for a Deblurrer
     object it is "unknown" unless given)."""
     import jax
-    import jax2onnx
-    import onnx
+
+    try:
+        import jax2onnx
+        import onnx
+    except ImportError as e:
+        raise ExportError(f"the ONNX export needs the export extra (pip install -e \".[export]\"): "
+                          f"{e.name} is not installed") from None
 
     check_tile(tile, overlap)
     if precision not in PRECISIONS:
