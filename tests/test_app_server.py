@@ -29,6 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOST = "127.0.0.1"
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 START_TIMEOUT = 240  # seconds for the server to come up (imports, checkpoint, examples)
+LOGS = {}  # the server's url -> its log file
 
 
 def readme_command(prefix: str) -> list[str]:
@@ -102,6 +103,7 @@ def server(weights, tmp_path_factory):
     env = {"GRADIO_SERVER_PORT": str(port), "GRADIO_TEMP_DIR": str(tmp / "gradio"),
            "IFAN_JAX_CACHE": str(tmp / "xla")}
     proc, url, config = start_server(argv, env, str(tmp / "server.log"))
+    LOGS[url] = str(tmp / "server.log")
     yield proc, url, config
     stop_server(proc)
     assert proc.returncode == 0, "the server did not stop cleanly on SIGTERM"
@@ -222,11 +224,28 @@ def test_eight_clients_at_once_are_answered_in_order_in_bounded_memory(server, t
     assert ("tiles", 1, 1, "Deblurring") in progress, progress  # a whole 640 x 640 photo: one tile
 
 
+def test_the_start_up_says_where_the_page_is_and_offers_no_share_link(server):
+    _, url, _ = server
+    with open(LOGS[url]) as f:
+        log = f.read()
+    assert f"app: serving on {url} (Ctrl-C to stop)" in log
+    assert "share=True" not in log and "public link" not in log, log
+
+
 def test_command_line_errors_are_one_line(tmp_path, capsys, tiny_official_checkpoint):
     from ifan_jax.app import cli
 
     assert cli.main([f"--ckpt={tmp_path / 'nowhere'}"]) == 1
     assert capsys.readouterr().err == f"app: {tmp_path / 'nowhere'}: no such file or folder\n"
+    assert cli.main([f"--ckpt={tmp_path / 'IFAN.pytorh'}"]) == 1  # a mistyped file name
+    assert capsys.readouterr().err == f"app: {tmp_path / 'IFAN.pytorh'}: no such file or folder\n"
+    for argv, words in (([], "--ckpt=PATH is required"), (["--ckpt=x", "--port=p"], "--port"),
+                        (["--ckpt=x", "--tile=-1"], "--tile must be >= 0")):
+        with pytest.raises(SystemExit) as e:
+            cli.main(argv)
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("app: ") and words in err and err.count("\n") == 1, err
     with socket.socket() as taken:
         taken.bind((HOST, 0))
         taken.listen()

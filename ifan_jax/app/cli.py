@@ -31,12 +31,21 @@ DEFAULT_PORT = 7860
 MAX_QUEUE = 64
 
 
+class _Parser(argparse.ArgumentParser):
+    """Argument mistakes as one line (`app: ...`, exit status 2), not a usage block."""
+
+    def error(self, message):
+        print(f"app: {message} (python -m ifan_jax.app --help lists the options)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="python -m ifan_jax.app",
         description="Serve a web page that deblurs uploaded photos with an IFAN checkpoint.")
-    p.add_argument("--ckpt", required=True,
-                   help="converted checkpoint, training workdir or official .pytorch file")
+    p.add_argument("--ckpt", default=None,
+                   help="converted checkpoint, training workdir or official .pytorch file "
+                        "(required)")
     p.add_argument("--port", type=int, default=os.environ.get("GRADIO_SERVER_PORT", DEFAULT_PORT),
                    help=f"port to serve on (default {DEFAULT_PORT}, or $GRADIO_SERVER_PORT)")
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
@@ -53,6 +62,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max_queue", type=int, default=MAX_QUEUE,
                    help=f"requests that may wait in the queue (default {MAX_QUEUE})")
     args = p.parse_args(argv)
+    if not args.ckpt:
+        p.error("--ckpt=PATH is required: a converted checkpoint, a training workdir or an "
+                "official .pytorch file (e.g. --ckpt=IFAN.pytorch)")
     if args.tile is not None and args.tile < 0:
         p.error("--tile must be >= 0")
     if args.tile and args.tile < args.overlap + 8:

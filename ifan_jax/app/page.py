@@ -90,8 +90,13 @@ def build(service, examples: list[tuple[str, str]], about: str) -> gr.Blocks:
 
 
 def launch(demo: gr.Blocks, host: str, port: int, max_queue: int, allowed: list[str]) -> None:
-    """Serve `demo` on host:port until interrupted; at most `max_queue` requests wait."""
+    """Serve `demo` on host:port until interrupted; at most `max_queue` requests wait. Gradio's
+    own start-up lines are silenced (its "set `share=True`" hint names an option the command does
+    not have); one line says where the page is."""
     demo.queue(default_concurrency_limit=1, max_size=max_queue)
     demo.launch(server_name=host, server_port=port, share=False, show_error=True,
                 allowed_paths=allowed, css=CSS, footer_links=[], pwa=False, mcp_server=False,
-                ssr_mode=False)
+                ssr_mode=False, quiet=True, prevent_thread_lock=True)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"app: serving on http://{shown}:{port}/ (Ctrl-C to stop)", flush=True)
+    demo.block_thread()
