@@ -169,3 +169,71 @@ def test_examples_follow_ifan_jax_cache(tmp_path, monkeypatch):
     assert not (tmp_path / "home").exists()
     monkeypatch.delenv("IFAN_JAX_CACHE")
     assert examples.default_dir() == str(tmp_path / "home" / ".cache" / "ifan_jax" / "app_examples")
+
+
+def test_controls_reblend_the_last_photo_without_the_network(tmp_path, deblurrer, monkeypatch):
+    """Strength and keep-bokeh (issue 24's intent): the download is exactly Deblurrer's blended
+    output, written as the input's form; re-blending runs no network and matches a fresh run."""
+    from ifan_jax.inference import intent
+
+    path = str(tmp_path / "p16.png")
+    image_io.write_image(path, _photo(2), bit_depth=16)
+    image, _ = image_io.read_image(path)
+    svc = service.Service(deblurrer, str(tmp_path / "work"))
+    first = svc.process(path)
+    sharp, dmap = deblurrer(image, return_defocus=True)
+    assert first.readout.sentence == intent.readout(image, sharp, dmap).sentence
+    assert first.auto_level == pytest.approx(intent.auto_level(dmap))
+    assert "%" in first.readout_text and "median" in first.readout_text
+
+    runs = []
+    monkeypatch.setattr(deblurrer, "run", lambda *a, **k: runs.append(a))
+    half = svc.reblend(first.key, strength=0.5)
+    expected = intent.blend(image, sharp, 0.5)
+    got = image_io.read_image(half.output)[0]
+    np.testing.assert_array_equal(image_io.quantize(got, 16), image_io.quantize(expected, 16))
+    assert os.path.basename(half.output) == "p16_deblurred.png" and half.output != first.output
+    assert half.after != first.after and half.before == first.before
+    zero = svc.reblend(first.key, strength=0.0)  # the input exactly, at its bit depth
+    np.testing.assert_array_equal(image_io.read_image(zero.output)[0], image)
+    assert zero.readout.psnr == float("inf") and "the output is the input" in zero.readout_text
+    level = float(np.median(np.abs(dmap)))
+    kept = svc.reblend(first.key, strength=0.8, keep_bokeh=level)
+    applied = intent.apply(image, sharp, dmap, 0.8, level)
+    np.testing.assert_array_equal(image_io.quantize(image_io.read_image(kept.output)[0], 16),
+                                  image_io.quantize(applied.output, 16))
+    assert kept.level == level and f"{level:.3g}" in kept.summary
+    auto = svc.reblend(first.key, keep_bokeh="auto")
+    assert auto.level == pytest.approx(intent.auto_level(dmap)) and "automatic" in auto.summary
+    assert runs == []  # no network run for any of them
+
+    # ...and a fresh run with the same controls gives the same download.
+    monkeypatch.undo()
+    again = service.Service(deblurrer, str(tmp_path / "work2")).process(path, strength=0.8,
+                                                                         keep_bokeh=level)
+    np.testing.assert_array_equal(image_io.read_image(again.output)[0],
+                                  image_io.read_image(kept.output)[0])
+    # A newer photo replaces the held one: the old key is refused in one line.
+    svc.process(path)
+    with pytest.raises(service.UploadError, match="no longer held") as e:
+        svc.reblend(first.key, strength=0.5)
+    assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="strength"):
+        svc.reblend(first.key, strength=2)
+
+
+def test_previews_of_a_large_photo_are_reduced_in_blocks():
+    rng = np.random.default_rng(5)
+    image = rng.random((1030, 2050, 3), dtype=np.float32)
+    small = service.reduce_rows(image, 4)
+    assert small.shape == (257, 512, 3)
+    np.testing.assert_allclose(small, image[:1028, :2048].reshape(257, 4, 512, 4, 3).mean((1, 3)),
+                               rtol=1e-5, atol=1e-6)
+    colour = (image * 255).astype(np.uint8)
+    np.testing.assert_allclose(service.reduce_rows(colour, 2),
+                               colour[:1030, :2050].reshape(515, 2, 1025, 2, 3).mean((1, 3)) / 255,
+                               rtol=1e-5, atol=1e-6)
+    keep = rng.random((1030, 2050), dtype=np.float32)
+    from ifan_jax.inference import intent
+    np.testing.assert_array_equal(service.blend_rows(image, image[::-1], 0.3, keep),
+                                  intent.blend(image, image[::-1], 0.3, keep))

@@ -3,8 +3,13 @@
 `build(service, examples, about)` lays out the page around a `Service` (`ifan_jax.app.service`):
 an upload box (JPEG/PNG/TIFF, the file's own bytes, so 16 bits stay 16 bits), example photos, a
 before/after slider, a 1:1 before/after crop where the photo is most out of focus, the defocus
-map, a status line and download buttons for the full-resolution result and defocus map. Choosing a
-file or an example runs it; progress (tiles done) shows while it runs. Every run goes through one
+map, a status line and download buttons for the full-resolution result and defocus map, and the
+intent controls of `ifan_jax.inference.intent`: a strength slider, a keep-the-bokeh switch with a
+level slider (set to the photo's automatic level when switched on), and the readout. Choosing a
+file or an example first clears the previous result and its downloads (so a failed upload shows
+only its error), then runs it; progress (tiles done) shows while it runs. Moving a control
+re-blends the last photo without running the network again (the service keeps its deblurred image
+and map); the download is always what the page shows. Every run goes through one
 queue that runs one request at a time (concurrency 1), so the accelerator holds one photo at a
 time and queued visitors see their place in line. A file that cannot be deblurred shows its
 one-line reason on the page and leaves the server serving.
@@ -23,6 +28,8 @@ from ifan_jax.app.service import UploadError
 FILE_TYPES = [".png", ".jpg", ".jpeg", ".tif", ".tiff"]
 QUEUE = "model"  # the one concurrency group: one request on the accelerator at a time
 CSS = "#status {min-height: 3em} footer {display: none !important}"
+# The keep-bokeh level slider, in the units of |defocus| (the readout's levels are 0.125-0.5).
+LEVEL_MIN, LEVEL_MAX, LEVEL_STEP = 0.005, 2.0, 0.005
 
 
 def build(service, examples: list[tuple[str, str]], about: str) -> gr.Blocks:
@@ -56,37 +63,105 @@ def build(service, examples: list[tuple[str, str]], about: str) -> gr.Blocks:
                                        type="filepath", format="png", interactive=False,
                                        buttons=["download", "fullscreen"], elem_id="defocus")
 
-        def deblur(path, progress=gr.Progress()):
-            if not path:  # the file was removed: leave the page as it is
-                return [gr.skip()] * 6
-            try:
-                result = service.process(
-                    path, lambda done, total: progress((done, total), desc="Deblurring",
-                                                       unit="tiles"))
-            except UploadError as e:
-                raise gr.Error(str(e), title="Cannot deblur this file", print_exception=False
-                               ) from None
-            except MemoryError:
-                raise gr.Error(f"{os.path.basename(path)}: out of memory", print_exception=False
-                               ) from None
-            except Exception as e:  # one line on the page; the server goes on serving
-                reason = (str(e).strip().splitlines() or [""])[0]
-                if "RESOURCE_EXHAUSTED" in reason or "out of memory" in reason.lower():
-                    reason = "out of memory"
-                raise gr.Error(f"{os.path.basename(path)}: {type(e).__name__}: {reason}",
-                               print_exception=False) from None
+        with gr.Row():
+            with gr.Column(scale=1, min_width=300):
+                strength = gr.Slider(0.0, 1.0, value=1.0, step=0.01, label="Strength",
+                                     info="0: the photo as it was; 1: the full deblur",
+                                     elem_id="strength")
+                keep = gr.Checkbox(False, label="Keep the bokeh (leave strongly out-of-focus "
+                                                "areas as they were)", elem_id="keep_bokeh")
+                level = gr.Slider(LEVEL_MIN, LEVEL_MAX, value=LEVEL_MIN, step=LEVEL_STEP,
+                                  label="Keep-bokeh level (|defocus|: full deblur below it, the "
+                                        "input above twice it; set from the photo when switched "
+                                        "on)", visible=False, elem_id="level")
+            with gr.Column(scale=2):
+                readout = gr.Markdown("", elem_id="readout")
+        held = gr.State(None)  # the key of this visitor's photo in the service (for re-blending)
+
+        outputs = [compare, crop, defocus, status, download, download_map, readout, held, level]
+
+        def shown(result, level_value=None):
+            """The outputs for a result (in `outputs`' order)."""
+            level_update = (gr.skip() if level_value is None else
+                            gr.Slider(value=round(level_value, 3), visible=True))
             return ((result.before, result.after), (result.crop_before, result.crop_after),
                     result.defocus_preview, result.summary,
                     gr.DownloadButton(value=result.output, interactive=True,
                                       label=f"Download {os.path.basename(result.output)}"),
-                    gr.DownloadButton(value=result.defocus, interactive=result.defocus is not None))
+                    gr.DownloadButton(value=result.defocus, interactive=result.defocus is not None),
+                    result.readout_text, result.key, level_update)
 
-        # One listener for uploads and examples (both change the file), so one queue serves both.
-        upload.change(deblur, inputs=[upload],
-                      outputs=[compare, crop, defocus, status, download, download_map],
-                      concurrency_limit=1, concurrency_id=QUEUE, api_name="deblur",
-                      show_progress="full")
+        def clear(path):
+            """As a new upload starts (and so also when it fails): no previous result or download."""
+            return (None, None, None, "Deblurring..." if path else "Choose a photo or an example.",
+                    gr.DownloadButton(value=None, interactive=False,
+                                      label="Download the deblurred photo"),
+                    gr.DownloadButton(value=None, interactive=False), "", None, gr.skip())
+
+        def keep_value(keep_on, level_value, auto):
+            return None if not keep_on else ("auto" if auto else float(level_value))
+
+        def deblur(path, strength_value, keep_on, level_value, progress=gr.Progress()):
+            if not path:  # the file was removed: nothing to show
+                return [gr.skip()] * len(outputs)
+            with _one_line_errors(path):
+                result = service.process(
+                    path, lambda done, total: progress((done, total), desc="Deblurring",
+                                                       unit="tiles"),
+                    strength=strength_value, keep_bokeh=keep_value(keep_on, level_value, True))
+            return shown(result, result.level if keep_on else None)
+
+        def reblend(key, strength_value, keep_on, level_value, auto=False):
+            if not key:  # no photo yet: the controls only set how the next one is blended
+                return [gr.skip()] * len(outputs)
+            with _one_line_errors(None):
+                result = service.reblend(key, strength_value, keep_value(keep_on, level_value, auto))
+            return shown(result, result.level if keep_on and auto else None)
+
+        controls = [strength, keep, level]
+        # One listener for uploads and examples (both change the file), so one queue serves both;
+        # the page is cleared first, so a failed upload leaves no earlier result beside its error.
+        upload.change(clear, inputs=[upload], outputs=outputs, queue=False,
+                      api_visibility="undocumented").then(
+            deblur, inputs=[upload, *controls], outputs=outputs, concurrency_limit=1,
+            concurrency_id=QUEUE, api_name="deblur", show_progress="full")
+        # The controls re-blend the last photo without running the network.
+        strength.release(reblend, inputs=[held, *controls], outputs=outputs,
+                         concurrency_limit=1, concurrency_id=QUEUE, api_name="reblend")
+        level.release(reblend, inputs=[held, *controls], outputs=outputs, concurrency_limit=1,
+                      concurrency_id=QUEUE, api_visibility="undocumented")
+        keep.input(lambda key, s, k, v: reblend(key, s, k, v, auto=True),
+                   inputs=[held, *controls], outputs=outputs, concurrency_limit=1,
+                   concurrency_id=QUEUE, api_visibility="undocumented")
+        keep.change(lambda on: gr.Slider(visible=on), inputs=[keep], outputs=[level], queue=False,
+                    api_visibility="undocumented")
     return demo
+
+
+class _one_line_errors:
+    """Turn what a request raises into one line on the page (gr.Error); the server goes on."""
+
+    def __init__(self, path):
+        self.name = os.path.basename(path) if path else None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, e, tb):
+        if e is None:
+            return False
+        prefix = f"{self.name}: " if self.name else ""
+        if isinstance(e, UploadError):
+            raise gr.Error(str(e), title="Cannot deblur this file", print_exception=False
+                           ) from None
+        if isinstance(e, MemoryError):
+            raise gr.Error(f"{prefix}out of memory", print_exception=False) from None
+        if not isinstance(e, Exception):
+            return False
+        reason = (str(e).strip().splitlines() or [""])[0]
+        if "RESOURCE_EXHAUSTED" in reason or "out of memory" in reason.lower():
+            reason = "out of memory"
+        raise gr.Error(f"{prefix}{type(e).__name__}: {reason}", print_exception=False) from None
 
 
 def launch(demo: gr.Blocks, host: str, port: int, max_queue: int, allowed: list[str]) -> None:

@@ -3,6 +3,7 @@
     service = Service(deblurrer, workdir)
     result = service.process("upload/photo.tif", progress=lambda done, total: ...)
     result.output   # photo_deblurred.tif: full resolution, the input's format and bit depth
+    result = service.reblend(result.key, strength=0.5, keep_bokeh="auto")  # no network run
 
 `Service.process` reads an uploaded photo with `ifan_jax.image_io` (JPEG/PNG/TIFF, 8 or 16 bit,
 grey, alpha, EXIF orientation), deblurs it at full resolution with the `Deblurrer` (tiles as the
@@ -15,6 +16,15 @@ without a disparity map estimator has no map, and its crop is the photo's centre
 newest `keep` request folders are kept. A photo that cannot be read raises `UploadError` with a
 one-line message naming the uploaded file by its own name.
 
+Intent (`ifan_jax.inference.intent`, issue 24): `process` and `reblend` take a `strength` and a
+`keep_bokeh` (None, "auto" or a level); the download, the "after" previews and the readout are of the
+blended result. The service keeps the last photo (input, deblurred image, whole-photo map) so that
+`reblend` re-blends it without running the network again; a new photo replaces it (and it is
+released before the new one runs, so it costs no peak memory).
+
+Memory: the previews and the colour map are computed in blocks of rows, so a large photo costs
+little beyond what the deblur command holds (the input, the result, the map).
+
 Nothing here imports gradio; `ifan_jax.app.page` puts it on a web page.
 """
 
@@ -23,6 +33,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextvars
 import dataclasses
+import math
 import os
 import shutil
 import tempfile
@@ -35,12 +46,13 @@ from scipy import ndimage
 
 from ifan_jax import image_io
 from ifan_jax.inference import defocus as defocus_maps
-from ifan_jax.inference import tiling
+from ifan_jax.inference import intent, tiling
 from ifan_jax.inference.cli import MIN_SIZE
 
 PREVIEW = 1280  # longest side of the whole-photo previews on the page
 CROP = 256  # side of the 1:1 crop
 KEEP = 16  # request folders kept on disk (the page's files are copied into gradio's cache)
+ROWS = 256  # rows per block when blending, previewing and colour-mapping a large photo
 
 
 class UploadError(ValueError):
@@ -61,6 +73,37 @@ class Result:
     defocus_preview: str | None  # the defocus map at the previews' size
     crop_centre: tuple[int, int]  # (row, column) of the crop's centre in the photo
     summary: str
+    key: str = ""  # names this photo for `Service.reblend`
+    strength: float = 1.0
+    level: float | None = None  # the keep-bokeh level used (None: keep-bokeh off)
+    auto_level: float | None = None  # the photo's automatic level (None: no defocus map)
+    readout: intent.Readout | None = None
+    readout_text: str = ""  # the readout in one Markdown paragraph, as the page shows it
+
+
+@dataclasses.dataclass
+class _Photo:
+    """The last photo, kept for `reblend`: its input, deblurred image and map, and files."""
+
+    key: str
+    name: str
+    info: image_io.ImageInfo
+    image: np.ndarray
+    sharp: np.ndarray
+    defocus: np.ndarray | None
+    folder: str
+    output: str
+    depth: int
+    rows: slice
+    cols: slice
+    centre: tuple[int, int]
+    total: int
+    seconds: float
+    auto_level: float | None
+    before: str = ""
+    crop_before: str = ""
+    defocus_png: str | None = None
+    defocus_preview: str | None = None
 
 
 class Service:
@@ -74,22 +117,48 @@ class Service:
         self.tile, self.overlap = tile, overlap
         self.keep, self.preview, self.crop = keep, preview, crop
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="deblur")
+        self._last: _Photo | None = None
         os.makedirs(workdir, exist_ok=True)
 
-    def process(self, path: str, progress: Callable[[int, int], None] | None = None) -> Result:
+    def process(self, path: str, progress: Callable[[int, int], None] | None = None,
+                strength: float = 1.0, keep_bokeh=None) -> Result:
         """Deblur the photo at `path`; `progress(done, total)` counts network runs (tiles).
+        `strength` and `keep_bokeh` as `Deblurrer.__call__` takes them (`ifan_jax.inference.intent`).
 
         Runs on the service's one worker thread (callers wait their turn), in the caller's context
         (so `progress` may rely on context variables, as Gradio's does). One thread keeps one
         request on the accelerator and lets the allocator reuse the same memory for every request
         (a new thread per request would grow the process by a malloc arena each)."""
+        strength = intent.check_strength(strength)
+        keep_bokeh = intent.check_keep_bokeh(keep_bokeh)
         task = contextvars.copy_context().run
-        return self._worker.submit(task, self._process, path, progress).result()
+        return self._worker.submit(task, self._process, path, progress, strength,
+                                   keep_bokeh).result()
 
-    def _process(self, path: str, progress: Callable[[int, int], None] | None) -> Result:
+    def reblend(self, key: str, strength: float = 1.0, keep_bokeh=None) -> Result:
+        """The last photo (`key`: its `Result.key`) blended again with another strength or
+        keep-bokeh level, without running the network; a new download and new "after" previews.
+        UploadError when that photo is no longer the last one (another was deblurred since)."""
+        strength = intent.check_strength(strength)
+        keep_bokeh = intent.check_keep_bokeh(keep_bokeh)
+        return self._worker.submit(contextvars.copy_context().run, self._reblend, key, strength,
+                                   keep_bokeh).result()
+
+    def _reblend(self, key: str, strength: float, keep_bokeh) -> Result:
+        photo = self._last
+        if photo is None or photo.key != key:
+            raise UploadError("this photo is no longer held (another one was deblurred since): "
+                              "upload it again")
+        return self._render(photo, strength, keep_bokeh)
+
+    def _process(self, path: str, progress: Callable[[int, int], None] | None,
+                 strength: float = 1.0, keep_bokeh=None) -> Result:
         start = time.perf_counter()
         name = os.path.basename(path)
+        self._last = None  # release the previous photo before this one runs
         image, info = read_upload(path)
+        if keep_bokeh is not None and not self.deblurrer.has_defocus_map:
+            raise UploadError(f"{name}: this model has no defocus map to keep the bokeh by")
         h, w = image.shape[:2]
         schedule = self.deblurrer.schedule(h, w, self.tile, self.overlap)
         total = schedule.num_tiles
@@ -113,29 +182,62 @@ class Service:
         stem, ext = os.path.splitext(name)
         if image_io.FORMATS.get(ext.lower()) != info.format:  # e.g. a PNG named .jpg
             ext = {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif"}[info.format]
-        output = os.path.join(folder, f"{stem}_deblurred{ext}")
+        output = f"{stem}_deblurred{ext}"
         depth = 8 if image_io.format_for_path(output) == "JPEG" else info.bit_depth
-        image_io.write_image(output, sharp, info, bit_depth=depth)
         centre = (h // 2, w // 2) if defocus is None else most_defocused(defocus, self.crop)
         rows, cols = crop_window(h, w, centre, self.crop)
-        result = Result(
-            output=output, defocus=None, defocus_preview=None,
-            before=self._save_preview(folder, "before", image),
-            after=self._save_preview(folder, "after", sharp),
-            crop_before=_save_png(os.path.join(folder, "crop_before.png"),
-                                  _to_uint8(image[rows, cols])),
-            crop_after=_save_png(os.path.join(folder, "crop_after.png"),
-                                 _to_uint8(sharp[rows, cols])),
-            crop_centre=centre, summary="")
+        photo = _Photo(
+            key=os.path.basename(folder), name=name, info=info, image=image, sharp=sharp,
+            defocus=defocus, folder=folder, output=output, depth=depth, rows=rows, cols=cols,
+            centre=centre, total=total, seconds=0.0,
+            auto_level=None if defocus is None else intent.auto_level(defocus))
+        photo.before = self._save_preview(folder, "before", image)
+        photo.crop_before = _save_png(os.path.join(folder, "crop_before.png"),
+                                      _to_uint8(image[rows, cols]))
+        photo.defocus_png = photo.defocus_preview = None
         if defocus is not None:
             colour = defocus_maps.colorize(defocus)
-            result.defocus = _save_png(defocus_maps.output_paths(os.path.join(folder, name))[0],
-                                       colour)
-            result.defocus_preview = self._save_preview(folder, "defocus", colour)
-        runs = "the whole photo at once" if total == 1 else f"{total} tiles"
-        result.summary = (f"**{name}**: {w} x {h} pixels, {info.bit_depth}-bit {info.format}; "
-                          f"deblurred as {runs} in {time.perf_counter() - start:.1f} s. "
-                          f"The download is full resolution, {depth}-bit {info.format}.")
+            photo.defocus_png = _save_png(
+                defocus_maps.output_paths(os.path.join(folder, name))[0], colour)
+            photo.defocus_preview = self._save_preview(folder, "defocus", colour)
+            del colour
+        photo.seconds = time.perf_counter() - start
+        self._last = photo
+        return self._render(photo, strength, keep_bokeh)
+
+    def _render(self, photo: _Photo, strength: float, keep_bokeh) -> Result:
+        """Blend the photo as asked and write what the page shows: the download (a fresh folder
+        per blend, under the same file name), the "after" previews and the readout."""
+        level = (None if keep_bokeh is None else
+                 photo.auto_level if keep_bokeh == "auto" else float(keep_bokeh))
+        keep = None if level is None else intent.keep_mask(photo.defocus, level)
+        out = blend_rows(photo.image, photo.sharp, strength, keep)
+        del keep
+        folder = tempfile.mkdtemp(prefix="blend_", dir=photo.folder)
+        output = os.path.join(folder, photo.output)
+        image_io.write_image(output, out, photo.info, bit_depth=photo.depth)
+        rows, cols = photo.rows, photo.cols
+        readout = intent.readout(photo.image, out, photo.defocus)
+        h, w = photo.image.shape[:2]
+        info = photo.info
+        runs = "the whole photo at once" if photo.total == 1 else f"{photo.total} tiles"
+        intent_text = ""
+        if strength != 1.0 or level is not None:
+            intent_text = f" Strength {strength:g}" + (
+                "" if level is None else
+                f"; the bokeh is kept where the 33 x 33 mean |defocus| passes {level:.3g}"
+                + (" (the photo's automatic level)" if keep_bokeh == "auto" else "")) + "."
+        result = Result(
+            output=output, defocus=photo.defocus_png, defocus_preview=photo.defocus_preview,
+            before=photo.before, after=self._save_preview(folder, "after", out),
+            crop_before=photo.crop_before,
+            crop_after=_save_png(os.path.join(folder, "crop_after.png"), _to_uint8(out[rows, cols])),
+            crop_centre=photo.centre,
+            summary=(f"**{photo.name}**: {w} x {h} pixels, {info.bit_depth}-bit {info.format}; "
+                     f"deblurred as {runs} in {photo.seconds:.1f} s. The download is full "
+                     f"resolution, {photo.depth}-bit {info.format}.{intent_text}"),
+            key=photo.key, strength=strength, level=level, auto_level=photo.auto_level,
+            readout=readout, readout_text=readout_markdown(readout))
         return result
 
     def _request_folder(self) -> str:
@@ -147,13 +249,57 @@ class Service:
         return tempfile.mkdtemp(prefix="request_", dir=self.workdir)
 
     def _save_preview(self, folder: str, name: str, image: np.ndarray) -> str:
-        """An 8-bit PNG of `image` scaled to at most `preview` pixels on its longer side."""
-        pil = Image.fromarray(_to_uint8(image))
-        scale = self.preview / max(pil.size)
+        """An 8-bit PNG of `image` scaled to at most `preview` pixels on its longer side. A large
+        image is first reduced by an integer factor (block means, in blocks of rows: no full-size
+        copy), leaving at least twice the preview's size for the final Lanczos resampling."""
+        h, w = image.shape[:2]
+        scale = self.preview / max(h, w)
+        factor = max(1, max(h, w) // (2 * self.preview))
+        pil = Image.fromarray(_to_uint8(reduce_rows(image, factor)))
         if scale < 1:
-            size = (max(1, round(pil.width * scale)), max(1, round(pil.height * scale)))
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
             pil = pil.resize(size, Image.Resampling.LANCZOS)
         return _save_png(os.path.join(folder, f"{name}.png"), pil)
+
+
+def blend_rows(image: np.ndarray, sharp: np.ndarray, strength: float, keep) -> np.ndarray:
+    """`intent.blend(image, sharp, strength, keep)` in blocks of rows (the same values; no
+    photo-sized temporaries); `sharp` itself at strength 1 without keep."""
+    if strength == 1.0 and keep is None:
+        return sharp
+    out = np.empty(sharp.shape, np.float32)
+    for y in range(0, sharp.shape[0], ROWS):
+        out[y:y + ROWS] = intent.blend(image[y:y + ROWS], sharp[y:y + ROWS], strength,
+                                       None if keep is None else keep[y:y + ROWS])
+    return out
+
+
+def reduce_rows(image: np.ndarray, factor: int) -> np.ndarray:
+    """The mean of each factor x factor block (float32; a partial block at the bottom/right
+    edge is left out), computed in blocks of rows; `image` itself when factor is 1."""
+    if factor == 1:
+        return image
+    h, w = image.shape[0] // factor, image.shape[1] // factor
+    out = np.empty((h, w, image.shape[2]), np.float32)
+    step = max(1, ROWS // factor)
+    for y in range(0, h, step):
+        block = np.asarray(image[y * factor:min(y + step, h) * factor, :w * factor], np.float32)
+        out[y:y + step] = block.reshape(-1, factor, w, factor, image.shape[2]).mean((1, 3))
+    if image.dtype == np.uint8:
+        out *= np.float32(1 / 255)
+    return out
+
+
+def readout_markdown(readout: intent.Readout) -> str:
+    """The readout as the page shows it: the sentence, the shares above the documented levels of
+    |defocus|, its median and how much the output differs from the input."""
+    change = ("the output is the input" if math.isinf(readout.psnr)
+              else f"PSNR input vs output {readout.psnr:.1f} dB")
+    if readout.shares is None:
+        return f"{readout.sentence} {change}."
+    shares = ", ".join(f"{100 * s:.0f}% above {level:g}" for level, s in readout.shares.items())
+    return (f"**{readout.sentence}** |defocus|: {shares}; median {readout.median:.3f}. "
+            f"{change}.")
 
 
 def read_upload(path: str) -> tuple[np.ndarray, image_io.ImageInfo]:

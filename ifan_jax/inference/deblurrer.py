@@ -140,15 +140,20 @@ class Deblurrer:
                      return_defocus: bool = False):
         """Run the whole image at once: pad to a multiple of 8, run, crop back.
 
-        Returns H x W x 3 float32, or (that, H x W float32 defocus map) with `return_defocus`."""
+        Returns H x W x 3 float32, or (that, H x W float32 defocus map) with `return_defocus`: the
+        estimator's 1/8-resolution map upsampled (`defocus.upsample_map`, as for tiles), so no
+        H x W x 4 output is split into copies."""
         image = _as_image(image, "image")
         self._check_defocus(return_defocus)
         h, w = image.shape[:2]
         views = [pad_to_multiple(v)[None] if v is not None else None
                  for v in (image, _opt(right, "right"), _opt(left, "left"))]
-        out = np.asarray(self.run_batch(*views, with_defocus=return_defocus)[0, :h, :w],
-                         dtype=np.float32)
-        return _split(out, return_defocus)
+        if not return_defocus:
+            return np.asarray(self.run_batch(*views)[0, :h, :w], dtype=np.float32)
+        sharp, low = self._forward(self.params, *views, with_defocus=True, coarse=True)
+        sharp = np.asarray(sharp)[0]
+        sharp = sharp if sharp.shape[:2] == (h, w) else np.array(sharp[:h, :w])
+        return sharp, defocus_lib.upsample_map(np.asarray(low)[0, ..., 0], h, w)
 
     def deblur_tiled(self, image: np.ndarray, right=None, left=None, tile: int = 512,
                      overlap: int = tiling.DEFAULT_OVERLAP, batch_size: int = 1,
@@ -285,13 +290,6 @@ def check_tile(tile: int, overlap: int) -> None:
 
 def _is_disparity_map_estimator(module, method_name: str) -> bool:
     return module.name == "disparity_map_estimator" and method_name == "__call__"
-
-
-def _split(out: np.ndarray, return_defocus: bool):
-    """H x W x 3 image, or (image, H x W defocus map) from an H x W x 4 network output."""
-    if not return_defocus:
-        return out
-    return np.ascontiguousarray(out[..., :3]), np.ascontiguousarray(out[..., 3])
 
 
 def _on_cpu() -> bool:

@@ -37,6 +37,7 @@ VIRIDIS = np.frombuffer(bytes.fromhex(_VIRIDIS_HEX), np.uint8).reshape(-1, 3)
 # `colorize` maps these percentiles of the values to the ends of the colour map (robust to a few
 # extreme pixels).
 LOW_PERCENTILE, HIGH_PERCENTILE = 1.0, 99.0
+ROWS = 256  # `colorize` maps a large map in blocks of this many rows
 
 
 def upsample(disparity: jax.Array, height: int, width: int) -> jax.Array:
@@ -65,10 +66,8 @@ def normalize(defocus: np.ndarray, low: float | None = None, high: float | None 
     """Values -> [0, 1]: `low`/`high` (default the 1st/99th percentiles of the finite values) to 0/1,
     clipped. A constant map becomes 0.5 everywhere."""
     values = np.asarray(defocus, np.float32)
-    finite = values[np.isfinite(values)]
     if low is None or high is None:
-        lo, hi = (np.percentile(finite, [LOW_PERCENTILE, HIGH_PERCENTILE]) if finite.size
-                  else (0.0, 0.0))
+        lo, hi = _percentiles(values)
         low = lo if low is None else low
         high = hi if high is None else high
     if not high > low:
@@ -85,12 +84,29 @@ def colorize(defocus: np.ndarray, low: float | None = None, high: float | None =
         defocus = defocus[..., 0]
     if defocus.ndim != 2:
         raise ValueError(f"a defocus map must be H x W, got shape {defocus.shape}")
-    t = normalize(defocus, low, high) * (len(VIRIDIS) - 1)
-    i = np.minimum(t.astype(np.int32), len(VIRIDIS) - 2)
-    frac = (t - i)[..., None]
+    if low is None or high is None:  # the percentiles once, then the map in blocks of rows
+        lo, hi = _percentiles(defocus)
+        low = lo if low is None else low
+        high = hi if high is None else high
+    out = np.empty((*defocus.shape, 3), np.uint8)
     table = VIRIDIS.astype(np.float32)
-    rgb = table[i] * (1.0 - frac) + table[i + 1] * frac
-    return np.rint(rgb).astype(np.uint8)
+    for y in range(0, defocus.shape[0], ROWS):
+        t = normalize(defocus[y:y + ROWS], low, high) * (len(VIRIDIS) - 1)
+        i = np.minimum(t.astype(np.int32), len(VIRIDIS) - 2)
+        frac = (t - i)[..., None]
+        out[y:y + ROWS] = np.rint(table[i] * (1.0 - frac) + table[i + 1] * frac)
+    return out
+
+
+def _percentiles(defocus: np.ndarray) -> tuple[float, float]:
+    """The LOW_/HIGH_PERCENTILE of the finite values (0, 0 when there are none)."""
+    values = np.asarray(defocus, np.float32)
+    if not np.isfinite(values).all():
+        values = values[np.isfinite(values)]
+    if not values.size:
+        return 0.0, 0.0
+    lo, hi = np.percentile(values, [LOW_PERCENTILE, HIGH_PERCENTILE])
+    return float(lo), float(hi)
 
 
 def write_defocus(path: str, defocus: np.ndarray, *, overwrite: bool = False) -> None:
