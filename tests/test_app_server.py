@@ -335,30 +335,61 @@ def test_in_chromium_upload_deblur_download(server, weights, tmp_path):
         _wait("the page", lambda: "Choose a photo" in status())
         assert "N = 3" in driver.find_element(By.TAG_NAME, "body").text
 
-        # An example photo runs with one click.
+        # An example photo runs with one click; the readout and the download appear.
         driver.find_element(By.XPATH, "//button[normalize-space()='Coffee']").click()
         _wait("the example's result", lambda: "coffee.png: 360 x 360" in status())
+        download = lambda: driver.find_element(By.ID, "download")
+        assert download().is_enabled() and "coffee_deblurred.png" in download().text
+        assert "%" in driver.find_element(By.ID, "readout").text
+        # Another example: the previous result and its download go as soon as it starts.
+        driver.find_element(By.XPATH, "//button[normalize-space()='Astronaut']").click()
+        _wait("the page cleared", lambda: not download().is_enabled()
+              and "coffee" not in status(), timeout=30)
+        _wait("the second example's result", lambda: "astronaut.png: 360 x 360" in status())
         driver.find_element(By.CSS_SELECTOR, "#upload button[aria-label=Clear]").click()
 
-        # A broken file: a readable message on the page, and the page still works after it.
+        # A broken file: a readable message on the page, no earlier result or download beside it,
+        # and the page still works after it.
         driver.find_element(By.CSS_SELECTOR, "#upload input[type=file]").send_keys(str(bad))
         _wait("the error message", lambda: "broken.png:" in " ".join(
             e.text for e in driver.find_elements(By.CSS_SELECTOR, ".toast-body")))
+        assert not download().is_enabled() and "astronaut" not in download().text
+        assert not driver.find_element(By.ID, "download_defocus").is_enabled()
+        assert not driver.find_elements(By.CSS_SELECTOR, "#compare img, #crop img, #defocus img")
+        assert "astronaut" not in status() and not driver.find_element(By.ID, "readout").text
         driver.find_element(By.CSS_SELECTOR, "#upload button[aria-label=Clear]").click()
 
         driver.find_element(By.CSS_SELECTOR, "#upload input[type=file]").send_keys(photo)
         _wait("the result", lambda: "portrait.png" in status())
         assert f"{w} x {h} pixels, 16-bit PNG" in status()
-        button = driver.find_element(By.ID, "download")
+        button = download()
         assert "portrait_deblurred.png" in button.text
         time.sleep(1)  # let the images finish drawing before the screenshot
         driver.save_screenshot(str(tmp_path / "app.png"))
         if os.environ.get("IFAN_JAX_APP_SCREENSHOT"):
             driver.save_screenshot(os.environ["IFAN_JAX_APP_SCREENSHOT"])
-        button.click()
         target = downloads / "portrait_deblurred.png"
-        _wait("the download", lambda: target.exists() and not any(
-            p.suffix == ".crdownload" for p in downloads.iterdir()), timeout=60)
+
+        def fetch(to):
+            download().click()
+            _wait("the download", lambda: target.exists() and not any(
+                p.suffix == ".crdownload" for p in downloads.iterdir()), timeout=60)
+            os.replace(target, to)
+
+        fetch(tmp_path / "full.png")
+        # Strength 0 (typed into the slider's box): re-blended without the network, and the
+        # download is then the input exactly.
+        box = driver.find_element(By.CSS_SELECTOR, "#strength input[type=number]")
+        box.clear()
+        box.send_keys("0\t")
+        _wait("strength 0", lambda: "Strength 0." in status())
+        assert "the output is the input" in driver.find_element(By.ID, "readout").text
+        fetch(tmp_path / "strength0.png")
+        # Keep the bokeh: the level slider shows the photo's automatic level, the summary says so.
+        driver.find_element(By.CSS_SELECTOR, "#keep_bokeh input[type=checkbox]").click()
+        _wait("keep-bokeh", lambda: "automatic level" in status())
+        level = driver.find_element(By.CSS_SELECTOR, "#level input[type=number]")
+        assert level.is_displayed() and float(level.get_attribute("value")) > 0
         # Everything the page loaded came from the app itself.
         loaded = driver.execute_script(
             "return performance.getEntriesByType('resource').map(e => e.name)")
@@ -366,6 +397,9 @@ def test_in_chromium_upload_deblur_download(server, weights, tmp_path):
     finally:
         driver.quit()
 
+    zero, _ = image_io.read_image(str(tmp_path / "strength0.png"))
+    np.testing.assert_array_equal(image_io.quantize(zero, 16), image_io.quantize(image, 16))
+    target = tmp_path / "full.png"
     out, info = image_io.read_image(str(target))
     assert out.shape == (h, w, 3) and info.bit_depth == 16
     sharp, _ = Deblurrer.from_checkpoint(weights)(image, return_defocus=True)

@@ -48,6 +48,16 @@ def build(service, examples: list[tuple[str, str]], about: str) -> gr.Blocks:
                                 example_labels=[label for _, label in examples],
                                 cache_examples=False, elem_id="examples")
                 status = gr.Markdown("Choose a photo or an example.", elem_id="status")
+                readout = gr.Markdown("", elem_id="readout")
+                strength = gr.Slider(0.0, 1.0, value=1.0, step=0.01, label="Strength",
+                                     info="0: the photo as it was; 1: the full deblur",
+                                     elem_id="strength")
+                keep = gr.Checkbox(False, label="Keep the bokeh (leave strongly out-of-focus "
+                                                "areas as they were)", elem_id="keep_bokeh")
+                level = gr.Slider(LEVEL_MIN, LEVEL_MAX, value=LEVEL_MIN, step=LEVEL_STEP,
+                                  label="Keep-bokeh level (|defocus|: full deblur below it, the "
+                                        "input above twice it; set from the photo when switched "
+                                        "on)", visible=False, elem_id="level")
                 download = gr.DownloadButton("Download the deblurred photo", interactive=False,
                                              variant="primary", elem_id="download")
                 download_map = gr.DownloadButton("Download the defocus map", interactive=False,
@@ -63,19 +73,6 @@ def build(service, examples: list[tuple[str, str]], about: str) -> gr.Blocks:
                                        type="filepath", format="png", interactive=False,
                                        buttons=["download", "fullscreen"], elem_id="defocus")
 
-        with gr.Row():
-            with gr.Column(scale=1, min_width=300):
-                strength = gr.Slider(0.0, 1.0, value=1.0, step=0.01, label="Strength",
-                                     info="0: the photo as it was; 1: the full deblur",
-                                     elem_id="strength")
-                keep = gr.Checkbox(False, label="Keep the bokeh (leave strongly out-of-focus "
-                                                "areas as they were)", elem_id="keep_bokeh")
-                level = gr.Slider(LEVEL_MIN, LEVEL_MAX, value=LEVEL_MIN, step=LEVEL_STEP,
-                                  label="Keep-bokeh level (|defocus|: full deblur below it, the "
-                                        "input above twice it; set from the photo when switched "
-                                        "on)", visible=False, elem_id="level")
-            with gr.Column(scale=2):
-                readout = gr.Markdown("", elem_id="readout")
         held = gr.State(None)  # the key of this visitor's photo in the service (for re-blending)
 
         outputs = [compare, crop, defocus, status, download, download_map, readout, held, level]
