@@ -45,6 +45,7 @@ from PIL import Image
 from scipy import ndimage
 
 from ifan_jax import image_io
+from ifan_jax.compiled import release_freed_memory
 from ifan_jax.inference import defocus as defocus_maps
 from ifan_jax.inference import intent, tiling
 from ifan_jax.inference.cli import MIN_SIZE
@@ -76,7 +77,7 @@ class Result:
     key: str = ""  # names this photo for `Service.reblend`
     strength: float = 1.0
     level: float | None = None  # the keep-bokeh level used (None: keep-bokeh off)
-    auto_level: float | None = None  # the photo's automatic level (None: no defocus map)
+    auto_level: float | None = None  # the photo's automatic level (None: not asked for yet)
     readout: intent.Readout | None = None
     readout_text: str = ""  # the readout in one Markdown paragraph, as the page shows it
 
@@ -99,7 +100,7 @@ class _Photo:
     centre: tuple[int, int]
     total: int
     seconds: float
-    auto_level: float | None
+    auto_level: float | None = None  # computed when keep-bokeh first asks for it
     before: str = ""
     crop_before: str = ""
     defocus_png: str | None = None
@@ -175,8 +176,12 @@ class Service:
         with_map = self.deblurrer.has_defocus_map
         out = self.deblurrer.run(image, schedule, progress=advance, return_defocus=with_map)
         sharp, defocus = out if with_map else (out, None)
+        del out
         if done < total:  # the whole photo at once reports no tiles
             advance(total - done)
+        # The network's freed working memory back to the OS before the previews and files: this
+        # worker thread's malloc arena would otherwise keep it resident (+ the server's peak).
+        release_freed_memory()
 
         folder = self._request_folder()
         stem, ext = os.path.splitext(name)
@@ -189,8 +194,7 @@ class Service:
         photo = _Photo(
             key=os.path.basename(folder), name=name, info=info, image=image, sharp=sharp,
             defocus=defocus, folder=folder, output=output, depth=depth, rows=rows, cols=cols,
-            centre=centre, total=total, seconds=0.0,
-            auto_level=None if defocus is None else intent.auto_level(defocus))
+            centre=centre, total=total, seconds=0.0)
         photo.before = self._save_preview(folder, "before", image)
         photo.crop_before = _save_png(os.path.join(folder, "crop_before.png"),
                                       _to_uint8(image[rows, cols]))
@@ -208,6 +212,9 @@ class Service:
     def _render(self, photo: _Photo, strength: float, keep_bokeh) -> Result:
         """Blend the photo as asked and write what the page shows: the download (a fresh folder
         per blend, under the same file name), the "after" previews and the readout."""
+        if keep_bokeh == "auto" and photo.auto_level is None:
+            # Only when asked for: Otsu's histogram of a large map costs a few photo-sized arrays.
+            photo.auto_level = intent.auto_level(photo.defocus)
         level = (None if keep_bokeh is None else
                  photo.auto_level if keep_bokeh == "auto" else float(keep_bokeh))
         keep = None if level is None else intent.keep_mask(photo.defocus, level)

@@ -32,6 +32,24 @@ ROTATED_DATASETS = frozenset({"pixeldp"})
 # Folder name of each data set under the data root, as the official releases unzip.
 FOLDER_NAMES = {"dpdd": "DPDD", "realdof": "RealDOF", "pixeldp": "PixelDP", "cuhk": "CUHK"}
 
+# Where each data set is published (docs/reproduce.md lists the mirrors): named in the error for a
+# missing set. The zips are the layout the official IFAN code (and this one) reads.
+_IFAN = "linked from https://github.com/codeslake/IFAN, README section Datasets"
+PUBLISHED = {
+    "dpdd": ("https://www.dropbox.com/s/w9urn5m4mzllrwu/DPDD.zip (" + _IFAN + "; the authors' "
+             "release: https://github.com/Abdullah-Abuolaim/defocus-deblurring-dual-pixel)"),
+    "realdof": f"https://www.dropbox.com/s/arox1aixvg67fw5/RealDOF.zip ({_IFAN})",
+    "pixeldp": f"https://www.dropbox.com/s/pw7w2bpp7pc410n/PixelDP.zip ({_IFAN})",
+    "cuhk": f"https://www.dropbox.com/s/zxjhzuxsxh4v0cv/CUHK.zip ({_IFAN})",
+}
+
+
+def published(dataset: str) -> str:
+    """'; download it from URL (...)' for a published data set, '' for the others."""
+    where = PUBLISHED.get(dataset)
+    return f"; download it from {where}" if where else ""
+
+
 SPLITS = {
     "dpdd": ("train", "val", "test"),
     "realdof": ("test",),
@@ -99,7 +117,7 @@ def dataset_dir(root: str | os.PathLike, dataset: str) -> Path:
             path = root
         else:
             raise DataError(f"missing folder {root / folder} (the {folder} data set is expected "
-                            f"there, unzipped under the data root {root})")
+                            f"there, unzipped under the data root {root}{published(dataset)})")
     if not path.is_dir():
         raise DataError(f"missing folder {path}")
     return path
@@ -177,7 +195,7 @@ def split_folders(root: str | os.PathLike, dataset: str, split: str) -> dict[str
         for key, folder in folders.items():
             if not folder.is_dir():
                 raise DataError(f"missing folder {folder} (the {key!r} images of DPDD {split}; "
-                                f"expected layout {DPDD_LAYOUT})")
+                                f"expected layout {DPDD_LAYOUT}{published(dataset)})")
         return folders
     if dataset == "pairs":
         folders = {"c": base / split / "source", "gt": base / split / "target"}
@@ -199,7 +217,8 @@ def split_folders(root: str | os.PathLike, dataset: str, split: str) -> dict[str
         return {"c": base}
     for key, folder in folders.items():
         if not folder.is_dir():
-            raise DataError(f"missing folder {folder} (the {key!r} images of {dataset})")
+            raise DataError(f"missing folder {folder} (the {key!r} images of {dataset}"
+                            f"{published(dataset)})")
     return folders
 
 
