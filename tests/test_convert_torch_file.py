@@ -38,6 +38,7 @@ def test_load_torch_state_dict(torch_file, tmp_path):
     assert set(convert_torch.load_torch_state_dict(wrapped)) == set(expected)
 
 
+@pytest.mark.slow
 def test_cli_writes_checkpoint_that_reproduces_official(torch_file, tmp_path, capsys):
     out = tmp_path / "ckpt"
     assert convert_torch.main([f"--input={torch_file}", f"--output={out}"]) == 0

@@ -105,7 +105,7 @@ def test_reading_needs_no_torch(tmp_path):
     path = save({k: torch.from_numpy(v) for k, v in reference_state_dict("official").items()},
                 tmp_path / "IFAN.pytorch", "zip")
     code = ("import sys; sys.modules['torch'] = None\n"  # any `import torch` now fails
-            "from ifan_jax import convert_torch\n"
+            "from ifan_jax.weights import convert as convert_torch\n"
             f"params, config = convert_torch.convert_file({path!r})\n"
             "print(config['num_iterations'], config['channels'])")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -45,6 +45,7 @@ def _bilinear_half_pixel(low, factor=8):
     return rows[:, x0] * (1 - fx) + rows[:, x1] * fx
 
 
+@pytest.mark.slow
 def test_defocus_is_the_dme_output_upsampled(tiny_deblurrer):
     image = _image(48, 64)
     sharp, dmap = tiny_deblurrer(image, tile=0, return_defocus=True)
@@ -66,6 +67,7 @@ def test_defocus_of_any_size_is_padded_and_cropped_like_the_image(tiny_deblurrer
     np.testing.assert_allclose(dmap, _bilinear_half_pixel(low)[:45, :61], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_tiled_defocus_is_blended_like_the_image(tiny_deblurrer):
     image = _image(96, 136)
     whole_sharp, whole = tiny_deblurrer(image, tile=0, return_defocus=True)
@@ -81,6 +83,7 @@ def test_tiled_defocus_is_blended_like_the_image(tiny_deblurrer):
     assert np.abs(whole_sharp - sharp).max() < 0.1
 
 
+@pytest.mark.slow
 def test_a_model_without_the_dme_has_no_defocus_map():
     config = load_config("tiny", "variant=F").model
     assert not config.use_disparity

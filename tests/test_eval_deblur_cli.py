@@ -151,6 +151,7 @@ def test_overwrite_default_folder_bit_depth_and_tiles(photos, tiny_official_chec
     assert f"deblur: {folder / 'small.png'}: image too small (12 x 8 pixels" in err
 
 
+@pytest.mark.slow
 def test_tiled_and_whole_outputs_agree(photos, tiny_official_checkpoint, tmp_path, monkeypatch,
                                        cache_env):
     folder, _ = photos
@@ -181,6 +182,7 @@ def test_unreadable_checkpoint_is_one_line(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("deblur: ") and "nope" in err[0]
 
 
+@pytest.mark.slow
 def test_help_exits_0_and_usage_mistakes_are_one_line():
     proc = subprocess.run([sys.executable, "-m", "ifan_jax.inference", "--help"], capture_output=True,
                           text=True, timeout=300)

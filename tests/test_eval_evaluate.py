@@ -192,6 +192,7 @@ def test_sets_without_ground_truth_get_full_size_outputs_by_default(tiny_officia
     assert sorted(os.listdir(out)) == ["scores.csv", "summary.json"]
 
 
+@pytest.mark.slow
 def test_subsets_and_bit_depths_in_the_summary(dpdd, tiny_official_checkpoint, tmp_path):
     """Subset means from the same rows; the model's recorded bit depth and a mismatch warning."""
     root, _ = dpdd
@@ -226,6 +227,7 @@ def test_subsets_and_bit_depths_in_the_summary(dpdd, tiny_official_checkpoint, t
     assert summary["input_bit_depth"] == 8 and warnings == [] and summary["num_images"] == 1
 
 
+@pytest.mark.slow
 def test_bad_checkpoint_data_subsets_or_outputs_are_one_line_errors(dpdd, tiny_official_checkpoint,
                                                                    tmp_path):
     root, _ = dpdd

@@ -91,6 +91,7 @@ def test_upsample_bilinear_equals_defocus_upsample(shape):
     assert max_diff(upsample_bilinear(x), ref) <= FORM_TOL * float(jnp.max(jnp.abs(ref)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", iac_lib.VARIANTS)
 def test_export_forward_equals_eval_forward(variant):
     ref = reference(variant)
@@ -112,6 +113,7 @@ def test_export_forward_equals_eval_forward(variant):
 # onnxruntime against the official outputs and our forward
 
 
+@pytest.mark.slow
 def test_interface(exported):
     s = exported["session"]
     assert [(i.name, i.type) for i in s.get_inputs()] == [("image", "tensor(float)")]
@@ -122,6 +124,7 @@ def test_interface(exported):
     assert s.get_outputs()[1].shape == image[:3] + [1]
 
 
+@pytest.mark.slow
 def test_onnxruntime_matches_official_outputs(exported):
     ref = exported["ref"]
     deblurred, _ = exported["session"].run(None, {"image": ref["input_C"]})
@@ -130,6 +133,7 @@ def test_onnxruntime_matches_official_outputs(exported):
     assert diff <= ONNX_TOL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [(64, 96), (40, 56), (8, 8)])
 def test_onnxruntime_matches_deblurrer(exported, shape):
     """Any height and width (multiples of 8) against the Deblurrer's own forward, defocus included."""
@@ -142,6 +146,7 @@ def test_onnxruntime_matches_deblurrer(exported, shape):
     assert max_diff(defocus, ours[..., 3:]) <= ONNX_TOL * max(1.0, float(np.max(np.abs(ours[..., 3:]))))
 
 
+@pytest.mark.slow
 def test_metadata(exported):
     meta, variant = exported["metadata"], exported["variant"]
     stored = read_metadata(exported["data"])
@@ -242,6 +247,7 @@ def test_float16_export(exported):
 # The API's file writing and the command
 
 
+@pytest.mark.slow
 def test_export_onnx_refuses_to_overwrite(tmp_path, exported):
     path = tmp_path / "m.onnx"
     path.write_bytes(b"keep")
@@ -287,6 +293,7 @@ def test_cli_exports_a_converted_checkpoint(tmp_path, tiny_official_checkpoint):
     (["--ckpt=.", "--output=x.onnx", "--tile=100"], 2, "--tile"),
     (["--ckpt=.", "--output=x.onnx", "--tile=64", "--overlap=60"], 2, "--overlap"),
 ])
+@pytest.mark.slow
 def test_cli_usage_mistakes_are_one_line(tmp_path, args, code, text):
     run = _cli(*args, cwd=tmp_path)
     assert run.returncode == code, run.stderr
@@ -294,6 +301,7 @@ def test_cli_usage_mistakes_are_one_line(tmp_path, args, code, text):
     assert not (tmp_path / "x.onnx").exists()
 
 
+@pytest.mark.slow
 def test_cli_bad_checkpoint_is_one_line(tmp_path):
     folder = tmp_path / "notackpt"
     folder.mkdir()

@@ -88,6 +88,7 @@ def test_load_config_by_name_path_and_suffix(tmp_path):
         load_config("configs/nonexistent.py")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arg", ["fac", "dual"])
 def test_variant_train_step_traces(arg):
     config = load_config("ifan", arg)

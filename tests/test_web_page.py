@@ -493,6 +493,7 @@ def test_in_chromium_the_site_deblurs_like_python_and_its_controls_reblend(site,
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("CI"),
                     reason="the browser test needs Chromium and its driver: "
                            "apt-get install chromium chromium-driver")
+@pytest.mark.slow
 def test_in_chromium_a_model_that_does_not_load_is_a_one_line_error(tmp_path):
     if not os.path.isdir(os.path.join(WEB, "node_modules", "onnxruntime-web")):
         pytest.skip("needs the page's npm packages: npm ci --prefix web")

@@ -101,6 +101,7 @@ def _run(images, cfg, crop, n, seed=0):
     return list(ds.as_numpy_iterator())
 
 
+@pytest.mark.slow
 def test_effects_over_many_draws_match_references():
     """Noise only on c/l/r, grayscale on all four, area rescale then one crop at the same place:
     every output equals the numpy reference rebuilt from its draws."""

@@ -35,6 +35,7 @@ def _assert_same(a, b):
             np.testing.assert_array_equal(x[key], y[key])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset, bits", [("dpdd", 8), ("dpdd", 16), ("pairs", 8)])
 def test_store_gives_the_decoded_stream(tmp_path, monkeypatch, dataset, bits):
     """Images larger than a tile (several tiles per window, partial edge tiles), 16-bit files read
@@ -61,6 +62,7 @@ def test_store_gives_the_decoded_stream(tmp_path, monkeypatch, dataset, bits):
                                       start_step=4, with_info=True))
 
 
+@pytest.mark.slow
 def test_stale_or_missing_store_falls_back_to_decoding_and_says_what_to_run(tmp_path,
                                                                            monkeypatch):
     warnings = []
@@ -94,6 +96,7 @@ def test_stale_or_missing_store_falls_back_to_decoding_and_says_what_to_run(tmp_
     assert "no prepared store" in warnings[-1] and "--bit_depth=16" in warnings[-1]
 
 
+@pytest.mark.slow
 def test_readme_prepare_command(tmp_path):
     text = (REPO / "README.md").read_text()
     (command,) = re.findall(r"^python -m ifan_jax\.data\.prepare .*$", text, flags=re.M)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tensorflow_datasets as tfds
 
 from ifan_jax.data import tfds_builders
@@ -38,6 +39,7 @@ def _run(command: str, cwd: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_readme_tfds_build_and_load_commands(tmp_path, monkeypatch, capsys):
     command = _readme_build_command()
     assert "--manual_dir=datasets" in command and "--data_dir=tensorflow_datasets" in command

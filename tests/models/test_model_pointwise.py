@@ -18,6 +18,7 @@ def _factors(seed=0, shape=(2, 9, 11, 6), channels=40):
 
 @pytest.mark.parametrize("kernel_size,stride,activation", [(3, 1, True), (3, 2, False),
                                                            (1, 1, True), (5, 1, False)])
+@pytest.mark.slow
 def test_conv_of_factors_equals_conv_of_the_map(kernel_size, stride, activation):
     """Borders included: the bias term shrinks where the window hangs over the zero padding."""
     factors = _factors()
@@ -42,6 +43,7 @@ def test_conv_of_factors_has_the_maps_parameter_shapes():
     assert shapes["params"]["kernel"].shape == (3, 3, 40, 7)
 
 
+@pytest.mark.slow
 def test_gradients_through_factors_equal_gradients_through_the_map():
     factors = _factors(shape=(1, 8, 8, 5), channels=24)
     conv = Conv(4)
@@ -58,6 +60,7 @@ def test_gradients_through_factors_equal_gradients_through_the_map():
             np.testing.assert_allclose(a, b, atol=2e-5 * float(jnp.abs(a).max()), rtol=0)
 
 
+@pytest.mark.slow
 def test_reblurring_network_reads_factors_like_the_map():
     rng = np.random.default_rng(3)
     rbn = ReblurringNetwork(channels=16, num_iterations=2, iac_variant="official")
@@ -69,6 +72,7 @@ def test_reblurring_network_reads_factors_like_the_map():
                                atol=1e-5 * float(jnp.abs(expected).max()), rtol=0)
 
 
+@pytest.mark.slow
 def test_training_never_forms_the_filter_map_unless_read():
     """The jitted training forward without the "filters" output has no M-channel array in it."""
     model = IFAN(channels=4, num_iterations=3, reblur_iterations=2, iac_variant="official")

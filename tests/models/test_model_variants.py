@@ -59,6 +59,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_variant_builds_and_runs(name):
     cfg = model_config(**CASES[name])
