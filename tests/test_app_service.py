@@ -274,3 +274,12 @@ def test_a_large_photo_costs_little_beyond_the_deblurrers_arrays(tmp_path):
         tracemalloc.stop()
     assert os.path.exists(result.output) and os.path.exists(result.defocus)
     assert peak <= 3 * h * w * 3 * 4, f"{peak / 2**20:.0f} MB"
+
+
+def test_the_server_returns_large_blocks_to_the_os():
+    import ctypes.util
+
+    from ifan_jax.app import cli
+
+    has_glibc = bool(ctypes.util.find_library("c")) and os.uname().sysname == "Linux"
+    assert cli.return_large_blocks_to_the_os() is has_glibc
