@@ -33,12 +33,18 @@ pytest.importorskip("jax2onnx")
 
 ONNX_TOL = 1e-5  # onnxruntime vs the official outputs / our forward (measured ~4e-7)
 FORM_TOL = 1e-6  # the export form vs the inference form (float rounding)
+DISPARITY_TOL = 1e-6  # onnxruntime's `disparity` vs the JAX estimator's output (relative to its size)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def max_diff(a, b) -> float:
     assert np.shape(a) == np.shape(b), (np.shape(a), np.shape(b))
     return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+
+
+def coarse(deblurrer, *views):
+    """The disparity map estimator's 1/8-resolution output, as `Deblurrer.deblur_tiled` takes it."""
+    return deblurrer._forward(deblurrer.params, *views, with_defocus=True, coarse=True)[1]
 
 
 def session(data: bytes):
@@ -104,8 +110,10 @@ def test_export_forward_equals_eval_forward(variant):
     plain = jax.jit(lambda p, x: model.apply({"params": p}, x)["result"])(params, x)
     assert max_diff(result, plain) <= FORM_TOL
     # The disparity map is the estimator's output, as the Deblurrer captures it.
-    combined = Deblurrer(params, config).run_batch(ref["input_C"], with_defocus=True)
+    deblurrer = Deblurrer(params, config)
+    combined = deblurrer.run_batch(ref["input_C"], with_defocus=True)
     assert max_diff(upsample_bilinear(disparity), combined[..., 3:]) <= FORM_TOL
+    assert max_diff(disparity, coarse(deblurrer, ref["input_C"])) <= FORM_TOL
     assert max_diff(result, combined[..., :3]) <= FORM_TOL
 
 
@@ -117,11 +125,14 @@ def test_export_forward_equals_eval_forward(variant):
 def test_interface(exported):
     s = exported["session"]
     assert [(i.name, i.type) for i in s.get_inputs()] == [("image", "tensor(float)")]
-    assert [o.name for o in s.get_outputs()] == ["deblurred", "defocus"]
+    assert [o.name for o in s.get_outputs()] == ["deblurred", "defocus", "disparity"]
     image = s.get_inputs()[0].shape
     assert image[0] == 1 and image[3] == 3 and all(isinstance(d, str) for d in image[1:3])
     assert s.get_outputs()[0].shape == image
     assert s.get_outputs()[1].shape == image[:3] + [1]
+    assert all(o.type == "tensor(float)" for o in s.get_outputs())
+    low = s.get_outputs()[2].shape  # [1, H/8, W/8, 1]: symbols of their own
+    assert low[0] == 1 and low[3] == 1 and all(isinstance(d, str) for d in low[1:3]) and low[1] != low[2]
 
 
 @pytest.mark.slow
@@ -136,14 +147,23 @@ def test_onnxruntime_matches_official_outputs(exported):
 @pytest.mark.slow
 @pytest.mark.parametrize("shape", [(64, 96), (40, 56), (8, 8)])
 def test_onnxruntime_matches_deblurrer(exported, shape):
-    """Any height and width (multiples of 8) against the Deblurrer's own forward, defocus included."""
+    """Any height and width (multiples of 8) against the Deblurrer's own forward, defocus included;
+    `disparity` against the estimator's 1/8-resolution output that the Deblurrer's tiled path
+    blends."""
     x = np.random.default_rng(3).random((1, *shape, 3), np.float32)
-    deblurred, defocus = exported["session"].run(None, {"image": x})
-    ours = np.asarray(exported["deblurrer"].run_batch(x, with_defocus=True))
+    deblurred, defocus, disparity = exported["session"].run(None, {"image": x})
+    d = exported["deblurrer"]
+    ours = np.asarray(d.run_batch(x, with_defocus=True))
+    low = np.asarray(coarse(d, x))
+    assert low.shape == (1, shape[0] // 8, shape[1] // 8, 1) and disparity.dtype == np.float32
     print(f"{exported['variant']} {shape}: {max_diff(deblurred, ours[..., :3]):.2e} "
-          f"{max_diff(defocus, ours[..., 3:]):.2e}")
+          f"{max_diff(defocus, ours[..., 3:]):.2e} disparity {max_diff(disparity, low):.2e} "
+          f"(max |disparity| {np.max(np.abs(low)):.2e})")
     assert max_diff(deblurred, ours[..., :3]) <= ONNX_TOL
     assert max_diff(defocus, ours[..., 3:]) <= ONNX_TOL * max(1.0, float(np.max(np.abs(ours[..., 3:]))))
+    assert max_diff(disparity, low) <= DISPARITY_TOL * max(1.0, float(np.max(np.abs(low))))
+    # `defocus` is `disparity` upsampled (the same graph, float rounding apart).
+    assert max_diff(upsample_bilinear(disparity), defocus) <= FORM_TOL * max(1.0, float(np.max(np.abs(low))))
 
 
 @pytest.mark.slow
@@ -197,17 +217,18 @@ def test_dual_pixel_model_takes_three_views(tmp_path):
     s = session(data)
     assert [i.name for i in s.get_inputs()] == ["image", "right", "left"]
     views = [np.random.default_rng(i).random((1, 48, 40, 3), np.float32) for i in range(3)]
-    deblurred, defocus = s.run(None, dict(zip(("image", "right", "left"), views)))
+    deblurred, defocus, disparity = s.run(None, dict(zip(("image", "right", "left"), views)))
     ours = np.asarray(deblurrer.run_batch(*views, with_defocus=True))
     assert max_diff(deblurred, ours[..., :3]) <= ONNX_TOL
     assert max_diff(defocus, ours[..., 3:]) <= ONNX_TOL
+    assert max_diff(disparity, coarse(deblurrer, *views)) <= ONNX_TOL
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("overrides, outputs", [
     ({"use_disparity": False}, ["deblurred"]),
-    ({"use_filter_prediction": False}, ["deblurred", "defocus"]),
-    ({"adaptive_conv": "fac", "fac_kernel_size": 5}, ["deblurred", "defocus"]),
+    ({"use_filter_prediction": False}, ["deblurred", "defocus", "disparity"]),
+    ({"adaptive_conv": "fac", "fac_kernel_size": 5}, ["deblurred", "defocus", "disparity"]),
 ])
 def test_variants_export(overrides, outputs):
     config = {"channels": 8, "num_iterations": 3, "reblur_iterations": 3, "use_reblur": False,
@@ -224,6 +245,7 @@ def test_variants_export(overrides, outputs):
     assert max_diff(got[0], ours[..., :3]) <= ONNX_TOL
     if len(outputs) > 1:
         assert max_diff(got[1], ours[..., 3:]) <= ONNX_TOL
+        assert max_diff(got[2], coarse(deblurrer, x)) <= ONNX_TOL
     assert meta["has_defocus"] == ("true" if len(outputs) > 1 else "false")
 
 
@@ -236,8 +258,8 @@ def test_float16_export(exported):
     assert meta["precision"] == "float16"
     assert len(data) < 0.6 * len(exported["data"])
     s = session(data)
-    deblurred, defocus = s.run(None, {"image": exported["ref"]["input_C"]})
-    assert deblurred.dtype == np.float32 and defocus.dtype == np.float32
+    deblurred, defocus, disparity = s.run(None, {"image": exported["ref"]["input_C"]})
+    assert deblurred.dtype == defocus.dtype == disparity.dtype == np.float32
     mse = float(np.mean((deblurred.astype(np.float64) - exported["ref"]["result_eval"]) ** 2))
     assert 10 * np.log10(1 / mse) > 50
     assert max_diff(deblurred, exported["ref"]["result_eval"]) < 5e-3

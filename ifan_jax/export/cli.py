@@ -25,7 +25,8 @@ Export IFAN's deblurring network (no reblurring network) to ONNX with jax2onnx.
 
 The model takes `image` float32 NHWC [1, H, W, 3] in [0, 1] (H and W multiples of 8; with
 --fixed_shape exactly [1, TILE, TILE, 3]; the dual-pixel model also `right` and `left`) and gives
-`deblurred` [1, H, W, 3] and, for models with a disparity map estimator, `defocus` [1, H, W, 1].
+`deblurred` [1, H, W, 3] and, for models with a disparity map estimator, `defocus` [1, H, W, 1]
+and `disparity` [1, H/8, W/8, 1] (the estimator's output before upsampling; tiles' maps blend on it).
 Photos run as overlapping TILE x TILE tiles blended outside the model (ifan_jax.inference.tiling);
 the tile, overlap, N, IAC variant, bit depth and the source's SHA-256 are in its metadata_props.
 """
@@ -106,10 +107,13 @@ def _check(data: bytes, deblurrer, metadata: dict, say) -> None:
     diffs = [float(np.max(np.abs(outputs[0] - ours[..., :3])))]
     if len(outputs) > 1:
         diffs.append(float(np.max(np.abs(outputs[1] - ours[..., 3:]))))
+        # The estimator's 1/8-resolution output, as Deblurrer's tiled path takes it.
+        _, low = deblurrer._forward(deblurrer.params, *views, with_defocus=True, coarse=True)
+        diffs.append(float(np.max(np.abs(outputs[2] - np.asarray(low)))))
     mse = float(np.mean((outputs[0].astype(np.float64) - ours[..., :3]) ** 2))
     psnr = 10 * np.log10(1.0 / mse) if mse > 0 else float("inf")
     say(f"check at {tile}x{tile}: onnxruntime vs JAX max abs " + " / ".join(f"{d:.2e}" for d in diffs)
-        + (" (deblurred / defocus)" if len(diffs) > 1 else "") + f", PSNR {psnr:.1f} dB")
+        + (" (deblurred / defocus / disparity)" if len(diffs) > 1 else "") + f", PSNR {psnr:.1f} dB")
     if metadata["precision"] == "float32" and max(diffs) > 2e-4:
         raise RuntimeError(f"onnxruntime differs from the JAX forward by {max(diffs):.2e} (> 2e-4)")
     if metadata["precision"] != "float32" and psnr < 40:

@@ -15,6 +15,9 @@ upsampling written as slices and concatenations (`ifan_jax.models.iac.iac_from_h
     deblurred [1, H, W, 3] the network's result, clipped to [0, 1] as the JAX forward clips it
     defocus   [1, H, W, 1] the disparity map estimator's output upsampled to H x W, what
               `Deblurrer.run_batch(..., with_defocus=True)` gives as channel 3 (models with D only)
+    disparity [1, H/8, W/8, 1] the disparity map estimator's output itself, before upsampling
+              (models with D only): what a tiled photo's map is blended from, on the 1/8 grid,
+              before the whole map is upsampled once (`ifan_jax.inference.tiling.deblur_tiled`)
 
 Photos larger than a tile run as overlapping tiles outside the graph (`ifan_jax.inference.tiling`);
 the tile and overlap to cut them into are recorded in the metadata (`METADATA_KEYS`, string values)
@@ -46,6 +49,8 @@ OPSET = 21  # onnxruntime >= 1.20 and onnxruntime-web run it
 PRECISIONS = ("float32", "float16")
 METADATA_KEYS = ("ifan_jax_version", "num_iterations", "iac_variant", "bit_depth", "tile", "overlap",
                  "channels", "has_defocus", "dual_pixel", "source_sha256")
+# The graph's outputs (a model without a disparity map estimator has the first only).
+OUTPUTS = ("deblurred", "defocus", "disparity")
 # Beyond METADATA_KEYS: how the graph takes its input, and its float type.
 EXTRA_METADATA_KEYS = ("input_shape", "precision", "opset", "converter")
 
@@ -114,10 +119,13 @@ def uses_iac(model) -> bool:
 
 
 def export_function(model, params) -> Callable:
-    """The function the graph computes: (image[, right, left]) -> (deblurred[, defocus]), NHWC.
+    """The function the graph computes: (image[, right, left]) -> (deblurred[, defocus, disparity]),
+    NHWC: `defocus` the 1/8-resolution `disparity` upsampled to the input's size.
 
     `params` are the deblurring network's (no reblurring network); they become the graph's
     constants."""
+    import jax.numpy as jnp
+
     from ifan_jax.models import IFAN
     from ifan_jax.models.resample import upsample_bilinear
 
@@ -127,7 +135,8 @@ def export_function(model, params) -> Callable:
         result, disparity = model.apply(variables, image, right, left, method=IFAN.export_forward)
         if disparity is None:
             return result
-        return result, upsample_bilinear(disparity)
+        disparity = disparity.astype(jnp.float32)
+        return result, upsample_bilinear(disparity), disparity
 
     return forward
 
@@ -199,7 +208,7 @@ def export_model(deblurrer_or_ckpt, tile: int = DEFAULT_TILE, overlap: int = DEF
     dual = bool(model.dual_pixel_input)
     has_defocus = bool(model.use_disparity)
     names_in = ["image", "right", "left"] if dual else ["image"]
-    names_out = ["deblurred", "defocus"] if has_defocus else ["deblurred"]
+    names_out = list(OUTPUTS if has_defocus else OUTPUTS[:1])
     fn = export_function(model, params)
     with _quiet_converter():
         proto = jax2onnx.to_onnx(fn, _input_specs(len(names_in), tile, fixed_shape), model_name="ifan",
@@ -249,11 +258,14 @@ def _quiet_converter():
 
 
 def _name_spatial_dims(proto) -> None:
-    """Give every input's and output's height and width the input's symbols (jax2onnx names an
-    upsampled output's width `dynamic_<n>`), so the interface reads [1, 8*h, 8*w, C] throughout."""
+    """Give every full-resolution input's and output's height and width the input's symbols
+    (jax2onnx names an upsampled output's width `dynamic_<n>`), so the interface reads
+    [1, 8*h, 8*w, C] throughout; `disparity` keeps jax2onnx's [1, h, w, 1]."""
     dims = proto.graph.input[0].type.tensor_type.shape.dim
     height, width = dims[1].dim_param, dims[2].dim_param
     for value in list(proto.graph.input) + list(proto.graph.output):
+        if value.name == "disparity":
+            continue
         shape = value.type.tensor_type.shape.dim
         shape[1].dim_param, shape[2].dim_param = height, width
 
