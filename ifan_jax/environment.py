@@ -20,6 +20,8 @@ import warnings
 import jax
 from absl import logging as absl_logging
 
+from ifan_jax import fileio
+
 # Loggers whose INFO records are library internals (orbax logs every phase of a save; absl is the
 # root of JAX's and TensorFlow's Python logs).
 _LIBRARY_LOGGERS = ("absl", "orbax", "jax", "jax._src.xla_bridge", "tensorflow", "clu", "etils",
@@ -70,14 +72,13 @@ def quiet_libraries(verbosity: int = 0) -> None:
 
 
 def enable_compilation_cache(path: str | None = None) -> str:
-    """Persist XLA compilations on disk (`~/.cache/ifan_jax/xla`, or $IFAN_JAX_CACHE) so a second
-    run of a tool skips compiling the network.
+    """Persist XLA compilations on disk (`fileio.cache_dir("xla")`: $IFAN_JAX_CACHE/xla, default
+    ~/.cache/ifan_jax/xla) so a second run of a tool skips compiling the network.
 
     Every compilation is kept, however quick: a threshold makes it depend on the machine's speed
     (and its load) whether the network's own compilation is cached at all.
     """
-    path = path or os.environ.get("IFAN_JAX_CACHE") or os.path.join(
-        os.path.expanduser("~"), ".cache", "ifan_jax", "xla")
+    path = path or fileio.cache_dir("xla")
     os.makedirs(path, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

@@ -112,3 +112,13 @@ def atomic_directory(path: str | os.PathLike, *, overwrite: bool = False) -> Ite
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+CACHE_ENV = "IFAN_JAX_CACHE"
+
+
+def cache_dir(name: str) -> str:
+    """The project's cache folder `name` (xla, converted, app_examples): $IFAN_JAX_CACHE/name, or
+    ~/.cache/ifan_jax/name when the variable is not set. Creates nothing."""
+    base = os.environ.get(CACHE_ENV) or os.path.join("~", ".cache", "ifan_jax")
+    return os.path.join(os.path.expanduser(base), name)

@@ -143,3 +143,22 @@ def test_the_wheel_has_no_benchmarks_and_no_configs(tmp_path):
     scripts = zipfile.ZipFile(tmp_path / wheel).read(entry_points).decode()
     for script in ("ifan-deblur", "ifan-app", "ifan-convert"):
         assert f"{script} = " in scripts
+
+
+def test_every_cache_follows_ifan_jax_cache(tmp_path, monkeypatch):
+    """The compilation cache, the converted weights and the app's example photos all go under
+    $IFAN_JAX_CACHE when it is set, each in its own folder, and under ~/.cache/ifan_jax if not."""
+    from ifan_jax import fileio
+    from ifan_jax.app import examples
+    from ifan_jax.weights import convert
+
+    monkeypatch.setenv("IFAN_JAX_CACHE", str(tmp_path))
+    assert convert.cache_root() == str(tmp_path / "converted")
+    assert examples.default_dir() == str(tmp_path / "app_examples")
+    assert fileio.cache_dir("xla") == str(tmp_path / "xla")
+    monkeypatch.delenv("IFAN_JAX_CACHE")
+    home = os.path.expanduser(os.path.join("~", ".cache", "ifan_jax"))
+    assert convert.cache_root() == os.path.join(home, "converted")
+    assert fileio.cache_dir("xla") == os.path.join(home, "xla")
+    sources = "".join(open(p).read() for p in _modules(PACKAGE))
+    assert sources.count('"IFAN_JAX_CACHE"') == 1  # read in one place: fileio.cache_dir

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from ifan_jax.data import synth
-from ifan_jax.fileio import atomic_directory
+from ifan_jax.fileio import atomic_directory, cache_dir
 
 # (scikit-image photo, label on the page); the motorcycle has a measured depth map.
 EXAMPLES = (("motorcycle", "Motorcycle (measured depth)"), ("astronaut", "Astronaut"),
@@ -32,9 +32,7 @@ MARKER = "examples.json"
 def default_dir() -> str:
     """$IFAN_JAX_CACHE/app_examples, or ~/.cache/ifan_jax/app_examples when it is not set (the
     converted official weights go beside it: `ifan_jax.weights.convert.cache_root`)."""
-    base = os.environ.get("IFAN_JAX_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
-                                                            "ifan_jax")
-    return os.path.join(os.path.expanduser(base), "app_examples")
+    return cache_dir("app_examples")
 
 
 def ensure_examples(directory: str | None = None) -> list[tuple[str, str]]:

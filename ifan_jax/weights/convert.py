@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from ifan_jax import checkpoint
+from ifan_jax import checkpoint, fileio
 from ifan_jax.models import REBLUR_KEY, abstract_params, count_params
 from ifan_jax.models.iac import iac_channels
 from ifan_jax.weights import torch_pickle
@@ -322,9 +322,7 @@ def file_digest(path: str) -> str:
 def cache_root() -> str:
     """Where conversions go when the weights' own folder is not writable: $IFAN_JAX_CACHE/converted,
     else ~/.cache/ifan_jax/converted."""
-    base = os.environ.get("IFAN_JAX_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
-                                                            "ifan_jax")
-    return os.path.join(base, "converted")
+    return fileio.cache_dir("converted")
 
 
 def cached_conversion(path: str, report: Callable[[str], None] | None = None) -> str:
