@@ -1,12 +1,14 @@
 """The static web page (web/, written by `python -m ifan_jax.export --web=DIR`).
 
 - Its JavaScript math (tiles, blending weights, keep-the-bokeh mask, Otsu's level, the defocus colour
-  map) equals the Python definitions, checked in Node on arrays made here.
+  map) equals the Python definitions, checked in Node on arrays made here; the defocus map of a
+  photo of several tiles (the tiles' 1/8-resolution `disparity` blended on the 1/8 grid, upsampled
+  once) equals `Deblurrer(..., return_defocus=True)`'s to float rounding.
 - In headless Chromium, served by `python -m http.server`, the site of the exported tiny model
   deblurs a photo of several tiles to >= 45 dB of `Deblurrer`, loads nothing from outside the
-  server and logs no console error; its controls re-blend (strength 0 gives the photo back exactly,
-  keep-the-bokeh changes the result and the readout) and a file that is not an image gets a one-line
-  message with the previous result and its download gone.
+  server and logs no console error; its defocus map is Python's to 1e-5; its controls re-blend
+  (strength 0 gives the photo back exactly, keep-the-bokeh changes the result and the readout) and
+  a file that is not an image gets a one-line message with the previous result and its download gone.
 """
 
 import base64
@@ -76,42 +78,129 @@ def test_page_tiling_equals_python():
 @pytest.mark.parametrize("h, w", [(150, 230), (50, 230)])
 def test_page_blending_of_tiles_equals_python(fixed, h, w):
     """deblurTiled with a tile function that returns a position-dependent result (so every seam
-    shows): the same blend as tiling.deblur_tiled, including the edge padding past the image. A
-    fixed-shape model gets every tile edge-padded to its shape; otherwise tiles run at their shape."""
+    shows): the same blend as tiling.deblur_tiled, including the edge padding past the image, the
+    image at full resolution and the map (`disparity`, 1/8 of the tile) on the 1/8 grid, then
+    upsampled once as `defocus.upsample_map`. A fixed-shape model gets every tile edge-padded to
+    its shape; otherwise tiles run at their shape."""
     rng = np.random.default_rng(1)
     size = 64
     image = rng.random((h, w, 3), np.float32)
 
     def python_tile(t):  # depends on the whole tile and the position in it: shows every seam
-        y = 0.5 * t + t.mean(axis=(0, 1), dtype=np.float64) + np.arange(t.shape[0])[:, None, None] / 256
-        return np.concatenate([y, t[..., :1] ** 2 - t[..., 1:2]], -1).astype(np.float32)
+        mean = t.mean(axis=(0, 1), dtype=np.float64)
+        y = 0.5 * t + mean + np.arange(t.shape[0])[:, None, None] / 256
+        s = t[3::8, 5::8]  # one pixel of each 8 x 8 block
+        low = 2 * s[..., :1] - s[..., 1:2] + mean[2] + np.arange(s.shape[0])[:, None, None] / 32
+        return y.astype(np.float32), low.astype(np.float32)
 
     def forward(batch):
         if not fixed:  # the tiles as Python cuts them
-            return np.stack([python_tile(t) for t in batch])
-        return np.stack([python_tile(_pad(t, size))[:t.shape[0], :t.shape[1]] for t in batch])
+            outs = [python_tile(t) for t in batch]
+        else:
+            outs = [python_tile(_pad(t, size)) for t in batch]
+            outs = [(y[:t.shape[0], :t.shape[1]], low[:t.shape[0] // 8, :t.shape[1] // 8])
+                    for (y, low), t in zip(outs, batch)]
+        return np.stack([y for y, _ in outs]), np.stack([low for _, low in outs])
 
-    expected = tiling.deblur_tiled(forward, [image], size, 24)
+    expected, expected_low = tiling.deblur_tiled(forward, [image], size, 24)
+    expected_map = defocus_lib.upsample_map(expected_low[..., 0], h, w)
     got = _node("""
       const {h, w, size, image, fixed} = input;
       const run = async (t, rows, cols) => {
         const want = fixed ? size : Math.min(size, tiling.roundUp(h));
         if (rows !== want || cols !== size) throw new Error(`tile ${rows} x ${cols}`);
-        const y = new Float32Array(rows * cols * 3), d = new Float32Array(rows * cols);
+        const y = new Float32Array(rows * cols * 3), d = new Float32Array(rows * cols / 64);
         const mean = [0, 1, 2].map((k) => t.filter((_, i) => i % 3 === k).reduce((a, b) => a + b, 0)
                                           / (rows * cols));
         for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) {
           const p = (r * cols + c) * 3;
           for (let k = 0; k < 3; k++) y[p + k] = 0.5 * t[p + k] + mean[k] + r / 256;
-          d[r * cols + c] = t[p] * t[p] - t[p + 1];
         }
-        return {deblurred: y, defocus: d};
+        for (let r = 0; r < rows / 8; r++) for (let c = 0; c < cols / 8; c++) {
+          const p = ((8 * r + 3) * cols + 8 * c + 5) * 3;
+          d[r * cols / 8 + c] = 2 * t[p] - t[p + 1] + mean[2] + r / 32;
+        }
+        return {deblurred: y, disparity: d};
       };
       const out = await tiling.deblurTiled(Float32Array.from(image), h, w, size, 24, run, null, fixed);
-      console.log(JSON.stringify({image: Array.from(out.image), defocus: Array.from(out.defocus)}));""",
+      console.log(JSON.stringify({image: Array.from(out.image), defocus: Array.from(out.defocus),
+                                  low: Array.from(out.low)}));""",
                 dict(h=h, w=w, size=size, image=image.ravel().tolist(), fixed=fixed))
-    np.testing.assert_allclose(np.reshape(got["image"], (h, w, 3)), expected[..., :3], atol=2e-6)
-    np.testing.assert_allclose(np.reshape(got["defocus"], (h, w)), expected[..., 3], atol=2e-6)
+    np.testing.assert_allclose(np.reshape(got["image"], (h, w, 3)), expected, atol=2e-6)
+    np.testing.assert_allclose(np.reshape(got["low"], expected_low.shape[:2]), expected_low[..., 0],
+                               atol=2e-6)
+    np.testing.assert_allclose(np.reshape(got["defocus"], (h, w)), expected_map, atol=2e-6)
+
+
+def test_page_upsampling_equals_python():
+    """upsampleMap: bilinear with half-pixel centres, edges clamped, x8 and cropped, as
+    `defocus.upsample_map` (jax.image.resize "bilinear")."""
+    rng = np.random.default_rng(5)
+    cases = [(7, 13, 50, 100), (1, 1, 8, 3), (2, 5, 16, 40), (9, 4, 65, 25)]
+    lows = [rng.standard_normal((h8, w8)).astype(np.float32) for h8, w8, _, _ in cases]
+    got = _node("""
+      const out = input.map(({low, h8, w8, h, w}) =>
+        Array.from(tiling.upsampleMap(Float32Array.from(low), h8, w8, h, w)));
+      console.log(JSON.stringify(out));""",
+                [dict(low=low.ravel().tolist(), h8=h8, w8=w8, h=h, w=w)
+                 for low, (h8, w8, h, w) in zip(lows, cases)])
+    for low, (_, _, h, w), page in zip(lows, cases, got):
+        expected = defocus_lib.upsample_map(low, h, w)
+        assert max_abs(np.reshape(page, (h, w)), expected) <= 1e-6, (low.shape, h, w)
+
+
+def max_abs(a, b) -> float:
+    assert np.shape(a) == np.shape(b), (np.shape(a), np.shape(b))
+    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+
+
+@pytest.mark.slow  # 6 s in a 2-core run (the tiny network's tiles and two tiled runs)
+def test_page_defocus_map_of_several_tiles_equals_deblurrer(tiny_official_checkpoint, tmp_path):
+    """A 300 x 200 photo in 3 x 2 tiles of 128 overlapping by 32 (the site's): deblurTiled, fed each
+    tile's outputs of the tiny official network (what the exported model gives for that tile),
+    gives `Deblurrer(..., return_defocus=True)`'s image and map to float rounding, and its map is
+    not the one the old rule (the tiles' upsampled maps blended at full resolution) made."""
+    from ifan_jax.inference import Deblurrer
+
+    h, w = 200, 300
+    image = _photo(str(tmp_path / "garden.png"), h, w)
+    deblur = Deblurrer.from_checkpoint(tiny_official_checkpoint)
+    sharp, defocus = deblur(image, tile=TILE, overlap=OVERLAP, return_defocus=True)
+    ys = tiling.tile_starts(tiling.round_up(h), TILE, OVERLAP)
+    xs = tiling.tile_starts(tiling.round_up(w), TILE, OVERLAP)
+    padded = np.pad(image, ((0, tiling.round_up(h) - h), (0, tiling.round_up(w) - w), (0, 0)), mode="edge")
+    tiles = np.stack([padded[y:y + TILE, x:x + TILE] for y in ys for x in xs])
+    outs, lows = deblur._forward(deblur.params, tiles, with_defocus=True, coarse=True)
+    outs, lows = np.asarray(outs, np.float32), np.asarray(lows, np.float32)
+    got = _node("""
+      const {h, w, tile, overlap, image, tiles, outs, lows} = input;
+      let k = 0, input_diff = 0;
+      const run = async (t, rows, cols) => {
+        const want = tiles[k];
+        for (let p = 0; p < t.length; p++) input_diff = Math.max(input_diff, Math.abs(t[p] - want[p]));
+        const out = {deblurred: Float32Array.from(outs[k]), disparity: Float32Array.from(lows[k])};
+        k += 1;
+        return out;
+      };
+      const out = await tiling.deblurTiled(Float32Array.from(image), h, w, tile, overlap, run, null, false);
+      console.log(JSON.stringify({image: Array.from(out.image), defocus: Array.from(out.defocus),
+                                  calls: k, input_diff}));""",
+                dict(h=h, w=w, tile=TILE, overlap=OVERLAP, image=image.ravel().tolist(),
+                     tiles=[t.ravel().tolist() for t in tiles], outs=[o.ravel().tolist() for o in outs],
+                     lows=[low.ravel().tolist() for low in lows]))
+    assert got["calls"] == len(tiles) == 6 and got["input_diff"] == 0
+    page_map = np.reshape(got["defocus"], (h, w))
+    map_diff, image_diff = max_abs(page_map, defocus), max_abs(np.reshape(got["image"], (h, w, 3)), sharp)
+    # The old rule, for scale: each tile's map upsampled, blended with the image's weights.
+    old = tiling.deblur_tiled(lambda t: deblur.run_batch(t, with_defocus=True), [image], TILE,
+                              OVERLAP)[..., 3]
+    old_diff = max_abs(old, defocus)
+    print(f"page vs Deblurrer, {h} x {w} in {len(tiles)} tiles: map max abs {map_diff:.2e} (map values "
+          f"up to {np.abs(defocus).max():.3f}; the old rule's map differs by {old_diff:.2e}), image "
+          f"{image_diff:.2e}")
+    assert map_diff <= 1e-5
+    assert image_diff <= 2e-6
+    assert old_diff > 100 * map_diff  # the test tells the rules apart
 
 
 def _pad(tile: np.ndarray, size: int) -> np.ndarray:
@@ -420,6 +509,7 @@ def test_in_chromium_the_site_deblurs_like_python_and_its_controls_reblend(site,
         assert len(timings["tileTimes"]) == tiling.num_tiles(h, w, TILE, OVERLAP) == 6
         assert float(page.el("progress").get_attribute("value")) == 6
         out = page.download()
+        page_map = np.float32(driver.execute_script("return Array.from(window.ifan.defocus)"))
         assert page.el("download").get_attribute("download") == "garden_deblurred.png"
         readout = page.el("readout").text
         assert "|defocus|: " in readout and "median " in readout and "dB" in readout
@@ -467,6 +557,9 @@ def test_in_chromium_the_site_deblurs_like_python_and_its_controls_reblend(site,
     deblur = Deblurrer.from_checkpoint(checkpoint)
     sharp, defocus = deblur(image, tile=TILE, overlap=OVERLAP, return_defocus=True)
     psnr = _psnr(out, np.clip(sharp, 0, 1))
+    # The page's map (onnxruntime-web's `disparity` blended on the 1/8 grid, upsampled once) is
+    # Python's (the Deblurrer's tiles blended the same way) to float rounding.
+    map_diff = float(np.max(np.abs(page_map.reshape(h, w) - defocus)))
     rounding = _psnr(np.rint(np.clip(sharp, 0, 1) * 255) / 255, np.clip(sharp, 0, 1))  # 8 bits alone
     small_psnr = _psnr(small_out, np.clip(deblur(small, tile=TILE, overlap=OVERLAP), 0, 1))
     # The page's automatic level from its map against Otsu on Python's map: within one bin.
@@ -483,7 +576,9 @@ def test_in_chromium_the_site_deblurs_like_python_and_its_controls_reblend(site,
     print(f"browser session {seconds:.1f} s; WASM {np.median(timings['tileTimes']):.1f} ms a "
           f"{TILE} x {TILE} tile (median of 6); page vs Deblurrer PSNR {psnr:.2f} dB (8-bit rounding "
           f"alone {rounding:.2f} dB), keep-bokeh "
-          f"(level {auto:.4g}) {kept_psnr:.1f} dB, a 90 x 75 photo (one tile) {small_psnr:.1f} dB")
+          f"(level {auto:.4g}) {kept_psnr:.1f} dB, a 90 x 75 photo (one tile) {small_psnr:.1f} dB; "
+          f"defocus map max abs {map_diff:.2e} (values up to {np.abs(defocus).max():.3f})")
+    assert map_diff <= 1e-5
     assert psnr >= 45
     assert psnr >= rounding - 0.5  # the page's tiles and blend add next to nothing to the rounding
     assert kept_psnr >= 45
@@ -506,6 +601,40 @@ def test_in_chromium_a_model_that_does_not_load_is_a_one_line_error(tmp_path):
             assert page.wait({"ready", "error"}) == "error"
             message = page.el("message").text
             assert message.startswith("the model did not load: ") and "\n" not in message, message
+            assert page.el("photo").get_attribute("disabled")
+        finally:
+            driver.quit()
+
+
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("CI"),
+                    reason="the browser test needs Chromium and its driver: "
+                           "apt-get install chromium chromium-driver")
+@pytest.mark.slow
+def test_in_chromium_an_export_without_disparity_is_a_one_line_error(tmp_path):
+    """A site whose model has `defocus` but no `disparity` (an export from before the map was blended
+    on the 1/8 grid) is refused when it loads, with one line saying to export it again."""
+    if not os.path.isdir(os.path.join(WEB, "node_modules", "onnxruntime-web")):
+        pytest.skip("needs the page's npm packages: npm ci --prefix web")
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    def value(name):
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, "h", "w", 3])
+
+    graph = helper.make_graph([helper.make_node("Identity", ["image"], ["deblurred"]),
+                               helper.make_node("Identity", ["image"], ["defocus"])],
+                              "old_export", [value("image")], [value("deblurred"), value("defocus")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10)
+    directory = site_lib.write_site(tmp_path / "site", model.SerializeToString(), METADATA)
+    with _serve(directory) as url:
+        driver = _browser()
+        try:
+            page = Page(driver)
+            driver.get(url)
+            assert page.wait({"ready", "error"}) == "error"
+            message = page.el("message").text
+            assert message.startswith("the model did not load: model.onnx has a defocus map but no "
+                                      "`disparity` output") and "export it again" in message, message
             assert page.el("photo").get_attribute("disabled")
         finally:
             driver.quit()

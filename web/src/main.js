@@ -12,8 +12,9 @@ const $ = (id) => document.getElementById(id);
 // The page keeps about 60 bytes a pixel (the photo, the result, the map and their canvases).
 const MAX_PIXELS = 40e6;
 const page = { session: null, config: null, backend: null, photo: null, generation: 0, url: null };
-// Timings for tests and benchmarks: milliseconds per network run of one tile.
-window.ifan = { tileTimes: [], backend: null, level: null, autoLevel: null };
+// Timings for tests and benchmarks: milliseconds per network run of one tile; `defocus`: the shown
+// photo's H x W map (a reference, not a copy).
+window.ifan = { tileTimes: [], backend: null, level: null, autoLevel: null, defocus: null };
 
 function setState(state, message = "") {
   document.body.dataset.state = state;
@@ -28,6 +29,7 @@ function fail(error) {
 function clearResult() {
   page.generation += 1;
   page.photo = null;
+  window.ifan.defocus = null;
   if (page.url) URL.revokeObjectURL(page.url);
   page.url = null;
   const link = $("download");
@@ -71,6 +73,13 @@ async function loadModel() {
     page.session = await ort.InferenceSession.create(modelUrl, { ...options, executionProviders: [backend] });
   }
   page.backend = window.ifan.backend = backend;
+  // The map is blended from the tiles' 1/8-resolution `disparity` (as Python blends it).
+  const names = page.session.outputNames;
+  if (page.config.has_defocus && !names.includes("disparity")) {
+    throw new Error("model.onnx has a defocus map but no `disparity` output (an older export): " +
+      "export it again (python -m ifan_jax.export --web=DIR)");
+  }
+  page.fetches = names.includes("disparity") ? ["deblurred", "disparity"] : ["deblurred"];
   const { tile, overlap } = page.config;
   $("backend").textContent = `Model ${page.config.name}: tiles of ${tile} x ${tile} overlapping by ` +
     `${overlap} pixels, running on ${backend === "webgpu" ? "WebGPU (the GPU)" : "WASM (the CPU)"}.`;
@@ -134,9 +143,9 @@ function tileRunner(generation) {
       if (generation !== page.generation) throw new Superseded();
       const start = performance.now();
       const feeds = { [page.session.inputNames[0]]: new ort.Tensor("float32", input, [1, rows, cols, 3]) };
-      const out = await page.session.run(feeds);
+      const out = await page.session.run(feeds, page.fetches);
       window.ifan.tileTimes.push(performance.now() - start);
-      return { deblurred: out.deblurred.data, defocus: out.defocus ? out.defocus.data : null };
+      return { deblurred: out.deblurred.data, disparity: out.disparity ? out.disparity.data : null };
     });
     running = turn.catch(() => {});
     return turn;
@@ -183,6 +192,7 @@ async function deblur(file) {
   $("defocus").closest("figure").hidden = !photo.defocus;
   draw("before", toImageData(rgb, width, height));
   page.photo = photo;
+  window.ifan.defocus = photo.defocus;
   $("result").hidden = false;
   $("strength").disabled = false;
   $("keep_bokeh").disabled = !photo.defocus;

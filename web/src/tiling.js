@@ -7,6 +7,14 @@
 // the image are edge-padded. The network has a fixed input of T x T: a photo smaller than T in a
 // side runs in a tile of round_up(side) there (as in Python), edge-padded further up to T, and the
 // result is cropped. A model with symbolic height and width runs the tiles at their own shape.
+//
+// The defocus map is blended as Python blends it (ifan_jax/inference/tiling.py, deblur_tiled with
+// a forward that returns the 1/8-resolution map): each tile's `disparity` (the disparity map
+// estimator's output, 1/8 of the tile's size) is blended on the 1/8 grid with the same rule at 1/8
+// scale (starts / 8, tile / 8, ramps across each overlap's width / 8), divided by the separable
+// totals, and the whole low-resolution map is upsampled once (`upsampleMap`: bilinear, half-pixel
+// centres, edges clamped, as jax.image.resize "bilinear") and cropped to the photo. Blending the
+// tiles' full-resolution `defocus` instead left a seam at tile borders.
 
 export const ALIGN = 8;
 
@@ -87,27 +95,76 @@ export function cutTile(image, height, width, y, x, rows, cols) {
   return out;
 }
 
-// Run `runTile(input rows*cols*3, rows, cols) -> Promise<{deblurred: rows*cols*3, defocus: rows*cols
-// or null}>` over the tiles of `image` and blend: returns {image: H*W*3, defocus: H*W or null}. With
-// `fixed`, every input is size x size (the model's fixed shape); else the tile's th x tw.
-// `progress(done, total)` after each tile.
+// The per-axis total weight over [0, length): the sum of each tile's weights at its start.
+function totals(starts, weights, tile, length) {
+  const total = new Float32Array(length);
+  starts.forEach((s, i) => { for (let k = 0; k < tile; k++) total[s + k] += weights[i][k]; });
+  return total;
+}
+
+// The 1/8-resolution map `low` (h8 x w8, row-major) -> height x width float32 (height <= 8 h8,
+// width <= 8 w8): bilinear with half-pixel centres (low-resolution pixel i sits at full-resolution
+// (i + 0.5) * 8 - 0.5), edges clamped, to 8 h8 x 8 w8 and cropped; ifan_jax.inference.defocus
+// `upsample_map` (jax.image.resize "bilinear"). Rows first, then columns; one row of h8 at a time.
+export function upsampleMap(low, h8, w8, height, width) {
+  const taps = (n, length) => {  // for each output index: the two inputs and the second's weight
+    const i0 = new Int32Array(length), i1 = new Int32Array(length), f = new Float64Array(length);
+    for (let o = 0; o < length; o++) {
+      const pos = (o + 0.5) / ALIGN - 0.5;
+      const base = Math.floor(pos);
+      f[o] = pos - base;
+      i0[o] = Math.min(Math.max(base, 0), n - 1);
+      i1[o] = Math.min(Math.max(base + 1, 0), n - 1);
+    }
+    return { i0, i1, f };
+  };
+  const ty = taps(h8, height), tx = taps(w8, width);
+  const out = new Float32Array(height * width);
+  const row = new Float32Array(w8);
+  for (let r = 0; r < height; r++) {
+    const a = ty.i0[r] * w8, b = ty.i1[r] * w8, fy = ty.f[r];
+    for (let c = 0; c < w8; c++) row[c] = (1 - fy) * low[a + c] + fy * low[b + c];
+    const o = r * width;
+    for (let c = 0; c < width; c++) out[o + c] = (1 - tx.f[c]) * row[tx.i0[c]] + tx.f[c] * row[tx.i1[c]];
+  }
+  return out;
+}
+
+// Run `runTile(input rows*cols*3, rows, cols) -> Promise<{deblurred: rows*cols*3, disparity:
+// (rows/8)*(cols/8) or null}>` over the tiles of `image` and blend: returns {image: H*W*3,
+// defocus: H*W or null (the tiles' `disparity` blended on the 1/8 grid and upsampled once),
+// low: the blended 1/8-resolution map, round_up(H)/8 x round_up(W)/8, or null}. With `fixed`, every
+// input is size x size (the model's fixed shape); else the tile's th x tw. `progress(done, total)`
+// after each tile.
 export async function deblurTiled(image, height, width, size, overlap, runTile, progress, fixed = true) {
   const { th, tw, ys, xs, count } = plan(height, width, size, overlap);
   const rows = fixed ? size : th, cols = fixed ? size : tw;
   const wy = axisWeights(ys, th);
   const wx = axisWeights(xs, tw);
-  const totalY = new Float32Array(roundUp(height));
-  const totalX = new Float32Array(roundUp(width));
-  ys.forEach((y, i) => { for (let k = 0; k < th; k++) totalY[y + k] += wy[i][k]; });
-  xs.forEach((x, j) => { for (let k = 0; k < tw; k++) totalX[x + k] += wx[j][k]; });
+  const totalY = totals(ys, wy, th, roundUp(height));
+  const totalX = totals(xs, wx, tw, roundUp(width));
+  // The map on the 1/8 grid: the same rule at 1/8 scale.
+  const cth = th / ALIGN, ctw = tw / ALIGN, lowCols = cols / ALIGN;
+  const h8 = roundUp(height) / ALIGN, w8 = roundUp(width) / ALIGN;
+  const cys = ys.map((y) => y / ALIGN), cxs = xs.map((x) => x / ALIGN);
+  const cwy = axisWeights(cys, cth), cwx = axisWeights(cxs, ctw);
   const acc = new Float32Array(height * width * 3);
-  let accD = null;
+  let low = null;
   let done = 0;
   for (let i = 0; i < ys.length; i++) {
     for (let j = 0; j < xs.length; j++) {
       const y = ys[i], x = xs[j];
       const out = await runTile(cutTile(image, height, width, y, x, rows, cols), rows, cols);
-      if (out.defocus && !accD) accD = new Float32Array(height * width);
+      if (out.disparity) {
+        if (!low) low = new Float32Array(h8 * w8);
+        // float32 products and sums, as numpy's (the tile grid covers the padded 1/8 grid exactly)
+        for (let r = 0; r < cth; r++) {
+          const a = cwy[i][r], dst = (cys[i] + r) * w8 + cxs[j], src = r * lowCols;
+          for (let c = 0; c < ctw; c++) {
+            low[dst + c] += Math.fround(out.disparity[src + c] * Math.fround(a * cwx[j][c]));
+          }
+        }
+      }
       const ch = Math.min(th, height - y), cw = Math.min(tw, width - x);
       for (let r = 0; r < ch; r++) {
         const a = wy[i][r];
@@ -118,7 +175,6 @@ export async function deblurTiled(image, height, width, size, overlap, runTile, 
           acc[3 * dst] += out.deblurred[3 * src] * weight;
           acc[3 * dst + 1] += out.deblurred[3 * src + 1] * weight;
           acc[3 * dst + 2] += out.deblurred[3 * src + 2] * weight;
-          if (accD) accD[dst] += out.defocus[src] * weight;
         }
       }
       done += 1;
@@ -132,8 +188,12 @@ export async function deblurTiled(image, height, width, size, overlap, runTile, 
       acc[3 * p] /= total;
       acc[3 * p + 1] /= total;
       acc[3 * p + 2] /= total;
-      if (accD) accD[p] /= total;
     }
   }
-  return { image: acc, defocus: accD };
+  if (!low) return { image: acc, defocus: null, low: null };
+  const lowY = totals(cys, cwy, cth, h8), lowX = totals(cxs, cwx, ctw, w8);
+  for (let r = 0; r < h8; r++) {
+    for (let c = 0; c < w8; c++) low[r * w8 + c] /= Math.fround(lowY[r] * lowX[c]);
+  }
+  return { image: acc, defocus: upsampleMap(low, h8, w8, height, width), low };
 }
