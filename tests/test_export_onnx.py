@@ -44,7 +44,7 @@ def max_diff(a, b) -> float:
 
 def coarse(deblurrer, *views):
     """The disparity map estimator's 1/8-resolution output, as `Deblurrer.deblur_tiled` takes it."""
-    return deblurrer._forward(deblurrer.params, *views, with_defocus=True, coarse=True)[1]
+    return deblurrer.run_batch_coarse(*views)[1]
 
 
 def session(data: bytes):

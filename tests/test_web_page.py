@@ -170,7 +170,7 @@ def test_page_defocus_map_of_several_tiles_equals_deblurrer(tiny_official_checkp
     xs = tiling.tile_starts(tiling.round_up(w), TILE, OVERLAP)
     padded = np.pad(image, ((0, tiling.round_up(h) - h), (0, tiling.round_up(w) - w), (0, 0)), mode="edge")
     tiles = np.stack([padded[y:y + TILE, x:x + TILE] for y in ys for x in xs])
-    outs, lows = deblur._forward(deblur.params, tiles, with_defocus=True, coarse=True)
+    outs, lows = deblur.run_batch_coarse(tiles)
     outs, lows = np.asarray(outs, np.float32), np.asarray(lows, np.float32)
     got = _node("""
       const {h, w, tile, overlap, image, tiles, outs, lows} = input;

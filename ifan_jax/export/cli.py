@@ -108,7 +108,7 @@ def _check(data: bytes, deblurrer, metadata: dict, say) -> None:
     if len(outputs) > 1:
         diffs.append(float(np.max(np.abs(outputs[1] - ours[..., 3:]))))
         # The estimator's 1/8-resolution output, as Deblurrer's tiled path takes it.
-        _, low = deblurrer._forward(deblurrer.params, *views, with_defocus=True, coarse=True)
+        _, low = deblurrer.run_batch_coarse(*views)
         diffs.append(float(np.max(np.abs(outputs[2] - np.asarray(low)))))
     mse = float(np.mean((outputs[0].astype(np.float64) - ours[..., :3]) ** 2))
     psnr = 10 * np.log10(1.0 / mse) if mse > 0 else float("inf")

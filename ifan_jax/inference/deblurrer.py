@@ -136,6 +136,12 @@ class Deblurrer:
         estimator's output upsampled to H x W (`ifan_jax.inference.defocus.upsample`)."""
         return self._forward(self.params, blurred, right, left, with_defocus=with_defocus)
 
+    def run_batch_coarse(self, blurred: np.ndarray, right=None, left=None):
+        """N x H x W x 3 (H, W multiples of 8) -> (N x H x W x 3 deblurred, N x H/8 x W/8 x 1: the
+        disparity map estimator's output before upsampling, what tiles blend the map from);
+        device arrays, not waited on."""
+        return self._forward(self.params, blurred, right, left, with_defocus=True, coarse=True)
+
     def deblur_whole(self, image: np.ndarray, right=None, left=None,
                      return_defocus: bool = False):
         """Run the whole image at once: pad to a multiple of 8, run, crop back.
@@ -150,7 +156,7 @@ class Deblurrer:
                  for v in (image, _opt(right, "right"), _opt(left, "left"))]
         if not return_defocus:
             return np.asarray(self.run_batch(*views)[0, :h, :w], dtype=np.float32)
-        sharp, low = self._forward(self.params, *views, with_defocus=True, coarse=True)
+        sharp, low = self.run_batch_coarse(*views)
         sharp = np.asarray(sharp)[0]
         sharp = sharp if sharp.shape[:2] == (h, w) else np.array(sharp[:h, :w])
         return sharp, defocus_lib.upsample_map(np.asarray(low)[0, ..., 0], h, w)
@@ -167,7 +173,7 @@ class Deblurrer:
         views = [_as_image(image, "image"), _opt(right, "right"), _opt(left, "left")]
         if not return_defocus:
             return tiling.deblur_tiled(self.run_batch, views, tile, overlap, batch_size, progress)
-        forward = functools.partial(self._forward, self.params, with_defocus=True, coarse=True)
+        forward = self.run_batch_coarse
         sharp, low = tiling.deblur_tiled(forward, views, tile, overlap, batch_size, progress)
         return sharp, defocus_lib.upsample_map(low[..., 0], *views[0].shape[:2])
 
