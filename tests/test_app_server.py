@@ -135,6 +135,7 @@ def test_page_names_the_model_and_the_device(server, weights):
     assert config.get("analytics_enabled") is False
 
 
+@pytest.mark.slow
 def test_bad_uploads_get_a_message_and_the_server_keeps_serving(server, tmp_path):
     proc, url, _ = server
     client = gradio_client.Client(url, verbose=False)
@@ -232,6 +233,7 @@ def test_the_start_up_says_where_the_page_is_and_offers_no_share_link(server):
     assert "share=True" not in log and "public link" not in log, log
 
 
+@pytest.mark.slow
 def test_command_line_errors_are_one_line(tmp_path, capsys, tiny_official_checkpoint):
     from ifan_jax.app import cli
 

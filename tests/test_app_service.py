@@ -131,6 +131,7 @@ def test_only_the_newest_request_folders_are_kept(tmp_path, deblurrer):
     assert [os.path.exists(p) for p in outputs] == [False, False, True, True]
 
 
+@pytest.mark.slow
 def test_examples_are_rendered_once_and_blurred(tmp_path):
     folder = tmp_path / "examples"
     found = examples.ensure_examples(str(folder))
@@ -159,6 +160,7 @@ def test_examples_are_rendered_once_and_blurred(tmp_path):
     assert (other / "holiday.jpg").exists()
 
 
+@pytest.mark.slow
 def test_examples_follow_ifan_jax_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("IFAN_JAX_CACHE", str(tmp_path / "cache"))
@@ -240,6 +242,7 @@ def test_previews_of_a_large_photo_are_reduced_in_blocks():
                                   intent.blend(image, image[::-1], 0.3, keep))
 
 
+@pytest.mark.slow
 def test_a_large_photo_costs_little_beyond_the_deblurrers_arrays(tmp_path):
     """Everything the service allocates for one request (numpy, traced), the photo read included,
     with a network that returns ready arrays: at most 3 x the photo's float32 size. The previews,

@@ -93,6 +93,7 @@ def test_existing_output_needs_overwrite(torch_file, tmp_path, capsys):
     assert not (out / "keep.txt").exists() and (out / "model_config.json").exists()
 
 
+@pytest.mark.slow
 def test_module_entry_point_reports_one_line(tmp_path):
     out = tmp_path / "ckpt"
     proc = subprocess.run(
@@ -107,6 +108,7 @@ def test_module_entry_point_reports_one_line(tmp_path):
 @pytest.mark.parametrize("name, flag, depth", [("IFAN.pytorch", None, 8),
                                                ("IFAN_16bit.pytorch", None, 16),
                                                ("IFAN.pytorch", "16", 16)])
+@pytest.mark.slow
 def test_the_training_bit_depth_is_recorded(tmp_path, name, flag, depth):
     path = save_torch_state_dict(tmp_path / name, reference_state_dict("official"))
     out = tmp_path / "ckpt"

@@ -101,6 +101,7 @@ def test_official_names_and_shapes_convert(tmp_path, fmt):
     np.testing.assert_array_equal(kernel, got["Network.conv1_1.0.weight"].transpose(2, 3, 1, 0))
 
 
+@pytest.mark.slow
 def test_reading_needs_no_torch(tmp_path):
     path = save({k: torch.from_numpy(v) for k, v in reference_state_dict("official").items()},
                 tmp_path / "IFAN.pytorch", "zip")

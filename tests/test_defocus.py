@@ -59,6 +59,7 @@ def test_defocus_is_the_dme_output_upsampled(tiny_deblurrer):
     assert np.abs(blocks - low).max() < 0.25 * np.ptp(low)
 
 
+@pytest.mark.slow
 def test_defocus_of_any_size_is_padded_and_cropped_like_the_image(tiny_deblurrer):
     image = _image(45, 61)
     sharp, dmap = tiny_deblurrer(image, tile=0, return_defocus=True)

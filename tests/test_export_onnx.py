@@ -338,6 +338,7 @@ def test_cli_bad_checkpoint_is_one_line(tmp_path):
     assert not (tmp_path / "x.onnx").exists()
 
 
+@pytest.mark.slow
 def test_written_checkpoint_round_trip_metadata(tmp_path):
     """bit_depth recorded in model_config.json reaches the metadata."""
     params, config = convert_state_dict(reference_state_dict("official"), "official")
@@ -360,6 +361,7 @@ def test_cli_web_without_the_site_writer(tmp_path, tiny_official_checkpoint, mon
     assert not (tmp_path / "site").exists()
 
 
+@pytest.mark.slow
 def test_cli_web_and_output_are_exclusive(tmp_path):
     run = _cli("--ckpt=.", "--output=x.onnx", f"--web={tmp_path / 'site'}", cwd=tmp_path)
     assert run.returncode == 2 and run.stderr.count("\n") == 1 and "exactly one" in run.stderr

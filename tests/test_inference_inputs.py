@@ -32,6 +32,7 @@ def _entries(d):
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype,scale", [(np.uint8, 255), (np.uint16, 65535)])
 def test_integer_arrays_are_read_at_their_true_scale(deblurrer, dtype, scale):
     pixels = np.round(_photo() * scale).astype(dtype)

@@ -68,6 +68,7 @@ def test_bad_values_are_one_line_usage_errors(arg, message, capsys):
     assert capsys.readouterr().err.strip().splitlines() == [message]
 
 
+@pytest.mark.slow
 def test_bad_value_in_a_process_is_exit_2_and_one_line():
     proc = subprocess.run([sys.executable, "-m", "ifan_jax.inference", "--ckpt=x", "--keep_bokeh=-3",
                            "a.jpg"], capture_output=True, text=True, timeout=300)

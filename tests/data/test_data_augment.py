@@ -129,6 +129,7 @@ def test_effects_over_many_draws_match_references():
     assert tops == set(range(40 - 24 + 1))  # every offset is reachable, edges included
 
 
+@pytest.mark.slow
 def test_noise_is_shared_by_c_l_r_with_the_drawn_sigma_and_clipped():
     cfg = augment.augment_config(dict(noise_prob=1.0, gray_prob=0.0, scale_prob=0.0))
     grey = np.full((64, 64, 3), 0.5, np.float32)

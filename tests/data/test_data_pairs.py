@@ -110,6 +110,7 @@ def test_training_batches_carry_only_the_pair_and_its_exact_pixels(tmp_path):
     assert set(plain) == {"c", "gt"} and plain["c"].shape == (2, 16, 16, 3)
 
 
+@pytest.mark.slow
 def test_pairs_stream_is_the_dpdd_stream_without_the_views(tmp_path):
     """The same c/gt images as a DPDD set (with views) and as pairs give identical c and gt
     batches under the full augmentation: every draw depends on (seed, example) only. Resuming at a

@@ -34,6 +34,7 @@ def test_batches_shapes_and_range(root):
         assert value.min() >= 0.0 and value.max() <= 1.0
 
 
+@pytest.mark.slow
 def test_examples_are_the_scenes_pixels(root, tmp_path):
     """Without augmentation and with the whole image as the crop, each example is exactly its
     scene's four images, paired by name (8-bit reading of 16-bit files: the high byte)."""
@@ -53,6 +54,7 @@ def test_examples_are_the_scenes_pixels(root, tmp_path):
                                               expected[:, left:left + 16].astype(np.float32))
 
 
+@pytest.mark.slow
 def test_same_seed_same_stream_other_seed_other_stream(root):
     a = _batches(root, 3, batch_size=4, crop=16, seed=7)
     b = _batches(root, 3, batch_size=4, crop=16, seed=7)
@@ -81,6 +83,7 @@ def test_every_epoch_visits_each_scene_once_in_a_new_order(root):
     assert len({tuple(e) for e in epochs}) > 1
 
 
+@pytest.mark.slow
 def test_hosts_read_disjoint_examples_that_make_the_global_batch(root):
     single = _batches(root, 3, batch_size=4, crop=16, seed=4, with_info=True)
     hosts = [_batches(root, 3, batch_size=4, crop=16, seed=4, with_info=True,

@@ -135,6 +135,7 @@ def test_generate_never_overwrites_a_real_data_set(tmp_path):
     assert (tmp_path / "DPDD" / "train_c" / "source" / "x.png").exists()
 
 
+@pytest.mark.slow
 def test_user_photos_and_command_line(tmp_path):
     rng = np.random.default_rng(5)
     for name in ("beach", "city"):

@@ -120,6 +120,7 @@ def test_iac_from_head_equals_iac_of_full_filter_map(variant, activate_last):
     np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", iac_lib.VARIANTS)
 def test_grad_through_iac_is_finite_and_remat_is_exact(variant):
     x, filters = random_case(2)
