@@ -227,9 +227,15 @@ def test_eight_clients_at_once_are_answered_in_order_in_bounded_memory(server, t
 
 def test_the_start_up_says_where_the_page_is_and_offers_no_share_link(server):
     _, url, _ = server
-    with open(LOGS[url]) as f:
-        log = f.read()
-    assert f"app: serving on {url} (Ctrl-C to stop)" in log
+    line = f"app: serving on {url} (Ctrl-C to stop)"
+    deadline = time.monotonic() + 30  # the page answers a moment before the line is printed
+    while True:
+        with open(LOGS[url]) as f:
+            log = f.read()
+        if line in log or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert line in log, log
     assert "share=True" not in log and "public link" not in log, log
 
 
