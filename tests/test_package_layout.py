@@ -149,3 +149,19 @@ def test_every_cache_follows_ifan_jax_cache(tmp_path, monkeypatch):
     assert fileio.cache_dir("xla") == os.path.join(home, "xla")
     sources = "".join(open(p).read() for p in _modules(PACKAGE))
     assert sources.count('"IFAN_JAX_CACHE"') == 1  # read in one place: fileio.cache_dir
+
+
+def test_the_readme_is_for_its_users_in_at_most_300_lines():
+    """Install, then deblurring, the web page(s), evaluation and the paper, training, performance:
+    in that order; the long-form material lives in docs/."""
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = f.read()
+    assert len(text.splitlines()) <= 300
+    headings = [line[3:] for line in text.splitlines() if line.startswith("## ")]
+    order = ["Install", "Deblur your photos", "A web page", "The model outside Python", "Evaluate",
+             "Train", "Performance"]
+    found = [next(i for i, h in enumerate(headings) if h.startswith(o)) for o in order]
+    assert found == sorted(found), headings
+    for doc in ("deblur", "app", "evaluation", "training", "performance", "layout", "export", "web",
+                "intent", "reproduce"):
+        assert f"docs/{doc}.md" in text and os.path.isfile(os.path.join(ROOT, "docs", f"{doc}.md"))
