@@ -36,17 +36,13 @@ part and at the end are recorded; the JSON and a Markdown table (the same path, 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 import numpy as np
 
@@ -155,36 +151,6 @@ def official_rows(checkout: str, model: specs.Model, sizes, repeats: int, timeou
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def _serve(directory: str):
-    """`python -m http.server` serving `directory` on a free 127.0.0.1 port; yields its URL."""
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", HOST,
-                               "--directory", directory], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    url = f"http://{HOST}:{port}/"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("python -m http.server did not start") from None
-                time.sleep(0.2)
-        yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
 def _browser(profile: str):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -234,7 +200,7 @@ def wasm_rows(data: bytes, metadata: dict, repeats: int, timeout: float) -> dict
                "timing": "window.ifan.tileTimes: the page's own milliseconds of the tile's session.run",
                "server": "python -m http.server (no COOP/COEP headers)", "runs": [],
                "load_before": _load()}
-        with _serve(site) as url:
+        with site_lib.serve(site) as url:
             driver = _browser(os.path.join(scratch, "profile"))
             try:
                 start = time.perf_counter()

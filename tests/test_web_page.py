@@ -12,17 +12,14 @@
 """
 
 import base64
-import contextlib
 import importlib.util
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 import numpy as np
 import pytest
@@ -327,12 +324,6 @@ def test_write_site_errors_are_one_line(fake_web, tmp_path):
 
 # --------------------------------------------------------------------------- the page in Chromium
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
 def _photo(path: str, h: int, w: int, seed: int = 0) -> np.ndarray:
     """An 8-bit PNG photo with smooth shapes and fine detail; returns it as float32 in [0, 1]."""
     rng = np.random.default_rng(seed)
@@ -346,30 +337,6 @@ def _photo(path: str, h: int, w: int, seed: int = 0) -> np.ndarray:
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
     return float("inf") if mse == 0 else 10 * np.log10(1 / mse)
-
-
-@contextlib.contextmanager
-def _serve(directory: str):
-    """`python -m http.server` serving `directory` on a free 127.0.0.1 port; yields its URL."""
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", HOST,
-                               "--directory", directory], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    url = f"http://{HOST}:{port}/"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    pytest.fail("python -m http.server did not start")
-                time.sleep(0.2)
-        yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -389,7 +356,7 @@ def site(tiny_official_checkpoint, tmp_path_factory):
     with open(os.path.join(directory, "model.json")) as f:
         config = json.load(f)
     assert (config["tile"], config["overlap"], config["has_defocus"]) == (TILE, OVERLAP, True)
-    with _serve(directory) as url:
+    with site_lib.serve(directory) as url:
         yield url, tiny_official_checkpoint
 
 
@@ -593,7 +560,7 @@ def test_in_chromium_a_model_that_does_not_load_is_a_one_line_error(tmp_path):
     if not os.path.isdir(os.path.join(WEB, "node_modules", "onnxruntime-web")):
         pytest.skip("needs the page's npm packages: npm ci --prefix web")
     directory = site_lib.write_site(tmp_path / "site", b"these bytes are not an ONNX model", METADATA)
-    with _serve(directory) as url:
+    with site_lib.serve(directory) as url:
         driver = _browser()
         try:
             page = Page(driver)
@@ -626,7 +593,7 @@ def test_in_chromium_an_export_without_disparity_is_a_one_line_error(tmp_path):
                               "old_export", [value("image")], [value("deblurred"), value("defocus")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10)
     directory = site_lib.write_site(tmp_path / "site", model.SerializeToString(), METADATA)
-    with _serve(directory) as url:
+    with site_lib.serve(directory) as url:
         driver = _browser()
         try:
             page = Page(driver)

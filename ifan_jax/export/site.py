@@ -13,9 +13,16 @@ directory is written all or nothing (`fileio.atomic_directory`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 
 from ifan_jax import fileio
 from ifan_jax.inference import defocus, intent
@@ -127,3 +134,33 @@ LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
 OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE
 SOFTWARE.
 """
+
+
+@contextlib.contextmanager
+def serve(directory: str | os.PathLike, host: str = "127.0.0.1", port: int = 0,
+          timeout: float = 30.0) -> Iterator[str]:
+    """`python -m http.server` serving a written site from `directory` on `host` (a free port
+    when `port` is 0) for the duration of the `with` block; yields the site's URL. A server that
+    does not answer within `timeout` seconds is a RuntimeError."""
+    if not port:
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", host,
+                               "--directory", os.fspath(directory)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    url = f"http://{host}:{port}/"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError(f"python -m http.server did not start on {url}") from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
