@@ -11,6 +11,7 @@ import numpy as np
 
 from benchmarks import probes, specs
 from benchmarks.weights import random_params
+from ifan_jax import environment
 from ifan_jax import inference as inference_lib
 from ifan_jax.compiled import INFERENCE_CPU_OPTIONS, AheadOfTime
 from ifan_jax.models import IFAN, count_params
@@ -39,7 +40,7 @@ def random_inputs(model_config, size: tuple[int, int]):
 def inference(job: specs.Inference) -> dict:
     """Compile and run the jitted IFAN forward pass on one (1, H, W, 3) image."""
     if job.cache_dir:
-        inference_lib.enable_compilation_cache(job.cache_dir)
+        environment.enable_compilation_cache(job.cache_dir)
     cache = probes.count_cache_hits()
     model_config = job.model.config(job.dtype)
     params, image = random_inputs(model_config, job.size)
