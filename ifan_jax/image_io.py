@@ -25,6 +25,7 @@ import dataclasses
 import io
 import os
 import struct
+import warnings
 import zlib
 
 import numpy as np
@@ -43,15 +44,23 @@ from ifan_jax.data.formats import (
     png_header,
     tiff_orientation,
 )
+from ifan_jax.errors import UserError
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}
 JPEG_QUALITY = 95
 # ITU-R BT.601 luma weights: how a deblurred RGB image of a grey input is written back grey.
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 _ROWS_PER_CHUNK = 512  # quantise big images in row blocks to bound temporary memory
+# The most pixels (width x height) a photo may have, checked from its header before anything is
+# decoded, for every format: 100 megapixels, above the largest camera photos (a 24-megapixel photo
+# is 6000 x 4000, a 102-megapixel medium-format one 11648 x 8736 is refused). Deblurring needs
+# about 50 bytes a pixel in float32 buffers besides the network, so this bounds what one photo
+# costs; `--max_pixels` on the deblur command and the page sets it. Pillow keeps its own,
+# fixed refusal above 2 x 89.5 megapixels for JPEG and PNG.
+MAX_PIXELS = 100_000_000
 
 
-class ImageError(ValueError):
+class ImageError(UserError):
     """An image that cannot be read or written; the message names the file and the reason."""
 
 
@@ -83,19 +92,35 @@ def format_for_path(path: str) -> str:
 
 # --------------------------------------------------------------------------------------- reading
 
-def read_image(path: str) -> tuple[np.ndarray, ImageInfo]:
-    """Read a JPEG/PNG/TIFF as (H x W x 3 float32 RGB in [0, 1], ImageInfo), EXIF-upright."""
+def check_pixels(path: str, width: int, height: int, max_pixels: int | None = MAX_PIXELS) -> None:
+    """ImageError unless a `width` x `height` image is within `max_pixels` (None: no limit)."""
+    if max_pixels is not None and int(width) * int(height) > max_pixels:
+        raise ImageError(f"{path}: {width} x {height} pixels ({width * height / 1e6:.1f} megapixels) "
+                         f"is more than the limit of {max_pixels / 1e6:g} megapixels "
+                         f"(--max_pixels)")
+
+
+def read_image(path: str, max_pixels: int | None = MAX_PIXELS) -> tuple[np.ndarray, ImageInfo]:
+    """Read a JPEG/PNG/TIFF as (H x W x 3 float32 RGB in [0, 1], ImageInfo), EXIF-upright.
+
+    An image of more than `max_pixels` pixels (width x height as its header declares them; None:
+    no limit) is refused before any pixel is decoded. Only regular files are read."""
     try:
+        if not os.path.isfile(path) and os.path.exists(path) and not os.path.isdir(path):
+            raise ImageError(f"{path}: not a regular file")
         if os.path.getsize(path) == 0:
             raise ImageError(f"{path}: empty file")
         with open(path, "rb") as f:
             head = f.read(8)
         if head.startswith((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")):
             # tifffile first: Pillow cannot even open many 16-bit TIFFs.
-            pixels, info = _read_tiff(path)
+            pixels, info = _read_tiff(path, max_pixels)
         else:
-            with Image.open(path) as im:
-                pixels, info = _read_pillow_format(path, im)
+            with warnings.catch_warnings():  # our limit, not Pillow's warning, decides
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(path) as im:
+                    check_pixels(path, *im.size, max_pixels)
+                    pixels, info = _read_pillow_format(path, im)
     except ImageError:
         raise
     except Image.DecompressionBombError as e:
@@ -212,9 +237,10 @@ def _read_png16(path: str) -> np.ndarray:
         raise ImageError(f"{path}: truncated or corrupt PNG ({_one_line(e.message)})") from None
 
 
-def _read_tiff(path: str) -> tuple[np.ndarray, ImageInfo]:
+def _read_tiff(path: str, max_pixels: int | None) -> tuple[np.ndarray, ImageInfo]:
     with tifffile.TiffFile(path) as tif:
         page = tif.pages.first
+        check_pixels(path, page.imagewidth, page.imagelength, max_pixels)
         bits = page.bitspersample
         photometric = int(page.photometric)
         orientation = tiff_orientation(page.tags)
