@@ -15,11 +15,8 @@ import sys
 from absl import app, flags
 
 from ifan_jax import environment
-from ifan_jax.checkpoint import CheckpointError
-from ifan_jax.data import DataError
-from ifan_jax.evaluation.job import METRICS, EvaluationError, evaluate
-from ifan_jax.evaluation.subsets import SubsetError
-from ifan_jax.image_io import ImageError
+from ifan_jax.errors import UserError
+from ifan_jax.evaluation.job import METRICS, evaluate
 
 FLAGS = flags.FLAGS
 PROGRAM = "evaluate.py"
@@ -73,7 +70,7 @@ def main(argv: list[str]) -> None:
                            bit_depth=None if FLAGS.bit_depth == "auto" else int(FLAGS.bit_depth),
                            limit=FLAGS.limit, subset_files=FLAGS.subsets,
                            overwrite=FLAGS.overwrite)
-    except (CheckpointError, DataError, EvaluationError, ImageError, SubsetError) as e:
+    except UserError as e:
         sys.exit(f"{PROGRAM}: {e}")
     except OSError as e:  # the output folder cannot be written
         sys.exit(f"{PROGRAM}: {e.filename or FLAGS.output_dir}: {e.strerror or e}")

@@ -22,13 +22,10 @@ import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from ifan_jax import checkpoint  # noqa: E402
 from ifan_jax.config import did_you_mean, load_config  # noqa: E402
-from ifan_jax.data import DataError  # noqa: E402
-from ifan_jax.errors import one_line  # noqa: E402
+from ifan_jax.errors import UserError, one_line  # noqa: E402
 from ifan_jax.training import distributed  # noqa: E402
 from ifan_jax.training import loop as train_lib  # noqa: E402
-from ifan_jax.training.validation import ValidationError  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -37,8 +34,6 @@ config_flags.DEFINE_config_file("config", None, "Training configuration file.", 
 flags.mark_flags_as_required(["config", "workdir"])
 
 HELP = ("-h", "-?", "--help", "--helpshort", "--helpfull")
-USER_ERRORS = (train_lib.ConfigError, train_lib.NonFiniteLossError, checkpoint.CheckpointError,
-               DataError, ValidationError, distributed.DistributedError)
 
 
 def _user_message(error: BaseException, argv: list[str] | None = None) -> str:
@@ -135,7 +130,7 @@ def main(argv):
         logging.info("JAX process %d / %d, local devices %r", jax.process_index(),
                      jax.process_count(), jax.local_devices())
         train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    except USER_ERRORS as e:
+    except UserError as e:  # a mistake a person can fix: one line
         print(f"train.py: {e}", file=sys.stderr)
         exit_now(1)
     except jax.errors.JaxRuntimeError as e:

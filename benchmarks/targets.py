@@ -18,6 +18,7 @@ import dataclasses
 import json
 
 from benchmarks import rows as rows_lib
+from ifan_jax.errors import UserError
 
 LIMIT_KEYS = {"ratio_at_most": (True, True), "at_most": (False, True), "at_least": (False, False)}
 # measure -> (words in a target's name, unit)
@@ -26,7 +27,7 @@ LABELS = {"time_s": ("time", "s"), "memory": ("memory", "MB"), "compile_s": ("co
           "steady_rss_mb": ("memory after start-up", "MB")}
 
 
-class TargetsError(ValueError):
+class TargetsError(UserError):
     """A targets file that cannot be read; the message names it and the entry."""
 
 

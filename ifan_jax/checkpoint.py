@@ -26,7 +26,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from ifan_jax import fileio
-from ifan_jax.errors import one_line
+from ifan_jax.errors import UserError, one_line
 from ifan_jax.models import REBLUR_KEY, abstract_params
 
 MODEL_CONFIG_FILE = "model_config.json"
@@ -34,7 +34,7 @@ CHECKPOINTS_DIR = "checkpoints"
 BEST_DIR = "best"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that cannot be read or written; the message names the path."""
 
 

@@ -27,17 +27,19 @@ from types import ModuleType
 
 import ml_collections
 
+from ifan_jax.errors import UserError
+
 TRUE = ("", "1", "true", "yes", "on")
 FALSE = ("0", "false", "no", "off")
 _CHECKOUT_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                  "configs")
 
 
-class ConfigArgError(ValueError):
+class ConfigArgError(UserError):
     """A config argument that is unknown or of the wrong type; the message names the key."""
 
 
-class ConfigFileError(ValueError):
+class ConfigFileError(UserError):
     """A config file that does not exist or has no get_config(); the message names it."""
 
 

@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ifan_jax.config import load_config
+from ifan_jax.errors import ArgumentParser, UserError
 from ifan_jax.models import IFAN, REBLUR_KEY, abstract_params, count_params
 from ifan_jax.models.ifan import PointwiseConv
 from ifan_jax.models.layers import Conv, ConvTranspose
@@ -92,7 +93,7 @@ class MacCount:
 
 def _check_size(height: int, width: int) -> None:
     if height <= 0 or width <= 0 or height % 8 or width % 8:
-        raise ValueError(f"height and width must be positive multiples of 8, got {height}x{width}")
+        raise UserError(f"height and width must be positive multiples of 8, got {height}x{width}")
 
 
 def adaptive_macs(model, height: int, width: int) -> int:
@@ -165,13 +166,13 @@ def count_macs(model_config, height: int, width: int) -> MacCount:
 def load_model_config(spec: str):
     """The `model` section of the config `path/to/config.py[:arg]` (or a named config, see
     `configs.load_config`); a config without one is taken to be a model config itself. Any
-    failure is a ValueError naming the config."""
+    failure is a UserError naming the config."""
     try:
         config = load_config(spec)
     except ValueError:
         raise
     except Exception as e:  # a user's config file that does not run
-        raise ValueError(f"{spec}: could not be loaded ({type(e).__name__}: {e})") from None
+        raise UserError(f"{spec}: could not be loaded ({type(e).__name__}: {e})") from None
     return config.model if "model" in config else config
 
 
@@ -219,8 +220,8 @@ def format_summary(summary: dict, title: str) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ifan_jax.cost", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m ifan_jax.cost", name="cost", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="ifan",
                         help="config name or file, optionally with an argument: ifan:N=26, "
                              "configs/ifan.py:N=26 (default: ifan, the paper's model)")
@@ -230,8 +231,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         summary = summarize(load_model_config(args.config), args.height, args.width)
-    except ValueError as e:
-        print(f"cost: error: {e}", file=sys.stderr)
+    except UserError as e:
+        print(f"cost: {e}", file=sys.stderr)
         return 1
     print(format_summary(summary, args.config))
     if args.json:
@@ -239,7 +240,7 @@ def main(argv=None) -> int:
             with open(args.json, "w") as f:
                 json.dump({"config": args.config, **summary}, f, indent=2)
         except OSError as e:
-            print(f"cost: error: {args.json}: {e.strerror}", file=sys.stderr)
+            print(f"cost: {args.json}: {e.strerror}", file=sys.stderr)
             return 1
     return 0
 

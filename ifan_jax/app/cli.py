@@ -21,10 +21,10 @@ import tempfile
 
 import jax
 
-from ifan_jax import checkpoint
 from ifan_jax.app import examples as example_photos
 from ifan_jax.app.service import Service
 from ifan_jax.environment import enable_compilation_cache
+from ifan_jax.errors import ArgumentParser, UserError
 from ifan_jax.inference import Deblurrer, tiling
 from ifan_jax.models import count_params
 
@@ -32,17 +32,9 @@ DEFAULT_PORT = 7860
 MAX_QUEUE = 64
 
 
-class _Parser(argparse.ArgumentParser):
-    """Argument mistakes as one line (`app: ...`, exit status 2), not a usage block."""
-
-    def error(self, message):
-        print(f"app: {message} (python -m ifan_jax.app --help lists the options)", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def parse_args(argv=None) -> argparse.Namespace:
-    p = _Parser(
-        prog="python -m ifan_jax.app",
+    p = ArgumentParser(
+        prog="python -m ifan_jax.app", name="app",
         description="Serve a web page that deblurs uploaded photos with an IFAN checkpoint.")
     p.add_argument("--ckpt", default=None,
                    help="converted checkpoint, training workdir or official .pytorch file "
@@ -123,7 +115,7 @@ def main(argv=None) -> int:
     return_large_blocks_to_the_os()
     try:
         deblurrer = Deblurrer.from_checkpoint(args.ckpt, which=args.which)
-    except (checkpoint.CheckpointError, ValueError, OSError) as e:
+    except (UserError, OSError) as e:
         print(f"app: {e}", file=sys.stderr)
         return 1
     if deblurrer.needs_dual_pixel:

@@ -46,6 +46,7 @@ from scipy import ndimage
 
 from ifan_jax import image_io
 from ifan_jax.compiled import release_freed_memory
+from ifan_jax.errors import UserError
 from ifan_jax.inference import defocus as defocus_maps
 from ifan_jax.inference import intent, tiling
 from ifan_jax.inference.cli import MIN_SIZE
@@ -56,7 +57,7 @@ KEEP = 16  # request folders kept on disk (the page's files are copied into grad
 ROWS = 256  # rows per block when blending, previewing and colour-mapping a large photo
 
 
-class UploadError(ValueError):
+class UploadError(UserError):
     """An upload that cannot be deblurred; the message names the file and says why."""
 
 

@@ -23,6 +23,8 @@ This module only lists files (no decoding, no TensorFlow); see `decode` and `pip
 import os
 from pathlib import Path
 
+from ifan_jax.errors import UserError
+
 DATASETS = ("dpdd", "realdof", "pixeldp", "cuhk", "folder", "pairs")
 
 # Data sets whose images the official evaluation rotates 90 degrees counter-clockwise before the
@@ -81,7 +83,7 @@ DPDD_LAYOUT = "DPDD/{train,val,test}_{c,l,r}/source and DPDD/{split}_c/target"
 PAIRS_LAYOUT = "ROOT/{train,val,test}/source (blurred) and ROOT/{train,val,test}/target (sharp)"
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A data set on disk is not what the loaders expect; the message names the file or folder."""
 
 

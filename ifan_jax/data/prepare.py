@@ -14,7 +14,6 @@ about 8 GB at 8 bits, twice that at 16.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -27,6 +26,7 @@ from tqdm import tqdm
 from ifan_jax import fileio
 from ifan_jax.data.decode import check_examples, decode_pixels, read_depth, tensorflow
 from ifan_jax.data.layouts import KEYS, DataError, canonical_dataset, dataset_dir, list_split
+from ifan_jax.errors import ArgumentParser, UserError
 
 TILE = 128  # pixels per tile side: a 256x256 crop (369x369 source window when rescaled) reads
 # at most 4 x 4 tiles of 48 KiB (8 bits) per image
@@ -168,8 +168,8 @@ def window_reader(folder: Path, index: dict, key: str, scene, grid: int):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m ifan_jax.data.prepare",
+    parser = ArgumentParser(
+        prog="python -m ifan_jax.data.prepare", name="prepare",
         description="Write the random-access store of a training split (once), so that training "
                     "reads only each crop's window instead of decoding whole PNGs.")
     parser.add_argument("--data_dir", required=True, help="data root (holding DPDD/, or pairs)")
@@ -181,8 +181,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         folder = prepare(args.data_dir, args.dataset, args.split, args.bit_depth, args.overwrite)
-    except (DataError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (UserError, FileExistsError) as e:
+        print(f"prepare: {e}", file=sys.stderr)
         return 2
     size = sum(f.stat().st_size for f in folder.rglob("*.raw"))
     print(f"{folder} ({size / 2**30:.2f} GiB)")

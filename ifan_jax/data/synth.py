@@ -33,7 +33,6 @@ Physics of one scene:
 Depends on numpy, scipy, scikit-image and PIL only (no TensorFlow).
 """
 
-import argparse
 import dataclasses
 import json
 import math
@@ -48,6 +47,7 @@ from tqdm import tqdm
 
 from ifan_jax import fileio
 from ifan_jax.data.layouts import IMAGE_EXTENSIONS, DataError, image_files
+from ifan_jax.errors import ArgumentParser, UserError
 
 DEFAULT_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle", "hubble_deep_field",
                   "camera", "coins", "brick", "grass", "gravel")
@@ -293,8 +293,8 @@ def generate(out_root: str | Path, num: int, size: int, images_dir: str | Path |
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m ifan_jax.data.synth",
+    parser = ArgumentParser(
+        prog="python -m ifan_jax.data.synth", name="synth",
         description="Write a synthetic dual-pixel defocus data set in the DPDD layout.")
     parser.add_argument("--out", required=True, help="data root; writes OUT/DPDD/...")
     parser.add_argument("--num", required=True, type=int, help="training scenes (val/test: num/4)")
@@ -310,8 +310,8 @@ def main(argv=None) -> int:
     try:
         path = generate(args.out, args.num, args.size, args.images, args.seed, args.max_coc,
                         args.overwrite)
-    except (DataError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except UserError as e:
+        print(f"synth: {e}", file=sys.stderr)
         return 2
     print(path)
     return 0

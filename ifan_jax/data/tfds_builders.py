@@ -24,7 +24,6 @@ own `tfds build` command imports apache_beam, which these builders do not need a
 requirement of this project: it brings 17 packages and another protobuf than TensorFlow's).
 """
 
-import argparse
 import inspect
 import sys
 
@@ -38,7 +37,8 @@ import tensorflow_datasets as tfds  # noqa: E402
 from etils import epath  # noqa: E402
 
 from ifan_jax.data.decode import check_examples, decode_pixels, read_depth
-from ifan_jax.data.layouts import KEYS, DataError, list_split
+from ifan_jax.data.layouts import KEYS, list_split
+from ifan_jax.errors import ArgumentParser, UserError
 
 _CITATION_IFAN = """@InProceedings{Lee2021IFAN,
   author = {Junyong Lee and Hyeongseok Son and Jaesung Rim and Sunghyun Cho and Seungyong Lee},
@@ -221,8 +221,8 @@ def build(name: str, manual_dir: str, data_dir: str | None = None) -> tfds.core.
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m ifan_jax.data.tfds_builders",
+    parser = ArgumentParser(
+        prog="python -m ifan_jax.data.tfds_builders", name="tfds_builders",
         description="Build a TFDS data set (dpdd, real_dof, pixel_dp, cuhk; /8bit or /16bit) "
                     "from its unzipped release.")
     parser.add_argument("--dataset", required=True, help="e.g. dpdd/8bit, real_dof/16bit, cuhk")
@@ -235,8 +235,8 @@ def main(argv=None) -> int:
     environment.quiet_libraries(args.verbosity)
     try:
         builder = build(args.dataset, args.manual_dir, args.data_dir)
-    except (DataError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (UserError, FileNotFoundError) as e:
+        print(f"tfds_builders: {e}", file=sys.stderr)
         return 2
     splits = ", ".join(f"{name} {info.num_examples}" for name, info in builder.info.splits.items())
     print(f"{builder.data_dir} ({splits})")

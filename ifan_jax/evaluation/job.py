@@ -41,6 +41,7 @@ from tqdm import tqdm
 from ifan_jax import cost, data, fileio, image_io, models
 from ifan_jax.data.decode import decode_file, read_depth
 from ifan_jax.data.layouts import canonical_dataset
+from ifan_jax.errors import UserError
 from ifan_jax.evaluation import scorer, subsets
 from ifan_jax.inference import Deblurrer
 from ifan_jax.weights import load_weights
@@ -55,7 +56,7 @@ IMAGES_DIR = "images"
 UNKNOWN = "unknown"
 
 
-class EvaluationError(ValueError):
+class EvaluationError(UserError):
     """An evaluation that cannot run as asked; the message says why."""
 
 

@@ -19,8 +19,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ifan_jax.errors import UserError
 
-class SubsetError(ValueError):
+
+class SubsetError(UserError):
     """A subset specification or file that does not fit the split; the message names it."""
 
 

@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 
-from ifan_jax.errors import one_line
+from ifan_jax.errors import ArgumentParser, UserError, one_line
 
 PROG = "python -m ifan_jax.export"
 DESCRIPTION = """\
@@ -32,17 +32,11 @@ the tile, overlap, N, IAC variant, bit depth and the source's SHA-256 are in its
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    """Usage mistakes as one line (no usage block) and exit status 2."""
-
-    def error(self, message):
-        self.exit(2, f"export: error: {message} (see --help)\n")
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     from ifan_jax.export.onnx import DEFAULT_OVERLAP, DEFAULT_TILE, PRECISIONS
 
-    p = _Parser(prog=PROG, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog=PROG, name="export", description=DESCRIPTION,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", required=True,
                    help="an official .pytorch/.pth file, a converted checkpoint folder or a training workdir")
     p.add_argument("--output", help="the .onnx file to write")
@@ -135,14 +129,13 @@ def main(argv=None) -> int:
             say("the web page writer is not installed (ifan_jax.export.site)")
             return 1
     _quiet()
-    from ifan_jax.checkpoint import CheckpointError
     from ifan_jax.export import onnx as export_lib
     from ifan_jax.inference import Deblurrer
 
     try:
         deblurrer = Deblurrer.from_checkpoint(args.ckpt, args.which, report=say)
         digest = export_lib.source_sha256(args.ckpt)
-    except (CheckpointError, ValueError, OSError) as e:
+    except (UserError, OSError) as e:
         say(one_line(e, with_type=False) if args.ckpt in str(e) else f"{args.ckpt}: {one_line(e)}")
         return 1
     try:

@@ -38,6 +38,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ifan_jax import fileio
+from ifan_jax.errors import UserError
 from ifan_jax.inference import tiling
 
 MULTIPLE = 8
@@ -55,7 +56,7 @@ OUTPUTS = ("deblurred", "defocus", "disparity")
 EXTRA_METADATA_KEYS = ("input_shape", "precision", "opset", "converter")
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
     """An export that cannot be made as asked (bad tile, unsupported model); one line."""
 
 

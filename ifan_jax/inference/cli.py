@@ -25,8 +25,8 @@ import sys
 from absl import logging as absl_logging
 from tqdm import tqdm
 
-from ifan_jax import checkpoint, environment, fileio, image_io, inference
-from ifan_jax.errors import one_line
+from ifan_jax import environment, fileio, image_io, inference
+from ifan_jax.errors import ArgumentParser, UserError, one_line
 from ifan_jax.inference import defocus, intent
 
 MIN_SIZE = 16  # images smaller than this (either side) are refused as "too small"
@@ -75,16 +75,9 @@ report is kept unless --overwrite.
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    """Usage mistakes as one line (no usage block) and exit status 2."""
-
-    def error(self, message):
-        self.exit(2, f"deblur: error: {message} (see --help)\n")
-
-
 def parse_args(argv=None) -> argparse.Namespace:
-    p = _Parser(prog="python -m ifan_jax.inference", description=DESCRIPTION,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m ifan_jax.inference", name="deblur", description=DESCRIPTION,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     p.add_argument("--ckpt", required=True,
                    help="checkpoint directory (converted official weights or a training "
@@ -203,18 +196,18 @@ def output_paths(path: str, args) -> list[str]:
 
 
 def load_deblurrer(args, say) -> inference.Deblurrer:
-    """The checkpoint (an official file converted once, cached); ValueError with one line."""
+    """The checkpoint (an official file converted once, cached); UserError with one line."""
     deblurrer = inference.Deblurrer.from_checkpoint(args.ckpt, which=args.which,
                                                     iac_variant=args.iac, report=say)
     if deblurrer.needs_dual_pixel:
-        raise ValueError(f"{args.ckpt}: a dual-pixel-input model needs left/right views; this "
+        raise UserError(f"{args.ckpt}: a dual-pixel-input model needs left/right views; this "
                          f"tool takes single images")
     if args.defocus_map and not deblurrer.has_defocus_map:
-        raise ValueError(f"{args.ckpt}: this model has no disparity map estimator (a variant "
-                         f"without D), so --defocus_map has nothing to write")
+        raise UserError(f"{args.ckpt}: this model has no disparity map estimator (a variant "
+                        f"without D), so --defocus_map has nothing to write")
     if args.keep_bokeh is not None and not deblurrer.has_defocus_map:
-        raise ValueError(f"{args.ckpt}: this model has no disparity map estimator (a variant "
-                         f"without D), so --keep_bokeh has no map to keep the bokeh by")
+        raise UserError(f"{args.ckpt}: this model has no disparity map estimator (a variant "
+                        f"without D), so --keep_bokeh has no map to keep the bokeh by")
     return deblurrer
 
 
@@ -240,7 +233,7 @@ def main(argv=None) -> int:
     environment.enable_compilation_cache()
     try:
         deblurrer = load_deblurrer(args, say)
-    except (checkpoint.CheckpointError, ValueError) as e:
+    except UserError as e:
         say(str(e))
         entries += [{"input": f, "status": "failed", "error": str(e)} for f in files]
         _write_report(args, entries, say)
@@ -271,7 +264,7 @@ def main(argv=None) -> int:
             written += 1
             entries.append(entry)
             say(f"{path}: {_readout_line(entry)}")
-        except image_io.ImageError as e:
+        except UserError as e:
             report(path, str(e).removeprefix(f"{path}: "))
         except MemoryError:
             report(path, "out of memory (try a smaller --tile)")

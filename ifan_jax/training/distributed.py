@@ -26,7 +26,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from ifan_jax.errors import one_line
+from ifan_jax.errors import UserError, one_line
 
 DATA_AXIS = "data"
 ENV_VARS = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
@@ -34,7 +34,7 @@ HEARTBEAT_ENV = "IFAN_JAX_HEARTBEAT_TIMEOUT"
 DEFAULT_HEARTBEAT_S = 60
 
 
-class DistributedError(RuntimeError):
+class DistributedError(UserError, RuntimeError):
     """Several processes that cannot be set up; the message says what to set."""
 
 

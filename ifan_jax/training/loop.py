@@ -29,6 +29,7 @@ from clu import metric_writers
 from ifan_jax import checkpoint as ckpt_lib
 from ifan_jax import data as data_lib
 from ifan_jax import environment
+from ifan_jax.errors import UserError
 from ifan_jax.training import distributed
 from ifan_jax.training.console import TrainProgress
 from ifan_jax.training.step import (
@@ -44,11 +45,11 @@ INTERVALS = {"log": "log_every_steps", "eval": "eval_every_steps",
              "checkpoint": "checkpoint_every_steps", "images": "image_summary_every_steps"}
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A configuration that cannot be trained; the message names the key."""
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     """The loss or the gradient became NaN or infinite; the message names the step."""
 
 

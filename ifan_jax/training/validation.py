@@ -15,13 +15,14 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from ifan_jax import data as data_lib
+from ifan_jax.errors import UserError
 from ifan_jax.evaluation import scorer
 from ifan_jax.evaluation.scorer import eval_step  # noqa: F401 (the eval forward, re-exported for train)
 
 BATCH_KEYS = ("c", "r", "l", "gt")  # blurred input, right view, left view, sharp target
 
 
-class ValidationError(ValueError):
+class ValidationError(UserError):
     """A validation split that cannot be scored; the message names it."""
 
 

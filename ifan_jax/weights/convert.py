@@ -23,6 +23,7 @@ import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from ifan_jax import checkpoint, fileio
+from ifan_jax.errors import ArgumentParser, UserError
 from ifan_jax.models import REBLUR_KEY, abstract_params, count_params
 from ifan_jax.models.iac import iac_channels
 from ifan_jax.weights import torch_pickle
@@ -39,7 +40,7 @@ _STACKS = {
 }
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError):
     """A state dict that is not an IFAN checkpoint; the message names the key."""
 
 
@@ -356,8 +357,8 @@ def cached_conversion(path: str, report: Callable[[str], None] | None = None) ->
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ifan_jax.weights", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m ifan_jax.weights", name="convert", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", required=True, help="official .pytorch/.pth state dict")
     parser.add_argument("--output", required=True, help="checkpoint directory to create")
     parser.add_argument("--iac", default="official", choices=("official", "separable"),
@@ -368,14 +369,14 @@ def main(argv=None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     args = parser.parse_args(argv)
     if os.path.exists(args.output) and not args.overwrite:
-        print(f"convert_torch: error: {args.output} already exists (use --overwrite to replace it)",
+        print(f"convert: {args.output} already exists (use --overwrite to replace it)",
               file=sys.stderr)
         return 1
     try:
         params, config = convert_file(args.input, args.iac, args.bit_depth)
         checkpoint.save_inference_checkpoint(args.output, params, config, overwrite=args.overwrite)
-    except (ConversionError, checkpoint.CheckpointError) as e:
-        print(f"convert_torch: error: {e}", file=sys.stderr)
+    except UserError as e:
+        print(f"convert: {e}", file=sys.stderr)
         return 1
     print(f"wrote {args.output}: N={config['num_iterations']}, ch={config['channels']}, "
           f"dual_pixel_input={config['dual_pixel_input']}, iac={args.iac}, "

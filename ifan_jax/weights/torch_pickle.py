@@ -29,7 +29,7 @@ import zipfile
 
 import numpy as np
 
-from ifan_jax.errors import one_line
+from ifan_jax.errors import UserError, one_line
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
@@ -42,7 +42,7 @@ STORAGE_DTYPES = {
 }
 
 
-class TorchPickleError(ValueError):
+class TorchPickleError(UserError):
     """A file that is not a PyTorch checkpoint this reader accepts; the message says why."""
 
 
