@@ -13,8 +13,7 @@ from importlib import metadata
 import pytest
 from packaging.requirements import Requirement
 from packaging.version import Version
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from repo import ROOT
 
 
 def _core_requirements() -> dict[str, Requirement]:

@@ -18,6 +18,7 @@ import numpy as np
 import psutil
 import pytest
 from official_reference import reference_state_dict
+from repo import ROOT
 
 from ifan_jax import image_io
 from ifan_jax.inference import Deblurrer
@@ -25,7 +26,6 @@ from ifan_jax.models import count_params
 
 gradio_client = pytest.importorskip("gradio_client", reason="needs gradio: pip install '.[app]'")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOST = "127.0.0.1"
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 START_TIMEOUT = 240  # seconds for the server to come up (imports, checkpoint, examples)

@@ -10,10 +10,10 @@ import os
 import re
 
 import pytest
+from repo import ROOT as REPO
 
 from benchmarks import cli, plan, report, rows, specs, targets
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMITTED_TARGETS = os.path.join(REPO, "benchmarks", "targets.json")
 EXPECTED_ROWS = {"inference_96x64", "inference_192x128", "checkpoint_96x64", "compile_cache",
                  "train", "iac_map", "iac_per_pixel", "iac_head", "input_8bit_store"}

@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 import skimage.data
 import skimage.filters
+from repo import ASSETS
 
 from ifan_jax.evaluation import lpips as lpips_lib
-
-ASSETS = os.path.join(os.path.dirname(__file__), "assets")
 
 
 @pytest.fixture(scope="module")

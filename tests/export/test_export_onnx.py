@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from official_reference import reference, reference_state_dict
+from repo import ROOT
 
 from ifan_jax import checkpoint
 from ifan_jax.export import METADATA_KEYS, export_onnx, export_onnx_bytes, read_metadata, source_sha256
@@ -34,7 +35,6 @@ pytest.importorskip("jax2onnx")
 ONNX_TOL = 1e-5  # onnxruntime vs the official outputs / our forward (measured ~4e-7)
 FORM_TOL = 1e-6  # the export form vs the inference form (float rounding)
 DISPARITY_TOL = 1e-6  # onnxruntime's `disparity` vs the JAX estimator's output (relative to its size)
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def max_diff(a, b) -> float:

@@ -15,10 +15,9 @@ from PIL import Image
 from ifan_jax import checkpoint, image_io
 from ifan_jax.config import load_config
 from ifan_jax.data.testing import encode_png
-from ifan_jax.inference import Deblurrer, defocus
-from ifan_jax.inference import cli as deblur
+from ifan_jax.inference import Deblurrer, cli, defocus
 from ifan_jax.models import abstract_params
-from ifan_jax.weights import convert as convert_torch
+from ifan_jax.weights import convert
 
 RNG = np.random.default_rng(0)
 
@@ -123,7 +122,7 @@ def test_cli_processes_good_files_and_reports_bad_ones(photos, tiny_official_che
     assert proc.returncode == 0, proc.stderr
     assert any(line.startswith("I") and "checkpoint" in line for line in proc.stderr.splitlines())
     (out / "grey.png").unlink()
-    assert deblur.main([f"--ckpt={tiny_official_checkpoint}", f"--output_dir={out}",
+    assert cli.main([f"--ckpt={tiny_official_checkpoint}", f"--output_dir={out}",
                         str(folder / "grey.png")]) == 0
     _check_outputs(folder, out, alpha)
 
@@ -135,18 +134,18 @@ def test_overwrite_default_folder_bit_depth_and_tiles(photos, tiny_official_chec
     monkeypatch.setenv("IFAN_JAX_CACHE", cache_env["IFAN_JAX_CACHE"])
     good = [str(folder / name) for name in GOOD]
     args = [f"--ckpt={tiny_official_checkpoint}", "--tile=64", "--overlap=16", *good]
-    assert deblur.main(args) == 0  # default output folder: beside the inputs
+    assert cli.main(args) == 0  # default output folder: beside the inputs
     out = folder / "deblurred"
     _check_outputs(folder, out, alpha)
     first = (out / "deep.png").read_bytes()
 
-    assert deblur.main(args) == 0  # everything exists: skipped, nothing rewritten
+    assert cli.main(args) == 0  # everything exists: skipped, nothing rewritten
     assert "5 skipped" in capsys.readouterr().err
     assert (out / "deep.png").read_bytes() == first
 
-    assert deblur.main([*args, "--overwrite", "--bit_depth=8", "--tile=0"]) == 0
+    assert cli.main([*args, "--overwrite", "--bit_depth=8", "--tile=0"]) == 0
     _check_outputs(folder, out, alpha, {"deep.png": 8, "deep.tif": 8})
-    assert deblur.main([f"--ckpt={tiny_official_checkpoint}", str(folder / "small.png")]) == 1
+    assert cli.main([f"--ckpt={tiny_official_checkpoint}", str(folder / "small.png")]) == 1
     err = capsys.readouterr().err
     assert f"deblur: {folder / 'small.png'}: image too small (12 x 8 pixels" in err
 
@@ -159,7 +158,7 @@ def test_tiled_and_whole_outputs_agree(photos, tiny_official_checkpoint, tmp_pat
     outputs = {}
     for tile in ("0", "64"):
         out = tmp_path / f"tile{tile}"
-        assert deblur.main([f"--ckpt={tiny_official_checkpoint}", f"--output_dir={out}",
+        assert cli.main([f"--ckpt={tiny_official_checkpoint}", f"--output_dir={out}",
                             f"--tile={tile}", "--overlap=16", str(folder / "deep.tif")]) == 0
         outputs[tile] = image_io.read_image(str(out / "deep.tif"))[0]
     mse = np.mean((outputs["0"].astype(np.float64) - outputs["64"]) ** 2)
@@ -168,16 +167,16 @@ def test_tiled_and_whole_outputs_agree(photos, tiny_official_checkpoint, tmp_pat
 
 def test_usage_errors():
     with pytest.raises(SystemExit):
-        deblur.parse_args(["--ckpt=x", "--tile=-8", "a.jpg"])
+        cli.parse_args(["--ckpt=x", "--tile=-8", "a.jpg"])
     with pytest.raises(SystemExit):
-        deblur.parse_args(["a.jpg"])  # --ckpt is required
+        cli.parse_args(["a.jpg"])  # --ckpt is required
     with pytest.raises(SystemExit):
-        deblur.parse_args(["--ckpt=x", "--tile=32", "--overlap=32", "a.jpg"])
+        cli.parse_args(["--ckpt=x", "--tile=32", "--overlap=32", "a.jpg"])
 
 
 def test_unreadable_checkpoint_is_one_line(tmp_path, capsys):
     Image.fromarray(_smooth(32, 32)).save(tmp_path / "a.png")
-    assert deblur.main([f"--ckpt={tmp_path / 'nope'}", str(tmp_path / "a.png")]) == 1
+    assert cli.main([f"--ckpt={tmp_path / 'nope'}", str(tmp_path / "a.png")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("deblur: ") and "nope" in err[0]
 
@@ -214,7 +213,7 @@ def test_official_file_and_defocus_map(photos, official_file, cache_env, tmp_pat
     out = tmp_path / "out"
     inputs = [str(folder / "alpha.png"), str(folder / "deep.tif")]
     args = [f"--ckpt={official_file}", f"--output_dir={out}", "--defocus_map", *inputs]
-    assert deblur.main(args) == 0
+    assert cli.main(args) == 0
     err = capsys.readouterr().err
     converted = [p for p in os.listdir(official_file.parent) if p != "IFAN.pytorch"]
     assert len(converted) == 1 and converted[0].startswith("IFAN.ifan_jax-")
@@ -232,7 +231,7 @@ def test_official_file_and_defocus_map(photos, official_file, cache_env, tmp_pat
         np.testing.assert_array_equal(colour, defocus.colorize(raw))
     # Second run: the conversion is reused; existing outputs (defocus maps included) are kept.
     (out / "deep.tif").unlink()
-    assert deblur.main(args) == 0
+    assert cli.main(args) == 0
     err = capsys.readouterr().err
     assert "converting" not in err and f"{folder / 'deep.tif'}: skipped" in err
     assert "deep_defocus" in err and not (out / "deep.tif").exists()
@@ -247,15 +246,15 @@ def test_official_file_in_a_read_only_folder_converts_into_the_cache(official_fi
     try:
         if os.access(folder, os.W_OK):  # root writes anyway: block the name instead
             os.chmod(folder, 0o755)
-            digest = convert_torch.file_digest(str(official_file))[:16]
+            digest = convert.file_digest(str(official_file))[:16]
             (folder / f"IFAN.ifan_jax-{digest}").write_text("in the way")
             os.chmod(folder, 0o555)
-        path = convert_torch.cached_conversion(str(official_file))
+        path = convert.cached_conversion(str(official_file))
     finally:
         os.chmod(folder, 0o755)
     assert os.path.dirname(path) == str(cache / "converted")
     assert os.path.basename(path).startswith("IFAN.ifan_jax-")
-    assert convert_torch.cached_conversion(str(official_file)) == path  # found, not redone
+    assert convert.cached_conversion(str(official_file)) == path  # found, not redone
     assert Deblurrer.from_checkpoint(str(official_file)).model.num_iterations == 3
 
 
@@ -266,7 +265,7 @@ def test_defocus_map_of_a_model_without_the_dme_is_one_line(tmp_path, capsys, mo
     ckpt = tmp_path / "ckpt_F"
     checkpoint.save_inference_checkpoint(str(ckpt), params, {**config, "use_reblur": False})
     Image.fromarray(_smooth(32, 32)).save(tmp_path / "a.png")
-    assert deblur.main([f"--ckpt={ckpt}", "--defocus_map", str(tmp_path / "a.png")]) == 1
+    assert cli.main([f"--ckpt={ckpt}", "--defocus_map", str(tmp_path / "a.png")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"deblur: {ckpt}: this model has no disparity map estimator (a variant "
                    f"without D), so --defocus_map has nothing to write"]

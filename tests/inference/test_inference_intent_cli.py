@@ -17,8 +17,7 @@ from scipy import ndimage
 from ifan_jax import checkpoint
 from ifan_jax.config import load_config
 from ifan_jax.data.testing import encode_png
-from ifan_jax.inference import cli as deblur
-from ifan_jax.inference import intent
+from ifan_jax.inference import cli, intent
 from ifan_jax.models import abstract_params
 
 
@@ -63,7 +62,7 @@ def _pixels(path):
 ])
 def test_bad_values_are_one_line_usage_errors(arg, message, capsys):
     with pytest.raises(SystemExit) as e:
-        deblur.parse_args(["--ckpt=x", arg, "a.jpg"])
+        cli.parse_args(["--ckpt=x", arg, "a.jpg"])
     assert e.value.code == 2
     assert capsys.readouterr().err.strip().splitlines() == [message]
 
@@ -77,25 +76,25 @@ def test_bad_value_in_a_process_is_exit_2_and_one_line():
 
 
 def test_keep_bokeh_with_and_without_a_value(tmp_path, capsys):
-    args = deblur.parse_args(["--ckpt=x", "--keep_bokeh", "a.jpg", "b.jpg"])
+    args = cli.parse_args(["--ckpt=x", "--keep_bokeh", "a.jpg", "b.jpg"])
     assert args.keep_bokeh == "auto" and args.inputs == ["a.jpg", "b.jpg"]
-    args = deblur.parse_args(["--ckpt=x", "a.jpg", "--keep_bokeh"])
+    args = cli.parse_args(["--ckpt=x", "a.jpg", "--keep_bokeh"])
     assert args.keep_bokeh == "auto" and args.inputs == ["a.jpg"]
-    args = deblur.parse_args(["--ckpt=x", "--keep_bokeh", "0.3", "a.jpg"])
+    args = cli.parse_args(["--ckpt=x", "--keep_bokeh", "0.3", "a.jpg"])
     assert args.keep_bokeh == 0.3 and args.inputs == ["a.jpg"]
-    args = deblur.parse_args(["--ckpt=x", "--keep_bokeh=0.25", "--strength=0.5", "a.jpg"])
+    args = cli.parse_args(["--ckpt=x", "--keep_bokeh=0.25", "--strength=0.5", "a.jpg"])
     assert (args.keep_bokeh, args.strength) == (0.25, 0.5)
-    args = deblur.parse_args(["--ckpt=x", "a.jpg"])
+    args = cli.parse_args(["--ckpt=x", "a.jpg"])
     assert (args.keep_bokeh, args.strength, args.report) == (None, 1.0, None)
     # An existing report is not replaced without --overwrite: refused before anything runs.
     report = tmp_path / "r.json"
     report.write_text("{}")
     with pytest.raises(SystemExit) as e:
-        deblur.parse_args(["--ckpt=x", f"--report={report}", "a.jpg"])
+        cli.parse_args(["--ckpt=x", f"--report={report}", "a.jpg"])
     assert e.value.code == 2
     assert capsys.readouterr().err.strip() == (f"deblur: error: --report {report} exists (use "
                                                f"--overwrite to replace it) (see --help)")
-    assert deblur.parse_args(["--ckpt=x", f"--report={report}", "--overwrite", "a.jpg"]).report
+    assert cli.parse_args(["--ckpt=x", f"--report={report}", "--overwrite", "a.jpg"]).report
 
 
 def test_keep_bokeh_of_a_model_without_the_dme_is_one_line(tmp_path, capsys):
@@ -106,7 +105,7 @@ def test_keep_bokeh_of_a_model_without_the_dme_is_one_line(tmp_path, capsys):
     checkpoint.save_inference_checkpoint(str(ckpt), params, {**config, "use_reblur": False})
     Image.fromarray(_photo(32, 32)).save(tmp_path / "a.png")
     report = tmp_path / "r.json"
-    assert deblur.main([f"--ckpt={ckpt}", "--keep_bokeh=0.2", f"--report={report}",
+    assert cli.main([f"--ckpt={ckpt}", "--keep_bokeh=0.2", f"--report={report}",
                         str(tmp_path / "a.png")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"deblur: {ckpt}: this model has no disparity map estimator (a variant "
@@ -135,7 +134,7 @@ def photos(tmp_path):
 def test_strength_zero_writes_the_input(photos, tiny_official_checkpoint, tmp_path, cache):
     out = tmp_path / "out"
     report = tmp_path / "r.json"
-    assert deblur.main([f"--ckpt={tiny_official_checkpoint}", f"--output_dir={out}", "--tile=0",
+    assert cli.main([f"--ckpt={tiny_official_checkpoint}", f"--output_dir={out}", "--tile=0",
                         "--strength=0", f"--report={report}", str(photos)]) == 0
     for name in ("a.png", "deep.png", "deep.tif", "grey.png", "alpha.png"):
         got, expected = _pixels(out / name), _pixels(photos / name)
@@ -158,13 +157,13 @@ def test_keep_bokeh_keeps_the_input_where_the_written_map_is_high(photos, tiny_o
     source = photos / "a.png"
     common = [f"--ckpt={tiny_official_checkpoint}", f"--tile={tile}", "--overlap=16", "--defocus_map"]
     plain = tmp_path / "plain"
-    assert deblur.main([*common, f"--output_dir={plain}", str(source)]) == 0
+    assert cli.main([*common, f"--output_dir={plain}", str(source)]) == 0
     dmap = np.load(plain / "a_defocus.npy")
     a = ndimage.uniform_filter(np.abs(dmap).astype(np.float64), size=33, mode="nearest")
     level = float(a.min() + a.max()) / 3
     kept = tmp_path / "kept"
     report = tmp_path / "r.json"
-    assert deblur.main([*common, f"--output_dir={kept}", f"--keep_bokeh={level}",
+    assert cli.main([*common, f"--output_dir={kept}", f"--keep_bokeh={level}",
                         f"--report={report}", str(source)]) == 0
     np.testing.assert_array_equal(np.load(kept / "a_defocus.npy"), dmap)
     x = _pixels(source).astype(np.int32)

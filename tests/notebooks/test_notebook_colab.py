@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from packaging.requirements import Requirement
 from PIL import Image
+from repo import ROOT
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(ROOT, "notebooks", "ifan_colab.ipynb")
 REQUIREMENTS = os.path.join(ROOT, "requirements.txt")
 

@@ -8,8 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from repo import ROOT
 
 # Runs in a fresh process (the device count is fixed when JAX starts): two updates of a tiny IFAN
 # with the training loop's jitted step on a mesh of every device, then saves the parameters.

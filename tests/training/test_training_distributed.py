@@ -16,11 +16,11 @@ import time
 import jax
 import numpy as np
 import pytest
+from repo import ROOT
 
 from ifan_jax import checkpoint
 from ifan_jax.data import testing as data_testing
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 4
 OVERRIDES = {"total_steps": STEPS, "checkpoint_every_steps": 2, "eval_every_steps": 2,
              "log_every_steps": 2, "image_summary_every_steps": 1000, "keep_checkpoints": 10,

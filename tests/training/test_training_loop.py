@@ -8,12 +8,11 @@ import time
 
 import numpy as np
 import pytest
+from repo import ROOT
 
 from ifan_jax import checkpoint
 from ifan_jax.config import load_config
 from ifan_jax.data import testing as data_testing
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # configs/ifan.py with a tiny model, a tiny fake data set and frequent checkpoints.
 OVERRIDES = {

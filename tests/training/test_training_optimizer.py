@@ -9,10 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from repo import ROOT
 
 from ifan_jax.training import optimizer as opt_lib
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def ifan_config(arg=None):

@@ -7,10 +7,10 @@ import subprocess
 import sys
 
 import pytest
+from repo import ROOT
 
 from ifan_jax.data import testing as data_testing
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--config.model.channels=8", "--config.model.num_iterations=3",
         "--config.model.reblur_iterations=3", "--config.batch_size=2", "--config.crop_size=32",
         "--config.learning_rate=1e-3", "--config.total_steps=60", "--config.log_every_steps=10",

@@ -1,6 +1,5 @@
 """The losses, the train state and the pure train step, on synthetic numpy batches."""
 
-import os
 
 import jax
 import numpy as np
@@ -11,8 +10,6 @@ from ifan_jax.config import load_config
 from ifan_jax.training import loop as train_lib
 from ifan_jax.training import losses
 from ifan_jax.training import step as step_lib
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def ifan_config(arg=None):
@@ -102,8 +99,8 @@ def test_microbatches_must_divide_each_devices_share():
 @pytest.mark.slow
 def test_microbatches_run_the_batch_in_interleaved_passes():
     """The network runs once per part on that part's rows, each part rows i, i + k, ... (so it
-    spreads over the devices as the batch does); tests/test_train_devices.py checks that the update
-    is the whole batch's."""
+    spreads over the devices as the batch does); tests/training/test_training_devices.py checks
+    that the update is the whole batch's."""
     state = jax.eval_shape(lambda: step_lib.create_train_state(tiny_config()))
     b = batch(n=4)
 

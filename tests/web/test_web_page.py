@@ -24,12 +24,12 @@ import time
 import numpy as np
 import pytest
 from PIL import Image
+from repo import ROOT
 
 from ifan_jax.export import site as site_lib
 from ifan_jax.inference import defocus as defocus_lib
 from ifan_jax.inference import intent, tiling
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEB = os.path.join(ROOT, "web")
 NODE = shutil.which("node")
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from official_reference import reference_state_dict
 from PIL import Image
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from repo import ROOT
 
 
 def readme_commands(section: str) -> list[str]:

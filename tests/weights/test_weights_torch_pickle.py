@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 from official_reference import ASSETS, reference_state_dict
 
-from ifan_jax.weights import convert as convert_torch
-from ifan_jax.weights import torch_pickle
+from ifan_jax.weights import convert, torch_pickle
 
 torch = pytest.importorskip("torch")
 
@@ -95,7 +94,7 @@ def test_official_names_and_shapes_convert(tmp_path, fmt):
     path = save(state, tmp_path / "IFAN.pytorch", fmt)
     got = torch_pickle.load(path)
     assert_same(got, torch.load(path, weights_only=True))
-    params, config = convert_torch.convert_file(path)
+    params, config = convert.convert_file(path)
     assert (config["num_iterations"], config["channels"], config["use_reblur"]) == (17, 32, True)
     kernel = params["feature_extractor"]["conv1_1"]["kernel"]
     np.testing.assert_array_equal(kernel, got["Network.conv1_1.0.weight"].transpose(2, 3, 1, 0))
@@ -106,8 +105,8 @@ def test_reading_needs_no_torch(tmp_path):
     path = save({k: torch.from_numpy(v) for k, v in reference_state_dict("official").items()},
                 tmp_path / "IFAN.pytorch", "zip")
     code = ("import sys; sys.modules['torch'] = None\n"  # any `import torch` now fails
-            "from ifan_jax.weights import convert as convert_torch\n"
-            f"params, config = convert_torch.convert_file({path!r})\n"
+            "from ifan_jax.weights import convert\n"
+            f"params, config = convert.convert_file({path!r})\n"
             "print(config['num_iterations'], config['channels'])")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300, cwd=os.path.dirname(ASSETS) + "/..")
@@ -139,8 +138,8 @@ def test_malicious_pickle_is_refused(tmp_path, container):
         e.value)
     assert "\n" not in str(e.value)
     assert not marker.exists()
-    with pytest.raises(convert_torch.ConversionError, match="evil.pytorch: refused"):
-        convert_torch.load_torch_state_dict(str(path))
+    with pytest.raises(convert.ConversionError, match="evil.pytorch: refused"):
+        convert.load_torch_state_dict(str(path))
 
 
 def test_whole_module_pickle_is_refused(tmp_path):
