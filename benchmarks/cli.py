@@ -18,7 +18,7 @@ Rows (full mode; the model is the paper's: ch=32, N=17, 10.5 M parameters, rando
                      nothing, is compared with on the same line. Also with the paper's
                      "separable" IAC (ours only).
   checkpoint HxW     the real path: a fresh process restores a random-weight checkpoint written
-                     by `checkpoint.save_inference_checkpoint` (the format `convert_torch`
+                     by `checkpoint.save_inference_checkpoint` (the format `python -m ifan_jax.weights`
                      writes) with `Deblurrer.from_checkpoint` and deblurs an H x W image with
                      `Deblurrer.__call__`: restore, first-image and steady seconds, the whole
                      process's seconds and peak memory, compared with the official inference row

@@ -16,7 +16,7 @@ from ifan_jax.models import count_params
 
 def make_checkpoint(job: specs.MakeCheckpoint) -> dict:
     """Write random deblurring-network weights of `job.model` as an inference checkpoint (the
-    format `convert_torch` writes) to `job.path`."""
+    format `python -m ifan_jax.weights` writes) to `job.path`."""
     model_config = job.model.config(job.dtype)
     params = random_params(model_config)
     checkpoint.save_inference_checkpoint(job.path, params, model_config)

@@ -3,7 +3,7 @@ the results (`benchmarks/targets.json`), never written into the library.
 
     {"targets": [
       {"row": "inference_1280x720", "measure": "time_s", "ratio_at_most": 0.5,
-       "platform": "cpu", "dtype": "float32", "issue": 14},
+       "platform": "cpu", "dtype": "float32"},
       {"row": "inference_1280x720", "measure": "compile_s", "at_most": 15},
       {"row": "input_8bit", "measure": "examples_per_s", "at_least": 250}, ...]}
 
@@ -44,7 +44,6 @@ class Target:
     platform: str | None = None
     dtype: str | None = None
     name: str | None = None
-    issue: int | None = None
 
     def applies(self, platform: str, dtype: str) -> bool:
         return self.platform in (None, platform) and self.dtype in (None, dtype)

@@ -1,4 +1,5 @@
-"""Training IFAN: the train state, the pure train step and the training loop.
+"""The training loop: `train_and_evaluate(config, workdir)` (the train state and the pure train step
+are in `step.py`).
 
     python train.py --config=configs/ifan.py --workdir=runs/ifan     # the paper's 600k steps
 
@@ -167,7 +168,7 @@ class Run:
         self.closers.append(self.preemption.close)
 
     def close(self) -> None:
-        """Release everything `start` created, newest first (pending checkpoint writes finish)."""
+        """Release everything the constructor created, newest first (pending checkpoint writes finish)."""
         while self.closers:
             self.closers.pop()()
 
