@@ -1,4 +1,4 @@
-"""The app extra installs on top of the core without undoing it (issue 25 item 2): the README's
+"""The app extra installs on top of the core without undoing it: the README's
 `pip install -e ".[app]"` keeps the clone editable and downgrades nothing the core installed, and the
 core pins nothing the extra's Gradio refuses (Gradio 6 needs pillow < 13: the core caps it too)."""
 
