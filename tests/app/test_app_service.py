@@ -191,6 +191,7 @@ def test_examples_follow_ifan_jax_cache(tmp_path, monkeypatch):
     assert examples.default_dir() == str(tmp_path / "home" / ".cache" / "ifan_jax" / "app_examples")
 
 
+@pytest.mark.slow
 def test_controls_reblend_the_last_photo_without_the_network(tmp_path, deblurrer, monkeypatch):
     """Strength and keep-bokeh: `reblend` makes the previews only, `download` then writes the full
     resolution file, exactly what `Deblurrer.deblur` gives with those settings; no network run."""
