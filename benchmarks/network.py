@@ -13,21 +13,20 @@ from benchmarks import probes, specs
 from benchmarks.weights import random_params
 from ifan_jax import environment
 from ifan_jax import inference as inference_lib
-from ifan_jax.compiled import INFERENCE_CPU_OPTIONS, AheadOfTime
 from ifan_jax.models import IFAN, count_params
 from ifan_jax.models import iac as iac_lib
 
 
 def forward_fn(model_config):
-    """The jitted forward pass (params, (N, H, W, 3) image) -> deblurred image of `model_config`."""
-    model = IFAN.from_config(model_config)
-    return jax.jit(lambda p, x: inference_lib.eval_step(model.apply, p, {"c": x}))
+    """The jitted forward pass (params, (N, H, W, 3) image) -> deblurred image of `model_config`:
+    inference's one forward pass (`ifan_jax.inference.Forward`), as a plain jitted function."""
+    return inference_lib.Forward(IFAN.from_config(model_config).apply).compiled.jitted
 
 
 def compile_forward(model_config, params, image):
     """The forward pass of `model_config` compiled for `params` and `image` as `Deblurrer` compiles
     it: ahead of the first call, with its CPU options, the compiler's freed heap released."""
-    return AheadOfTime(forward_fn(model_config), INFERENCE_CPU_OPTIONS).compile(params, image)
+    return inference_lib.Forward(IFAN.from_config(model_config).apply).compiled.compile(params, image)
 
 
 def random_inputs(model_config, size: tuple[int, int]):

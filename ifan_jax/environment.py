@@ -4,6 +4,7 @@ the on-disk compilation cache.
     from ifan_jax import environment
     environment.configure_tensorflow()      # before TensorFlow is imported (train.py does it first)
     environment.quiet_libraries(verbosity)  # absl/orbax/TF INFO only with --verbosity >= 1
+    environment.enable_compilation_cache()  # the tools; `use_compilation_cache` for the library
 
 TensorFlow only reads and augments data here: it must not take GPU memory from JAX, its oneDNN
 kernels round differently from run to run (1 ulp in a few runs out of ten on a busy CPU, which
@@ -84,3 +85,17 @@ def enable_compilation_cache(path: str | None = None) -> str:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return path
+
+
+def use_compilation_cache() -> str | None:
+    """The library's way to the tools' compilation cache (`Deblurrer` calls it when built): the
+    directory JAX already caches in, if one is set (by the user, by $JAX_COMPILATION_CACHE_DIR or
+    by a tool); else `enable_compilation_cache()`'s. None when that folder cannot be created (a
+    read-only home): compiling then works as without a cache."""
+    current = jax.config.jax_compilation_cache_dir
+    if current:
+        return current
+    try:
+        return enable_compilation_cache()
+    except OSError:
+        return None

@@ -1,9 +1,25 @@
 """Shared test fixtures: reference arrays of the official implementation, tiny converted models."""
 
+import os
+
 import pytest
 from official_reference import reference_state_dict
 
 from ifan_jax.config import load_config
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_of_this_session(tmp_path_factory):
+    """$IFAN_JAX_CACHE for the session (unless set): a `Deblurrer` turns on the on-disk compilation
+    cache under it, and the tests' processes write nothing under ~/.cache."""
+    if os.environ.get("IFAN_JAX_CACHE"):
+        yield
+        return
+    os.environ["IFAN_JAX_CACHE"] = str(tmp_path_factory.mktemp("ifan_jax_cache"))
+    try:
+        yield
+    finally:
+        os.environ.pop("IFAN_JAX_CACHE", None)
 
 
 @pytest.fixture(scope="session")

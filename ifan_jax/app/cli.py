@@ -21,6 +21,7 @@ import tempfile
 
 import jax
 
+from ifan_jax import image_io
 from ifan_jax.app import examples as example_photos
 from ifan_jax.app.service import Service
 from ifan_jax.environment import enable_compilation_cache
@@ -52,16 +53,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--examples_dir", default=None,
                    help="cache folder for the example photos (default $IFAN_JAX_CACHE/"
                         "app_examples, or ~/.cache/ifan_jax/app_examples)")
+    p.add_argument("--max_pixels", type=int, default=image_io.MAX_PIXELS, metavar="N",
+                   help=f"refuse uploads of more than N pixels, from their header, before "
+                        f"decoding (default {image_io.MAX_PIXELS:,})")
     p.add_argument("--max_queue", type=int, default=MAX_QUEUE,
                    help=f"requests that may wait in the queue (default {MAX_QUEUE})")
     args = p.parse_args(argv)
     if not args.ckpt:
         p.error("--ckpt=PATH is required: a converted checkpoint, a training workdir or an "
                 "official .pytorch file (e.g. --ckpt=IFAN.pytorch)")
-    if args.tile is not None and args.tile < 0:
-        p.error("--tile must be >= 0")
-    if args.tile and args.tile < args.overlap + 8:
-        p.error(f"--tile {args.tile} is too small for --overlap {args.overlap}")
+    try:
+        tiling.check_tile(args.tile or 0, args.overlap, flags=True)
+    except tiling.TileError as e:
+        p.error(str(e))
+    if args.max_pixels < 1:
+        p.error(f"--max_pixels must be a number of pixels >= 1, got {args.max_pixels}")
     if args.max_queue < 1:
         p.error("--max_queue must be >= 1")
     return args
@@ -131,7 +137,8 @@ def main(argv=None) -> int:
     # SIGTERM ends the server like Ctrl-C (Gradio closes it), and the request folders are removed.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        service = Service(deblurrer, workdir, tile=args.tile, overlap=args.overlap)
+        service = Service(deblurrer, workdir, tile=args.tile, overlap=args.overlap,
+                          max_pixels=args.max_pixels)
         demo = page.build(service, examples, describe(deblurrer, args.ckpt))
         allowed = [workdir] + ([os.path.dirname(examples[0][0])] if examples else [])
         page.launch(demo, args.host, args.port, args.max_queue, allowed)

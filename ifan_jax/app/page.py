@@ -7,12 +7,16 @@ map, a status line and download buttons for the full-resolution result and defoc
 intent controls of `ifan_jax.inference.intent`: a strength slider, a keep-the-bokeh switch with a
 level slider (set to the photo's automatic level when switched on), and the readout. Choosing a
 file or an example first clears the previous result and its downloads (so a failed upload shows
-only its error), then runs it; progress (tiles done) shows while it runs. Moving a control
-re-blends the last photo without running the network again (the service keeps its deblurred image
-and map); the download is always what the page shows. Every run goes through one
-queue that runs one request at a time (concurrency 1), so the accelerator holds one photo at a
-time and queued visitors see their place in line. A file that cannot be deblurred shows its
-one-line reason on the page and leaves the server serving.
+only its error), then runs it; one progress bar (tiles done, on the before/after panel) shows
+while it runs. Changing a control (dragging a slider, typing a value and pressing Enter or
+leaving the box, the switch) re-blends the last photo without running the network again, in two
+steps (`Service.reblend`, `Service.download`): the previews and the crop change at once with no
+panel blanked, then the full-resolution download and the readout follow (the download button is
+disabled meanwhile, so the download is always what the page shows). Every network run and
+re-blend goes through one queue that runs one request at a time (concurrency 1), so the
+accelerator holds one photo at a time and queued visitors see their place in line; downloads are
+written in a second queue. A file that cannot be deblurred shows its one-line reason on the page
+and leaves the server serving.
 
 `launch(demo, host, port, max_queue)` serves it (no share link, no analytics).
 """
@@ -23,10 +27,23 @@ import os
 
 import gradio as gr
 
-from ifan_jax.app.service import UploadError
+from ifan_jax.errors import UserError
 
 FILE_TYPES = [".png", ".jpg", ".jpeg", ".tif", ".tiff"]
 QUEUE = "model"  # the one concurrency group: one request on the accelerator at a time
+DOWNLOADS = "downloads"  # full-resolution downloads of re-blends, one at a time beside it
+# A number typed into a slider's box applies on Enter as it does on leaving the box: Gradio's
+# slider re-blends on "release", which its number box fires on blur only.
+HEAD = """<script>
+document.addEventListener("keydown", (event) => {
+  const box = event.target;
+  if (event.key === "Enter" && box.matches && box.matches(
+      "#strength input[type=number], #level input[type=number]")) {
+    event.preventDefault();
+    box.blur();
+  }
+}, true);
+</script>"""
 CSS = "#status {min-height: 3em} footer {display: none !important}"
 # The keep-bokeh level slider, in the units of |defocus| (the readout's levels are 0.125-0.5).
 LEVEL_MIN, LEVEL_MAX, LEVEL_STEP = 0.005, 2.0, 0.005
@@ -74,29 +91,41 @@ def build(service, examples: list[tuple[str, str]], about: str) -> gr.Blocks:
                                        buttons=["download", "fullscreen"], elem_id="defocus")
 
         held = gr.State(None)  # the key of this visitor's photo in the service (for re-blending)
+        view = gr.State(None)  # the service's Result of the blend the page shows (for its download)
+        # Whether the level is the photo's automatic one (the switch sets it; moving the level
+        # slider makes it the visitor's): a new strength keeps the automatic level automatic.
+        auto = gr.State(True)
 
-        outputs = [compare, crop, defocus, status, download, download_map, readout, held, level]
+        outputs = [compare, crop, defocus, status, download, download_map, readout, held, level,
+                   view, auto]
+        shown_now = [compare, crop, status, download, level, view, auto]  # what a re-blend changes
+        finished = [download, readout]  # what its download step changes
+
+        def ready(result):
+            return gr.DownloadButton(value=result.output, interactive=True,
+                                     label=f"Download {os.path.basename(result.output)}")
+
+        def level_shown(level_value):
+            return (gr.skip() if level_value is None else
+                    gr.Slider(value=round(level_value, 3), visible=True))
 
         def shown(result, level_value=None):
-            """The outputs for a result (in `outputs`' order)."""
-            level_update = (gr.skip() if level_value is None else
-                            gr.Slider(value=round(level_value, 3), visible=True))
+            """The outputs for a processed photo (in `outputs`' order)."""
             return ((result.before, result.after), (result.crop_before, result.crop_after),
-                    result.defocus_preview, result.summary,
-                    gr.DownloadButton(value=result.output, interactive=True,
-                                      label=f"Download {os.path.basename(result.output)}"),
+                    result.defocus_preview, result.summary, ready(result),
                     gr.DownloadButton(value=result.defocus, interactive=result.defocus is not None),
-                    result.readout_text, result.key, level_update)
+                    result.readout_text, result.key, level_shown(level_value), result, True)
 
         def clear(path):
             """As a new upload starts (and so also when it fails): no previous result or download."""
             return (None, None, None, "Deblurring..." if path else "Choose a photo or an example.",
                     gr.DownloadButton(value=None, interactive=False,
                                       label="Download the deblurred photo"),
-                    gr.DownloadButton(value=None, interactive=False), "", None, gr.skip())
+                    gr.DownloadButton(value=None, interactive=False), "", None, gr.skip(), None,
+                    gr.skip())
 
-        def keep_value(keep_on, level_value, auto):
-            return None if not keep_on else ("auto" if auto else float(level_value))
+        def keep_value(keep_on, level_value, automatic):
+            return None if not keep_on else ("auto" if automatic else float(level_value))
 
         def deblur(path, strength_value, keep_on, level_value, progress=gr.Progress()):
             if not path:  # the file was removed: nothing to show
@@ -108,30 +137,48 @@ def build(service, examples: list[tuple[str, str]], about: str) -> gr.Blocks:
                     strength=strength_value, keep_bokeh=keep_value(keep_on, level_value, True))
             return shown(result, result.level if keep_on else None)
 
-        def reblend(key, strength_value, keep_on, level_value, auto=False):
+        def reblend(key, strength_value, keep_on, level_value, automatic):
             if not key:  # no photo yet: the controls only set how the next one is blended
-                return [gr.skip()] * len(outputs)
+                return [gr.skip()] * len(shown_now)
             with _one_line_errors(None):
-                result = service.reblend(key, strength_value, keep_value(keep_on, level_value, auto))
-            return shown(result, result.level if keep_on and auto else None)
+                result = service.reblend(key, strength_value,
+                                         keep_value(keep_on, level_value, automatic))
+            return ((result.before, result.after), (result.crop_before, result.crop_after),
+                    result.summary,
+                    gr.DownloadButton(interactive=False, label="Preparing the download..."),
+                    level_shown(result.level if keep_on and automatic else None), result,
+                    automatic)
+
+        def finish(result):
+            """The re-blend's full-resolution download and readout (skipped when superseded)."""
+            done = None if result is None else service.download(result)
+            if done is None:
+                return [gr.skip()] * len(finished)
+            return ready(done), done.readout_text
 
         controls = [strength, keep, level]
         # One listener for uploads and examples (both change the file), so one queue serves both;
         # the page is cleared first, so a failed upload leaves no earlier result beside its error.
-        upload.change(clear, inputs=[upload], outputs=outputs, queue=False,
+        # One progress bar, on the before/after panel.
+        upload.change(clear, inputs=[upload], outputs=outputs, queue=False, show_progress="hidden",
                       api_visibility="undocumented").then(
             deblur, inputs=[upload, *controls], outputs=outputs, concurrency_limit=1,
-            concurrency_id=QUEUE, api_name="deblur", show_progress="full")
-        # The controls re-blend the last photo without running the network.
-        strength.release(reblend, inputs=[held, *controls], outputs=outputs,
-                         concurrency_limit=1, concurrency_id=QUEUE, api_name="reblend")
-        level.release(reblend, inputs=[held, *controls], outputs=outputs, concurrency_limit=1,
-                      concurrency_id=QUEUE, api_visibility="undocumented")
-        keep.input(lambda key, s, k, v: reblend(key, s, k, v, auto=True),
-                   inputs=[held, *controls], outputs=outputs, concurrency_limit=1,
-                   concurrency_id=QUEUE, api_visibility="undocumented")
+            concurrency_id=QUEUE, api_name="deblur", show_progress="full",
+            show_progress_on=[compare])
+        # The controls re-blend the last photo without running the network: the previews at once,
+        # nothing blanked (no progress shown), only the newest of quick changes; then the download.
+        quick = dict(outputs=shown_now, concurrency_limit=1, concurrency_id=QUEUE,
+                     show_progress="hidden", trigger_mode="always_last")
+        then = dict(inputs=[view], outputs=finished, concurrency_limit=1,
+                    concurrency_id=DOWNLOADS, show_progress="hidden", api_visibility="undocumented")
+        strength.release(reblend, inputs=[held, *controls, auto], api_name="reblend", **quick
+                         ).then(finish, **then)
+        level.release(lambda key, s, k, v: reblend(key, s, k, v, False), inputs=[held, *controls],
+                      api_visibility="undocumented", **quick).then(finish, **then)
+        keep.input(lambda key, s, k, v: reblend(key, s, k, v, True), inputs=[held, *controls],
+                   api_visibility="undocumented", **quick).then(finish, **then)
         keep.change(lambda on: gr.Slider(visible=on), inputs=[keep], outputs=[level], queue=False,
-                    api_visibility="undocumented")
+                    show_progress="hidden", api_visibility="undocumented")
     return demo
 
 
@@ -148,8 +195,9 @@ class _one_line_errors:
         if e is None:
             return False
         prefix = f"{self.name}: " if self.name else ""
-        if isinstance(e, UploadError):
-            raise gr.Error(str(e), title="Cannot deblur this file", print_exception=False
+        if isinstance(e, UserError):  # an UploadError names the file itself
+            message = str(e) if str(e).startswith(prefix) else f"{prefix}{e}"
+            raise gr.Error(message, title="Cannot deblur this file", print_exception=False
                            ) from None
         if isinstance(e, MemoryError):
             raise gr.Error(f"{prefix}out of memory", print_exception=False) from None
@@ -167,7 +215,7 @@ def launch(demo: gr.Blocks, host: str, port: int, max_queue: int, allowed: list[
     not have); one line says where the page is."""
     demo.queue(default_concurrency_limit=1, max_size=max_queue)
     demo.launch(server_name=host, server_port=port, share=False, show_error=True,
-                allowed_paths=allowed, css=CSS, footer_links=[], pwa=False, mcp_server=False,
+                allowed_paths=allowed, css=CSS, head=HEAD, footer_links=[], pwa=False, mcp_server=False,
                 ssr_mode=False, quiet=True, prevent_thread_lock=True)
     shown = f"[{host}]" if ":" in host else host
     print(f"app: serving on http://{shown}:{port}/ (Ctrl-C to stop)", flush=True)

@@ -5,8 +5,9 @@
                        subsets="indoor=indoor_labels.npy,outdoor=outdoor_labels.npy")
 
 Sets with ground truth (DPDD, RealDOF) are scored as the official evaluation does: each image,
-cropped from the top-left to a multiple of 8, runs whole through the jitted network
-(`ifan_jax.evaluation.scorer.Scorer`) and is scored against its ground truth on the float output:
+cropped from the top-left to a multiple of 8, runs whole through the checkpoint's `Deblurrer`'s
+forward pass (`ifan_jax.inference.Forward`, by `ifan_jax.evaluation.scorer.Scorer`) and is scored
+against its ground truth on the float output:
 
     OUTPUT_DIR/scores.csv     name,psnr,ssim,mae,lpips,seconds   (one row per image)
     OUTPUT_DIR/summary.json   the means (of the whole set and of each subset), the input's and
@@ -43,8 +44,7 @@ from ifan_jax.data.decode import decode_file, read_depth
 from ifan_jax.data.layouts import canonical_dataset
 from ifan_jax.errors import UserError
 from ifan_jax.evaluation import scorer, subsets
-from ifan_jax.inference import Deblurrer
-from ifan_jax.weights import load_weights
+from ifan_jax.inference import Deblurrer, tiling
 
 METRICS = scorer.METRICS
 COLUMNS = ("name", *METRICS, "seconds")
@@ -68,13 +68,13 @@ def load_model(ckpt: str, which: str = "latest",
     The depth is model_config.json's optional "bit_depth" key; checkpoints without it (training
     workdirs written before it existed) say "unknown".
     """
-    weights = load_weights(ckpt, which)
     try:
-        deblurrer = Deblurrer(weights.params, weights.model_config, iac_variant,
-                              bit_depth=weights.bit_depth)
+        deblurrer = Deblurrer.from_checkpoint(ckpt, which, iac_variant)
+    except UserError:
+        raise
     except (TypeError, ValueError) as e:
         raise EvaluationError(f"{ckpt}: {e}") from None
-    return deblurrer, UNKNOWN if weights.bit_depth is None else weights.bit_depth
+    return deblurrer, UNKNOWN if deblurrer.bit_depth is None else deblurrer.bit_depth
 
 
 def full_size_examples(examples: list[dict], headers: list[dict], keys, bit_depth: int | None,
@@ -139,8 +139,8 @@ def evaluate(ckpt: str, data_dir: str, dataset: str, output_dir: str,
                                      .take(len(examples)))
     else:  # full size: padded to a multiple of 8 and cropped back
         stream = full_size_examples(examples, headers, keys, bit_depth, rotated)
-    score = scorer.Scorer(deblurrer.model.apply, dual=deblurrer.needs_dual_pixel,
-                               metrics=METRICS if has_gt else (), rotated=rotated, timed=True)
+    score = scorer.Scorer(deblurrer.forward, dual=deblurrer.needs_dual_pixel,
+                          metrics=METRICS if has_gt else (), rotated=rotated, timed=True)
     images_dir = os.path.join(output_dir, IMAGES_DIR)
     rows, shape = [], None
     with contextlib.ExitStack() as stack:
@@ -250,7 +250,7 @@ def _what(ckpt, which, data_dir, dataset, split, has_gt) -> dict:
 def _model_facts(deblurrer: Deblurrer, shape) -> dict:
     config = deblurrer.model_config
     # MACs at the first image's size as it ran (padded to a multiple of 8).
-    height, width = (int(math.ceil(n / 8) * 8) for n in shape)
+    height, width = (tiling.round_up(n) for n in shape)
     macs = cost.count_macs(config, height, width)
     return {
         "num_params": models.count_params(deblurrer.params),

@@ -1,31 +1,32 @@
 """The evaluation core: run the network over the examples of a split and score each image.
 
-    scorer = Scorer(model.apply, dual=False, metrics=("psnr", "ssim"), input_metrics=("psnr",))
+    scorer = Scorer(Forward(model.apply), dual=False, metrics=("psnr", "ssim"), input_metrics=("psnr",))
     scored = list(scorer(params, examples))        # examples: numpy dicts of a split
     sums = totals([s.scores for s in scored], ("psnr", "ssim", "input_psnr"))
     print(means(sums, ("psnr", "ssim", "input_psnr")))
 
 Both front-ends use it: validation inside training (`ifan_jax.training.validation.Validator`, which sums
-`totals` over hosts) and `ifan_jax.evaluation.job` (scores.csv, summary.json, images, timing). There is
-one eval forward, `eval_step`; `Scorer` jits it, pads each image to a multiple of 8 by edge
-replication and crops the output back (a no-op for the official evaluation's images, which the
-loader crops to a multiple of 8), rotates the outputs of rotated data sets back, and scores them
-against the ground truth with the named metrics of `METRICS`.
+`totals` over hosts) and `ifan_jax.evaluation.job` (scores.csv, summary.json, images, timing). Both
+run the one forward pass of inference, `ifan_jax.inference.Forward` (the `Deblurrer`'s, for a
+checkpoint; a pure function of the parameters, so validation passes the training parameters),
+with its padding (`Forward.prepare`: edge replication to a multiple of 8, cropped back after; a
+no-op for the official evaluation's images, which the loader crops to a multiple of 8) and the
+whole image at once, as the official evaluation runs it. `Scorer` rotates the outputs of rotated
+data sets back and scores them against the ground truth with the named metrics of `METRICS`; an
+output with a NaN or an infinity is a one-line error, never a score.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import jax
 import numpy as np
 
-from ifan_jax.compiled import INFERENCE_CPU_OPTIONS, AheadOfTime
 from ifan_jax.evaluation import lpips, metrics
-from ifan_jax.inference import eval_step, pad_to_multiple
+from ifan_jax.inference import Forward, check_finite
 
 METRICS = ("psnr", "ssim", "mae", "lpips")  # the named metrics, in the order reports list them
 INPUT_PREFIX = "input_"  # input_psnr: a metric of the blurred input against the ground truth
@@ -59,7 +60,8 @@ class Scored:
 
 
 class Scorer:
-    """The jitted eval forward plus named metrics, applied image by image to a split.
+    """The forward pass (`forward`, an `ifan_jax.inference.Forward`) plus named metrics, applied
+    image by image to a split, each image whole.
 
     `dual`: feed the right/left views (the dual-pixel model). `metrics`: names of `METRICS`
     computed against example["gt"] when present; `input_metrics`: the same for the blurred input
@@ -69,10 +71,9 @@ class Scorer:
     runs once to compile; then it is timed from dispatch to `block_until_ready`, input on device).
     """
 
-    def __init__(self, apply_fn: Callable, *, dual: bool, metrics: Sequence[str] = METRICS,
+    def __init__(self, forward: Forward, *, dual: bool, metrics: Sequence[str] = METRICS,
                  input_metrics: Sequence[str] = (), rotated: bool = False, timed: bool = False):
-        # Compiled as `Deblurrer` compiles (its CPU options), once per image shape.
-        self.step = AheadOfTime(jax.jit(functools.partial(eval_step, apply_fn)), INFERENCE_CPU_OPTIONS)
+        self.forward_pass = forward
         self.keys = DUAL_KEYS if dual else ("c",)
         self.metrics = metric_functions(metrics)
         self.input_metrics = metric_functions(input_metrics)
@@ -83,21 +84,22 @@ class Scorer:
     def forward(self, params, example: dict) -> tuple[np.ndarray, float | None]:
         """(output H x W x 3 float32 at the input's size, seconds or None) for one example."""
         h, w = example["c"].shape[:2]
-        batch = {k: jax.device_put(pad_to_multiple(np.asarray(example[k], np.float32))[None])
-                 for k in self.keys}
+        views = self.forward_pass.prepare(*(example[k] for k in self.keys))
         seconds = None
         if self.timed:
-            jax.block_until_ready(batch)
-            shape = batch["c"].shape
+            jax.block_until_ready(views)
+            shape = views[0].shape
             if shape not in self._compiled:  # compile (and run once) outside the timing
-                self.step(params, batch).block_until_ready()
+                self.forward_pass(params, *views).block_until_ready()
                 self._compiled.add(shape)
             start = time.perf_counter()
-            out = self.step(params, batch).block_until_ready()
+            out = self.forward_pass(params, *views).block_until_ready()
             seconds = time.perf_counter() - start
         else:
-            out = self.step(params, batch)
-        return np.asarray(out[0, :h, :w], np.float32), seconds
+            out = self.forward_pass(params, *views)
+        output = np.asarray(out[0, :h, :w], np.float32)
+        check_finite(f"the output for {_text(example.get('name', 'an image'))}", output)
+        return output, seconds
 
     def score(self, params, example: dict) -> Scored:
         """Run and score one example {"name", "c", ["r", "l"], ["gt"], ["bit_depth"]}."""

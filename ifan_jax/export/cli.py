@@ -34,6 +34,7 @@ the tile, overlap, N, IAC variant, bit depth and the source's SHA-256 are in its
 
 def parse_args(argv=None) -> argparse.Namespace:
     from ifan_jax.export.onnx import DEFAULT_OVERLAP, DEFAULT_TILE, PRECISIONS
+    from ifan_jax.inference import tiling
 
     p = ArgumentParser(prog=PROG, name="export", description=DESCRIPTION,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -58,12 +59,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if (args.output is None) == (args.web is None):
         p.error("give exactly one of --output=FILE.onnx and --web=DIR")
-    if args.tile <= 0 or args.tile % 8:
-        p.error(f"--tile must be a positive multiple of 8, got {args.tile}")
-    if args.overlap < 0:
-        p.error(f"--overlap must be >= 0, got {args.overlap}")
-    if args.tile - (-(-args.overlap // 8) * 8) < 8:
-        p.error(f"--tile {args.tile} is too small for --overlap {args.overlap}")
+    try:
+        tiling.check_tile(args.tile, args.overlap, aligned=True, flags=True)
+    except tiling.TileError as e:
+        p.error(str(e))
     if not os.path.exists(args.ckpt):
         p.error(f"--ckpt {args.ckpt}: no such file or folder")
     return args

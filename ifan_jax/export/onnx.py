@@ -41,7 +41,7 @@ from ifan_jax import fileio
 from ifan_jax.errors import UserError
 from ifan_jax.inference import tiling
 
-MULTIPLE = 8
+MULTIPLE = tiling.ALIGN  # the network's grid: tiles are multiples of it
 DEFAULT_TILE = 512
 DEFAULT_OVERLAP = tiling.DEFAULT_OVERLAP
 OPSET = 21  # onnxruntime >= 1.20 and onnxruntime-web run it
@@ -105,14 +105,11 @@ def source_sha256(path: str | os.PathLike) -> str:
 
 def check_tile(tile: int, overlap: int) -> None:
     """ExportError unless `tile` is a positive multiple of 8 exceeding `overlap` (>= 0) by at least 8
-    once the overlap is rounded up to a multiple of 8 (as `ifan_jax.inference.tiling` rounds it)."""
-    if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile <= 0 or tile % MULTIPLE:
-        raise ExportError(f"tile must be a positive multiple of {MULTIPLE}, got {tile!r}")
-    if isinstance(overlap, bool) or not isinstance(overlap, (int, np.integer)) or overlap < 0:
-        raise ExportError(f"overlap must be an integer >= 0, got {overlap!r}")
-    if tile - tiling.round_up(int(overlap)) < MULTIPLE:
-        raise ExportError(f"tile {tile} is too small for an overlap of {overlap}: use a tile of at least "
-                          f"{tiling.round_up(int(overlap)) + MULTIPLE}")
+    once the overlap is rounded up to a multiple of 8: `tiling.check_tile`'s rule for a fixed tile."""
+    try:
+        tiling.check_tile(tile, overlap, aligned=True)
+    except tiling.TileError as e:
+        raise ExportError(str(e)) from None
 
 
 def uses_iac(model) -> bool:

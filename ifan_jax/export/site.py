@@ -25,7 +25,7 @@ import urllib.request
 from collections.abc import Iterator
 
 from ifan_jax import fileio
-from ifan_jax.inference import defocus, intent
+from ifan_jax.inference import defocus, intent, tiling
 
 WEB = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "web")
 RUNTIME = os.path.join("node_modules", "onnxruntime-web", "dist")
@@ -49,9 +49,11 @@ def site_config(metadata: dict) -> dict:
     except (TypeError, ValueError):
         raise ValueError(f"the export's metadata has a non-integer tile {metadata.get('tile')!r} or "
                          f"overlap {metadata.get('overlap')!r}") from None
-    if tile <= 0 or tile % 8 or overlap < 0 or tile - -(-overlap // 8) * 8 < 8:
+    try:
+        tiling.check_tile(tile, overlap, aligned=True)
+    except tiling.TileError:
         raise ValueError(f"the export's tile {tile} must be a multiple of 8 exceeding its overlap "
-                         f"{overlap} by at least 8")
+                         f"{overlap} by at least 8") from None
     if _truth(metadata.get("dual_pixel", "false")):
         raise ValueError("the web page takes one photo: a dual-pixel model (two views) cannot run there")
     parts = [f"N = {metadata['num_iterations']}"] if "num_iterations" in metadata else []

@@ -11,13 +11,17 @@ overlapping tiles sized to the free memory (`ifan_jax.inference.tiling`). A file
 gets one line on stderr, `deblur: <file>: <reason>`, and the others still run; the exit status is
 1 if any file failed. A usage mistake is one line and exit status 2. Each deblurred file also
 gets a readout line (`ifan_jax.inference.intent`: how much of it is out of focus, how much the
-output differs from it); --strength and --keep_bokeh blend the output with the input, and
---report writes the readouts as JSON.
+output differs from it); --strength and --keep_bokeh blend the output with the input (applied by
+`Deblurrer.deblur`, as for the page and the Python API), and --report writes the readouts as JSON.
+A photo's files (its maps first, the image last) are written as a set: a failure removes what it
+had written, and a run after a kill completes a set whose files are partly there. The last line
+says how many were written and where.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -27,9 +31,10 @@ from tqdm import tqdm
 
 from ifan_jax import environment, fileio, image_io, inference
 from ifan_jax.errors import ArgumentParser, UserError, one_line
-from ifan_jax.inference import defocus, intent
+from ifan_jax.inference import defocus, intent, tiling
 
 MIN_SIZE = 16  # images smaller than this (either side) are refused as "too small"
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
 
 DESCRIPTION = """\
 Deblur photos with an IFAN checkpoint, at their full resolution.
@@ -41,8 +46,15 @@ Outputs keep the input's file name, format, size and, unless --bit_depth says ot
 depth. Grey images are deblurred as RGB and written back grey; an alpha channel is copied
 unchanged; EXIF orientation is applied (outputs are stored upright, orientation 1). PNG and
 TIFF outputs are lossless, JPEG outputs are written at quality 95 without chroma subsampling and
-are always 8 bit. Outputs are written under a temporary name and renamed when complete. An
-existing output is skipped (reported on stderr, not counted as a failure) unless --overwrite.
+are always 8 bit. Outputs are written under a temporary name and renamed when complete. A
+photo whose outputs all exist is skipped (reported on stderr, not counted as a failure) unless
+--overwrite. A photo's outputs are a set (with --defocus_map: the two map files, then the image,
+written last): when writing one fails (a full disk), the files of the set written so far are
+removed; when only some exist (a run that was killed), the missing ones are written and the
+existing ones kept. The last line says how many photos were written and to which folders.
+
+Photos larger than --max_pixels (default 100 megapixels) are refused from their header, before
+anything is decoded.
 
 A file that cannot be processed (unreadable, truncated, not an image, smaller than 16 x 16, ...)
 is reported on stderr as "deblur: FILE: REASON" and the rest still run; the exit status is 1 if
@@ -72,6 +84,7 @@ report is kept unless --overwrite.
 --ckpt takes a checkpoint directory or an official .pytorch/.pth file; the file is converted once
 (no PyTorch needed) into NAME.ifan_jax-HASH/ beside it, or under $IFAN_JAX_CACHE/converted
 (default ~/.cache/ifan_jax/converted) when its folder is not writable, and reused after that.
+The official files are in codeslake/IFAN's checkpoints.zip (the README links it).
 """
 
 
@@ -108,6 +121,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="keep the input where the 33 x 33 mean |defocus| is >= 2 x LEVEL, deblur "
                         "fully where it is <= LEVEL (a smooth ramp between); without a value: "
                         "automatic per photo (2/3 of Otsu's threshold), printed")
+    p.add_argument("--max_pixels", type=int, default=image_io.MAX_PIXELS, metavar="N",
+                   help=f"refuse photos of more than N pixels, from their header (default "
+                        f"{image_io.MAX_PIXELS:,})")
     p.add_argument("--report", default=None, metavar="PATH.json",
                    help="write every file's readout, strength and keep-bokeh level as JSON")
     p.add_argument("--verbosity", type=int, default=0,
@@ -128,14 +144,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--report {args.report} exists (use --overwrite to replace it)")
     if args.report is not None and os.path.isdir(args.report):
         p.error(f"--report {args.report} is a folder; give a file name (PATH.json)")
-    if args.tile is not None and args.tile < 0:
-        p.error("--tile must be >= 0")
-    if args.overlap < 0:
-        p.error("--overlap must be >= 0")
     try:
-        inference.check_tile(args.tile or 0, args.overlap)
-    except ValueError as e:
-        p.error(str(e).replace("tile ", "--tile ", 1).replace("an overlap of", "--overlap"))
+        tiling.check_tile(args.tile or 0, args.overlap, flags=True)
+    except tiling.TileError as e:
+        p.error(str(e))
+    if args.max_pixels < 1:
+        p.error(f"--max_pixels must be a number of pixels >= 1, got {args.max_pixels}")
     return args
 
 
@@ -202,12 +216,13 @@ def load_deblurrer(args, say) -> inference.Deblurrer:
     if deblurrer.needs_dual_pixel:
         raise UserError(f"{args.ckpt}: a dual-pixel-input model needs left/right views; this "
                          f"tool takes single images")
-    if args.defocus_map and not deblurrer.has_defocus_map:
-        raise UserError(f"{args.ckpt}: this model has no disparity map estimator (a variant "
-                        f"without D), so --defocus_map has nothing to write")
-    if args.keep_bokeh is not None and not deblurrer.has_defocus_map:
-        raise UserError(f"{args.ckpt}: this model has no disparity map estimator (a variant "
-                        f"without D), so --keep_bokeh has no map to keep the bokeh by")
+    try:
+        if args.defocus_map:
+            deblurrer.require_defocus_map("--defocus_map has nothing to write")
+        if args.keep_bokeh is not None:
+            deblurrer.require_defocus_map("--keep_bokeh has no map to keep the bokeh by")
+    except intent.IntentError as e:
+        raise UserError(f"{args.ckpt}: {e}") from None
     return deblurrer
 
 
@@ -239,7 +254,7 @@ def main(argv=None) -> int:
         _write_report(args, entries, say)
         return 1
 
-    written, skipped, claimed = 0, 0, {}
+    written, skipped, claimed, folders = 0, 0, {}, []
     bar = tqdm(files, desc="deblur", unit="image", file=sys.stderr, dynamic_ncols=True)
     for path in bar:
         outputs = output_paths(path, args)
@@ -252,18 +267,23 @@ def main(argv=None) -> int:
             report(path, f"has the same output name as {taken[0]}")
             continue
         claimed.update(dict.fromkeys(keys, path))
-        existing = [p for p in outputs if os.path.exists(p)]
-        if existing and not args.overwrite:
+        existing = [] if args.overwrite else [p for p in outputs if os.path.exists(p)]
+        if existing and len(existing) == len(outputs):
             skipped += 1
             say(f"{path}: skipped, {existing[0]} exists (use --overwrite)")
             entries.append({"input": path, "status": "skipped",
                             "reason": f"{existing[0]} exists (use --overwrite)"})
             continue
+        if existing:  # an incomplete set (a run was killed between its files): complete it
+            say(f"{path}: completing its outputs ({', '.join(existing)} kept)")
         try:
-            entry = _deblur_file(deblurrer, path, outputs, args)
+            entry = _deblur_file(deblurrer, path, outputs, existing, args)
             written += 1
             entries.append(entry)
-            say(f"{path}: {_readout_line(entry)}")
+            folder = os.path.join(os.path.dirname(outputs[0]), "")
+            if folder not in folders:
+                folders.append(folder)
+            say(f"{path}: {entry['readout_line']}")
         except UserError as e:
             report(path, str(e).removeprefix(f"{path}: "))
         except MemoryError:
@@ -274,22 +294,21 @@ def main(argv=None) -> int:
                 reason = "out of memory (try a smaller --tile)"
             report(path, reason)
     bar.close()
-    parts = [f"{written} written"] + ([f"{skipped} skipped"] if skipped else []) + (
-        [f"{len(failures)} failed"] if failures else [])
-    print(f"deblur: {', '.join(parts)}", file=sys.stderr)
+    print(f"deblur: {summary_line(written, folders, skipped, len(failures))}", file=sys.stderr)
     if not _write_report(args, entries, say):
         return 1
     return 1 if failures else 0
 
 
-def _readout_line(entry: dict) -> str:
-    line = entry["readout_line"]
-    if entry["keep_bokeh_level"] is not None:
-        how = "automatic" if entry["keep_bokeh"] == "auto" else "given"
-        line += f"; keep-bokeh level {entry['keep_bokeh_level']:.4g} ({how})"
-    if entry["strength"] != 1.0:
-        line += f"; strength {entry['strength']:g}"
-    return line
+def summary_line(written: int, folders: list[str], skipped: int, failed: int) -> str:
+    """"4 written to photos/deblurred/", "3 written to a/deblurred/ and b/deblurred/, 1 skipped",
+    ... (at most three folders named, then how many more)."""
+    where = folders[:3] + ([f"{len(folders) - 3} more folders"] if len(folders) > 3 else [])
+    text = f"{written} written" + (
+        f" to {', '.join(where[:-1])} and {where[-1]}" if len(where) > 1 else
+        f" to {where[0]}" if where else "")
+    return ", ".join([text] + ([f"{skipped} skipped"] if skipped else [])
+                     + ([f"{failed} failed"] if failed else []))
 
 
 def _write_report(args, entries: list[dict], say) -> bool:
@@ -312,9 +331,15 @@ def _write_report(args, entries: list[dict], say) -> bool:
     return True
 
 
-def _deblur_file(deblurrer: inference.Deblurrer, path: str, outputs: list[str], args) -> dict:
-    """Deblur one file and write its outputs; returns its report entry (with the readout)."""
-    image, info = image_io.read_image(path)
+class OutputError(UserError):
+    """An output that cannot be written (a full disk, a folder without permission)."""
+
+
+def _deblur_file(deblurrer: inference.Deblurrer, path: str, outputs: list[str], existing: list[str],
+                 args) -> dict:
+    """Deblur one file and write its outputs but `existing` (those are kept); returns its report
+    entry (with the readout)."""
+    image, info = image_io.read_image(path, max_pixels=args.max_pixels)
     h, w = image.shape[:2]
     if min(h, w) < MIN_SIZE:
         raise image_io.ImageError(f"{path}: image too small ({w} x {h} pixels; at least "
@@ -326,25 +351,50 @@ def _deblur_file(deblurrer: inference.Deblurrer, path: str, outputs: list[str], 
     schedule = deblurrer.schedule(h, w, args.tile, args.overlap)
     with tqdm(total=schedule.num_tiles, desc=os.path.basename(path), unit="tile", leave=False,
               file=sys.stderr, dynamic_ncols=True, disable=schedule.whole) as tiles:
-        result = deblurrer.run(image, schedule, progress=tiles.update,
-                               return_defocus=deblurrer.has_defocus_map)
-    # The blended whole-photo result and map: the keep-bokeh mask comes from the map as written.
-    sharp, dmap = result if deblurrer.has_defocus_map else (result, None)
-    applied = intent.apply(image, sharp, dmap, args.strength, args.keep_bokeh)
-    del sharp
-    result = applied.output
-    readout = intent.readout(image, result, dmap)
+        result = deblurrer.deblur(image, schedule=schedule, progress=tiles.update,
+                                  strength=args.strength, keep_bokeh=args.keep_bokeh)
     del image
-    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    image_io.write_image(out_path, result, info, bit_depth=depth, overwrite=args.overwrite)
+    writers = {out_path: lambda p: image_io.write_image(p, result.output, info, bit_depth=depth,
+                                                        overwrite=args.overwrite)}
     if args.defocus_map:
-        defocus.write_defocus(outputs[1], dmap, overwrite=args.overwrite)
-        defocus.write_raw(outputs[2], dmap, overwrite=args.overwrite)
-    return {"input": path, "status": "written", "output": out_path, "strength": applied.strength,
-            "keep_bokeh": args.keep_bokeh if isinstance(args.keep_bokeh, str) else (
-                None if args.keep_bokeh is None else "given"),
-            "keep_bokeh_level": applied.level, **readout.to_json(),
-            "readout_line": readout.line()}
+        writers[outputs[1]] = lambda p: defocus.write_defocus(p, result.defocus,
+                                                              overwrite=args.overwrite)
+        writers[outputs[2]] = lambda p: defocus.write_raw(p, result.defocus, overwrite=args.overwrite)
+    # The maps first, the image last: a photo's image on disk means its set was written whole.
+    write_set([(p, writers[p]) for p in outputs[1:] + outputs[:1] if p not in existing])
+    entry = {"input": path, "status": "written", "output": out_path, "strength": result.strength,
+             "keep_bokeh": args.keep_bokeh if isinstance(args.keep_bokeh, str) else (
+                 None if args.keep_bokeh is None else "given"),
+             "keep_bokeh_level": result.level, **result.readout.to_json(),
+             "readout_line": result.readout_line()}
+    if existing:
+        entry["kept"] = list(existing)
+    return entry
+
+
+def write_set(writers: list) -> None:
+    """Run `writers` [(path, write(path))] in order, each writing one file atomically; if one fails
+    (or the run is interrupted) the files written before it are removed, so a set is never left
+    half-written by a failure. A full disk is an OutputError saying so, naming the file."""
+    done = []
+    try:
+        for path, write in writers:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            try:
+                write(path)
+            except OSError as e:
+                if e.errno in FULL_DISK:
+                    raise OutputError(f"{path}: the disk is full (no space left on the device); "
+                                      f"nothing of this photo was kept") from None
+                raise
+            done.append(path)
+    except BaseException:
+        for path in done:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        raise
 
 
 def run(argv=None) -> int:

@@ -25,8 +25,9 @@ import numpy as np
 from PIL import Image
 
 from ifan_jax import fileio
+from ifan_jax.inference import tiling
 
-SCALE = 8  # the DME works at 1/8 of the input's resolution
+SCALE = tiling.ALIGN  # the DME works at 1/8 of the input's resolution
 # Viridis (van der Walt & Smith, CC0), 32 colours evenly spaced along the map; `colorize`
 # interpolates linearly between them.
 _VIRIDIS_HEX = (

@@ -34,6 +34,8 @@ from collections.abc import Callable, Sequence
 import jax
 import numpy as np
 
+from ifan_jax.errors import UserError
+
 ALIGN = 8  # tile corners and sizes lie on the network's 1/8 grid
 DEFAULT_OVERLAP = 64
 MIN_TILE = 64
@@ -243,3 +245,30 @@ def choose_tile(height: int, width: int, bytes_for_pixels: Callable[[int], float
            and bytes_for_pixels((batch + 1) * th * tw) <= budget):
         batch += 1
     return tile, batch
+
+
+class TileError(UserError):
+    """A tile size or overlap that cannot tile an image; the message says which and why."""
+
+
+def check_tile(tile: int, overlap: int, *, aligned: bool = False, flags: bool = False) -> None:
+    """The one tile rule: TileError (one line) unless `tile` is 0 (the whole image) or exceeds
+    `overlap` (>= 0) by at least ALIGN pixels once both are rounded up to multiples of ALIGN (a tile
+    must advance past its overlap). `aligned`: `tile` must itself be a positive multiple of ALIGN
+    (a fixed network input: the ONNX export and its page). `flags`: the message names the command
+    line's --tile and --overlap."""
+    name, other = ("--tile", "--overlap") if flags else ("tile", "overlap")
+    for value, what in ((tile, name), (overlap, other)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TileError(f"{what} must be an integer, got {value!r}")
+    if overlap < 0:
+        raise TileError(f"{other} must be >= 0, got {overlap}")
+    if aligned and (tile <= 0 or tile % ALIGN):
+        raise TileError(f"{name} must be a positive multiple of {ALIGN}, got {tile}")
+    if tile < 0:
+        raise TileError(f"{name} must be >= 0 (0: the whole image at once), got {tile}")
+    if tile and round_up(tile) - round_up(overlap) < ALIGN:
+        smallest = round_up(overlap) + ALIGN
+        raise TileError(f"{name} {tile} is too small for " + (
+            f"--overlap {overlap}" if flags else f"an overlap of {overlap}")
+            + f": use a tile of at least {smallest} pixels or a smaller overlap")

@@ -17,7 +17,7 @@ from jax.experimental import multihost_utils
 from ifan_jax import data as data_lib
 from ifan_jax.errors import UserError
 from ifan_jax.evaluation import scorer
-from ifan_jax.evaluation.scorer import eval_step  # noqa: F401 (the eval forward, re-exported for train)
+from ifan_jax.inference import Forward, tiling
 
 BATCH_KEYS = ("c", "r", "l", "gt")  # blurred input, right view, left view, sharp target
 
@@ -55,8 +55,9 @@ class Validator:
         self.load = functools.partial(data_lib.load_split, root, config.dataset, "val",
                                       bit_depth=config.bit_depth)
         names = ("psnr", "ssim") + (("lpips",) if config.get("eval_lpips", True) else ())
-        self.scorer = scorer.Scorer(apply_fn, dual=bool(config.model.dual_pixel_input),
-                                        metrics=names, input_metrics=("psnr",))
+        # The forward pass inference and evaluation run, with the training parameters.
+        self.scorer = scorer.Scorer(Forward(apply_fn), dual=bool(config.model.dual_pixel_input),
+                                    metrics=names, input_metrics=("psnr",))
         self.keys = (*names, scorer.INPUT_PREFIX + "psnr")
         self.summary = jax.jit(functools.partial(summary_step, apply_fn))
         self._summary_batch = None
@@ -87,8 +88,9 @@ class Validator:
         if self._summary_batch is None:
             ex = next(data_lib.numpy_iterator(self.load().take(1)))
             h, w = ex["c"].shape[:2]
-            side = min(h, w, self.config.crop_size) // 8 * 8
-            top, left = (h - side) // 2 // 8 * 8, (w - side) // 2 // 8 * 8
+            grid = tiling.ALIGN
+            side = min(h, w, self.config.crop_size) // grid * grid
+            top, left = (h - side) // 2 // grid * grid, (w - side) // 2 // grid * grid
             # A set without dual-pixel views (pairs) shows the blurred input for them.
             self._summary_batch = {k: ex.get(k, ex["c"])[None, top:top + side, left:left + side]
                                    for k in BATCH_KEYS}

@@ -2,6 +2,7 @@
 HTTP clients (bad uploads, 8 clients at once) and by headless Chromium (upload, download,
 screenshot). The server runs the tiny official-shape model (`tiny_official_checkpoint`)."""
 
+import io
 import json
 import os
 import re
@@ -18,6 +19,7 @@ import numpy as np
 import psutil
 import pytest
 from official_reference import reference_state_dict
+from PIL import Image
 from repo import ROOT
 
 from ifan_jax import image_io
@@ -120,6 +122,19 @@ def _photo(path: str, h: int, w: int, seed: int = 0, bit_depth: int = 8) -> np.n
     return image_io.read_image(path)[0]
 
 
+def _huge_tiff(path: str) -> str:
+    """A 0.8 MB tiled TIFF declaring 16384 x 16384 RGB pixels (one zlib tile, written 1024 times)."""
+    import zlib
+
+    import tifffile
+
+    tile = zlib.compress(np.zeros((512, 512, 3), np.uint8).tobytes(), 9)
+    with tifffile.TiffWriter(path) as tif:
+        tif.write((tile for _ in range(32 * 32)), shape=(16384, 16384, 3), dtype=np.uint8,
+                  tile=(512, 512), compression="zlib", photometric="rgb")
+    return path
+
+
 def _markdown(config: dict) -> str:
     return " ".join(str(c.get("props", {}).get("value", "")) for c in config["components"]
                     if c.get("type") == "markdown")
@@ -143,6 +158,12 @@ def test_bad_uploads_get_a_message_and_the_server_keeps_serving(server, tmp_path
     bad.write_bytes(b"these bytes are not a photo")
     with pytest.raises(gradio_client.exceptions.AppError, match=r"holiday\.png: not an image"):
         client.predict(gradio_client.handle_file(str(bad)), api_name="/deblur")
+    # A 0.8 MB tiled TIFF that declares 16384 x 16384 pixels: refused from its header at once.
+    huge = _huge_tiff(str(tmp_path / "huge.tif"))
+    with pytest.raises(gradio_client.exceptions.AppError,
+                       match=r"huge\.tif: 16384 x 16384 pixels \(268\.4 megapixels\) is more than "
+                             r"the limit of 100 megapixels \(--max_pixels\)"):
+        client.predict(gradio_client.handle_file(huge), api_name="/deblur")
     good = str(tmp_path / "scan.tif")
     _photo(good, 40, 56, bit_depth=16)
     result = client.predict(gradio_client.handle_file(good), api_name="/deblur")
@@ -225,6 +246,7 @@ def test_eight_clients_at_once_are_answered_in_order_in_bounded_memory(server, t
     assert ("tiles", 1, 1, "Deblurring") in progress, progress  # a whole 640 x 640 photo: one tile
 
 
+@pytest.mark.slow
 def test_the_start_up_says_where_the_page_is_and_offers_no_share_link(server):
     _, url, _ = server
     line = f"app: serving on {url} (Ctrl-C to stop)"
@@ -243,12 +265,17 @@ def test_the_start_up_says_where_the_page_is_and_offers_no_share_link(server):
 def test_command_line_errors_are_one_line(tmp_path, capsys, tiny_official_checkpoint):
     from ifan_jax.app import cli
 
+    where = ("the official weights, IFAN.pytorch and the others, are in codeslake/IFAN's "
+             "checkpoints.zip: https://www.dropbox.com/s/qohhmr9p81u0syi/checkpoints.zip?dl=1")
     assert cli.main([f"--ckpt={tmp_path / 'nowhere'}"]) == 1
-    assert capsys.readouterr().err == f"app: {tmp_path / 'nowhere'}: no such file or folder\n"
+    assert capsys.readouterr().err == f"app: {tmp_path / 'nowhere'}: no such file or folder; {where}\n"
     assert cli.main([f"--ckpt={tmp_path / 'IFAN.pytorh'}"]) == 1  # a mistyped file name
-    assert capsys.readouterr().err == f"app: {tmp_path / 'IFAN.pytorh'}: no such file or folder\n"
+    assert capsys.readouterr().err == (f"app: {tmp_path / 'IFAN.pytorh'}: no such file or folder; "
+                                       f"{where}\n")
     for argv, words in (([], "--ckpt=PATH is required"), (["--ckpt=x", "--port=p"], "--port"),
-                        (["--ckpt=x", "--tile=-1"], "--tile must be >= 0")):
+                        (["--ckpt=x", "--tile=-1"], "--tile must be >= 0"),
+                        (["--ckpt=x", "--tile=64"], "--tile 64 is too small for --overlap 64"),
+                        (["--ckpt=x", "--max_pixels=0"], "--max_pixels must be")):
         with pytest.raises(SystemExit) as e:
             cli.main(argv)
         assert e.value.code == 2
@@ -379,6 +406,7 @@ def test_in_chromium_upload_deblur_download(server, weights, tmp_path):
         target = downloads / "portrait_deblurred.png"
 
         def fetch(to):
+            _wait("the download", lambda: download().is_enabled(), timeout=60)
             download().click()
             _wait("the download", lambda: target.exists() and not any(
                 p.suffix == ".crdownload" for p in downloads.iterdir()), timeout=60)
@@ -391,11 +419,11 @@ def test_in_chromium_upload_deblur_download(server, weights, tmp_path):
         box.clear()
         box.send_keys("0\t")
         _wait("strength 0", lambda: "Strength 0." in status())
-        assert "the output is the input" in driver.find_element(By.ID, "readout").text
+        _wait("the readout", lambda: "output = input" in driver.find_element(By.ID, "readout").text)
         fetch(tmp_path / "strength0.png")
         # Keep the bokeh: the level slider shows the photo's automatic level, the summary says so.
         driver.find_element(By.CSS_SELECTOR, "#keep_bokeh input[type=checkbox]").click()
-        _wait("keep-bokeh", lambda: "automatic level" in status())
+        _wait("keep-bokeh", lambda: "(automatic)" in status())
         level = driver.find_element(By.CSS_SELECTOR, "#level input[type=number]")
         assert level.is_displayed() and float(level.get_attribute("value")) > 0
         # Everything the page loaded came from the app itself.
@@ -412,3 +440,100 @@ def test_in_chromium_upload_deblur_download(server, weights, tmp_path):
     assert out.shape == (h, w, 3) and info.bit_depth == 16
     sharp, _ = Deblurrer.from_checkpoint(weights)(image, return_defocus=True)
     np.testing.assert_array_equal(image_io.quantize(out, 16), image_io.quantize(sharp, 16))
+
+
+# Visible progress bars and loading overlays, by the element id of the component they are in.
+_SHOWN_JS = """
+const shown = (e) => { const r = e.getBoundingClientRect();
+                       return r.width > 0 && r.height > 0 && !e.closest('.hide'); };
+const where = (sel) => [...document.querySelectorAll(sel)].filter(shown)
+                         .map(e => (e.closest('[id]') || {}).id);
+return {bars: where('.progress-level, .progress-bar-wrap, .eta-bar'),
+        overlays: where('.wrap.default'),
+        images: Object.fromEntries(['compare', 'crop', 'defocus'].map(
+            id => [id, document.querySelectorAll('#' + id + ' img').length]))};
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("CI"),
+                    reason="the browser test needs Chromium and its driver: "
+                           "apt-get install chromium chromium-driver")
+def test_in_chromium_a_12_megapixel_photo(server, tmp_path):
+    """A 4000 x 3000 JPEG with a flat black third and its detail elsewhere: one progress bar while
+    it runs; a 1:1 crop that shows something; switching keep-the-bokeh on and typing a strength
+    with Enter re-blend it without blanking a panel. The re-blend times are measured and printed
+    (not asserted: speed belongs in the benchmark)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    _, url, _ = server
+    h, w = 3000, 4000
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    pixels = np.stack([0.5 + 0.4 * np.sin(xx / 13 + c) * np.cos(yy / 17 - c) for c in range(3)], -1)
+    pixels[:h // 2, :w // 2] = 0.02  # flat and nearly black: no crop should show it
+    photo = str(tmp_path / "twelve.jpg")
+    Image.fromarray(np.rint(pixels * 255).astype(np.uint8)).save(photo, quality=92)
+    del pixels, yy, xx
+    driver = _browser(str(tmp_path))
+    try:
+        driver.get(url)
+        status = lambda: " ".join(e.text for e in driver.find_elements(By.ID, "status"))
+        _wait("the page", lambda: "Choose a photo" in status())
+        driver.find_element(By.CSS_SELECTOR, "#upload input[type=file]").send_keys(photo)
+        bars = set()
+        deadline = time.monotonic() + 900
+        while "twelve.jpg: 4000 x 3000" not in status() and time.monotonic() < deadline:
+            bars.update(driver.execute_script(_SHOWN_JS)["bars"])
+            time.sleep(0.1)
+        assert "twelve.jpg: 4000 x 3000" in status(), status()
+        assert bars == {"compare"}, bars  # one progress bar, on the before/after panel
+
+        # The 1:1 crop shows detail, not the black third where nothing is to be seen.
+        crops = [e.get_attribute("src") for e in driver.find_elements(By.CSS_SELECTOR, "#crop img")]
+        assert len(crops) == 2
+        with urllib.request.urlopen(crops[0], timeout=30) as r:
+            crop = np.asarray(Image.open(io.BytesIO(r.read())).convert("L"), np.float32)
+        assert crop.std() > 20 and crop.mean() > 30, (crop.mean(), crop.std())
+
+        download = lambda: driver.find_element(By.ID, "download")
+        _wait("the download", lambda: download().is_enabled(), timeout=120)
+
+        def reblend(what, act, done):
+            """Time from `act()` to the previews showing `done()`, and to the download; the panels
+            keep their images and show no overlay meanwhile."""
+            seen = []
+            start = time.monotonic()
+            act()
+            while not done() and time.monotonic() < start + 120:
+                seen.append(driver.execute_script(_SHOWN_JS))
+                time.sleep(0.05)
+            previews = time.monotonic() - start
+            assert done(), (what, status())
+            while not download().is_enabled() and time.monotonic() < start + 300:
+                seen.append(driver.execute_script(_SHOWN_JS))
+                time.sleep(0.05)
+            ready = time.monotonic() - start
+            assert download().is_enabled(), what
+            for shown in seen:
+                assert shown["images"] == {"compare": 2, "crop": 2, "defocus": 1}, (what, shown)
+                assert not shown["overlays"] and not shown["bars"], (what, shown)
+            print(f"12-megapixel re-blend in Chromium, {what}: previews {previews:.2f} s, "
+                  f"full-size download ready {ready:.2f} s")
+            return previews, ready
+
+        reblend("keep-the-bokeh switched on",
+                lambda: driver.find_element(By.CSS_SELECTOR,
+                                            "#keep_bokeh input[type=checkbox]").click(),
+                lambda: "(automatic)" in status())
+        box = driver.find_element(By.CSS_SELECTOR, "#strength input[type=number]")
+
+        def type_and_enter():
+            box.clear()
+            box.send_keys("0.3")
+            box.send_keys(Keys.ENTER)  # no Tab, no click elsewhere: Enter applies it
+
+        reblend("strength 0.3 typed, Enter", type_and_enter, lambda: "strength 0.3" in status())
+        assert "(automatic)" in status()  # a new strength keeps the automatic level automatic
+    finally:
+        driver.quit()

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tifffile
 from PIL import Image
+from scipy import ndimage
 
 from ifan_jax import image_io
 from ifan_jax.app import examples, service
@@ -110,11 +111,28 @@ def test_bad_uploads_are_one_line_errors_naming_the_file(tmp_path, deblurrer, co
     assert "upload_dir" not in message and "\n" not in message
 
 
-def test_crop_goes_where_the_defocus_map_is_largest():
-    defocus = np.zeros((300, 500), np.float32)
-    defocus[200:260, 40:100] = -3.0  # in front of the focal plane: negative, large magnitude
-    row, col = service.most_defocused(defocus, 64)
-    assert 200 <= row < 260 and 40 <= col < 100
+def test_crop_goes_where_the_defocus_map_is_largest_among_windows_that_show_something():
+    """The largest |defocus| of this map is on a flat black patch (what the page's crop once
+    showed: a near-black square); the crop goes to the most out-of-focus window with content."""
+    h, w = 300, 500
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:h, 0:w]
+    image = (0.5 + 0.3 * np.sin(xx / 3.0)[..., None] * np.cos(yy / 5.0)[..., None]
+             + 0.05 * rng.standard_normal((h, w, 3))).astype(np.float32)
+    image[:120, 300:] = 0.01  # a flat, nearly black corner
+    defocus = np.zeros((h, w), np.float32)
+    defocus[:120, 300:] = 5.0  # the map is largest there
+    defocus[200:270, 40:110] = -4.5  # in front of the focal plane: negative, large magnitude
+    row, col = service.crop_centre(image, defocus, 64)
+    assert 200 <= row < 270 and 40 <= col < 110
+    rows, cols = service.crop_window(h, w, (row, col), 64)
+    assert image[rows, cols].std() > 0.1  # the crop shows something
+    # The map alone would have picked the black corner.
+    blur = ndimage.uniform_filter(np.abs(defocus), 64, mode="constant")
+    assert np.unravel_index(np.argmax(blur), blur.shape)[1] >= 300
+    # Without a map: the window with the most spread, never the flat corner.
+    row, col = service.crop_centre(image, None, 64)
+    assert not (row < 120 and col >= 300)
     rows, cols = service.crop_window(300, 500, (295, 2), 64)
     assert (rows.start, rows.stop, cols.start, cols.stop) == (236, 300, 0, 64)
     rows, cols = service.crop_window(30, 500, (15, 250), 64)
@@ -173,9 +191,10 @@ def test_examples_follow_ifan_jax_cache(tmp_path, monkeypatch):
     assert examples.default_dir() == str(tmp_path / "home" / ".cache" / "ifan_jax" / "app_examples")
 
 
+@pytest.mark.slow
 def test_controls_reblend_the_last_photo_without_the_network(tmp_path, deblurrer, monkeypatch):
-    """Strength and keep-bokeh (issue 24's intent): the download is exactly Deblurrer's blended
-    output, written as the input's form; re-blending runs no network and matches a fresh run."""
+    """Strength and keep-bokeh: `reblend` makes the previews only, `download` then writes the full
+    resolution file, exactly what `Deblurrer.deblur` gives with those settings; no network run."""
     from ifan_jax.inference import intent
 
     path = str(tmp_path / "p16.png")
@@ -185,30 +204,35 @@ def test_controls_reblend_the_last_photo_without_the_network(tmp_path, deblurrer
     first = svc.process(path)
     sharp, dmap = deblurrer(image, return_defocus=True)
     assert first.readout.sentence == intent.readout(image, sharp, dmap).sentence
-    assert first.auto_level is None  # not computed until keep-bokeh asks for it
-    assert "%" in first.readout_text and "median" in first.readout_text
+    assert first.readout_text == first.readout.line() and "median" in first.readout_text
+    assert first.auto_level == pytest.approx(intent.auto_level(dmap))  # ready for the switch
 
-    runs = []
-    monkeypatch.setattr(deblurrer, "run", lambda *a, **k: runs.append(a))
+    monkeypatch.setattr(deblurrer.forward, "compiled", None)  # no network run from here on
     half = svc.reblend(first.key, strength=0.5)
+    assert half.output is None and half.readout is None  # the previews only, at once
+    assert half.after != first.after and half.before == first.before
+    half = svc.download(half)
     expected = intent.blend(image, sharp, 0.5)
     got = image_io.read_image(half.output)[0]
     np.testing.assert_array_equal(image_io.quantize(got, 16), image_io.quantize(expected, 16))
     assert os.path.basename(half.output) == "p16_deblurred.png" and half.output != first.output
-    assert half.after != first.after and half.before == first.before
-    zero = svc.reblend(first.key, strength=0.0)  # the input exactly, at its bit depth
+    zero = svc.download(svc.reblend(first.key, strength=0.0))  # the input exactly, at its depth
     np.testing.assert_array_equal(image_io.read_image(zero.output)[0], image)
-    assert zero.readout.psnr == float("inf") and "the output is the input" in zero.readout_text
+    assert zero.readout.psnr == float("inf") and "output = input" in zero.readout_text
+    with Image.open(zero.after) as after, Image.open(zero.before) as before:
+        np.testing.assert_array_equal(np.asarray(after), np.asarray(before))
     level = float(np.median(np.abs(dmap)))
-    kept = svc.reblend(first.key, strength=0.8, keep_bokeh=level)
-    applied = intent.apply(image, sharp, dmap, 0.8, level)
+    kept = svc.download(svc.reblend(first.key, strength=0.8, keep_bokeh=level))
+    applied = intent.Deblurred(image, sharp, dmap, 0.8, level)
     np.testing.assert_array_equal(image_io.quantize(image_io.read_image(kept.output)[0], 16),
                                   image_io.quantize(applied.output, 16))
-    assert kept.level == level and f"{level:.3g}" in kept.summary
+    assert kept.level == level and f"{level:.4g}" in kept.summary
     auto = svc.reblend(first.key, keep_bokeh="auto")
     assert auto.level == auto.auto_level == pytest.approx(intent.auto_level(dmap))
-    assert "automatic" in auto.summary
-    assert runs == []  # no network run for any of them
+    assert "(automatic)" in auto.summary
+    # A download the page no longer wants (a newer blend was asked for) is skipped.
+    svc.reblend(first.key, strength=0.3)
+    assert svc.download(auto) is None
 
     # ...and a fresh run with the same controls gives the same download.
     monkeypatch.undo()
@@ -225,21 +249,53 @@ def test_controls_reblend_the_last_photo_without_the_network(tmp_path, deblurrer
         svc.reblend(first.key, strength=2)
 
 
+def test_an_oversized_upload_is_refused_from_its_header_and_the_next_one_runs(tmp_path, deblurrer):
+    """A 0.8 MB tiled TIFF that declares 16384 x 16384 pixels: one line at once, with next to no
+    memory (the photo would be 3.2 GB as floats); then a photo is served as usual."""
+    import tracemalloc
+    import zlib
+
+    big = tmp_path / "huge.tif"
+    tile = zlib.compress(np.zeros((512, 512, 3), np.uint8).tobytes(), 9)
+    with tifffile.TiffWriter(big) as tif:
+        tif.write((tile for _ in range(32 * 32)), shape=(16384, 16384, 3), dtype=np.uint8,
+                  tile=(512, 512), compression="zlib", photometric="rgb")
+    svc = service.Service(deblurrer, str(tmp_path / "work"))
+    tracemalloc.start()
+    try:
+        with pytest.raises(service.UploadError) as e:
+            svc.process(str(big))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(e.value) == ("huge.tif: 16384 x 16384 pixels (268.4 megapixels) is more than the "
+                            "limit of 100 megapixels (--max_pixels)")
+    assert peak < 32 << 20, f"{peak / 2**20:.0f} MB"
+    path = str(tmp_path / "p.png")
+    image_io.write_image(path, _photo())
+    assert os.path.exists(svc.process(path).output)
+    # The limit is the service's: a lower one refuses that photo too.
+    with pytest.raises(service.UploadError, match="p.png: 90 x 72 pixels"):
+        service.Service(deblurrer, str(tmp_path / "w2"), max_pixels=1000).process(path)
+
+
 def test_previews_of_a_large_photo_are_reduced_in_blocks():
+    from ifan_jax.inference import intent
+
     rng = np.random.default_rng(5)
     image = rng.random((1030, 2050, 3), dtype=np.float32)
-    small = service.reduce_rows(image, 4)
+    small = intent.block_mean(image, 4)
     assert small.shape == (257, 512, 3)
     np.testing.assert_allclose(small, image[:1028, :2048].reshape(257, 4, 512, 4, 3).mean((1, 3)),
                                rtol=1e-5, atol=1e-6)
     colour = (image * 255).astype(np.uint8)
-    np.testing.assert_allclose(service.reduce_rows(colour, 2),
+    np.testing.assert_allclose(intent.block_mean(colour, 2),
                                colour[:1030, :2050].reshape(515, 2, 1025, 2, 3).mean((1, 3)) / 255,
                                rtol=1e-5, atol=1e-6)
     keep = rng.random((1030, 2050), dtype=np.float32)
-    from ifan_jax.inference import intent
-    np.testing.assert_array_equal(service.blend_rows(image, image[::-1], 0.3, keep),
-                                  intent.blend(image, image[::-1], 0.3, keep))
+    np.testing.assert_allclose(intent.blend(image, image[::-1], 0.3, keep),
+                               image + 0.3 * (1 - keep[..., None]) * (image[::-1] - image),
+                               atol=1e-6)
 
 
 @pytest.mark.slow
@@ -247,9 +303,11 @@ def test_a_large_photo_costs_little_beyond_the_deblurrers_arrays(tmp_path):
     """Everything the service allocates for one request (numpy, traced), the photo read included,
     with a network that returns ready arrays: at most 3 x the photo's float32 size. The previews,
     the colour map and the blend go in blocks of rows (before: 7.4 x, from full-size float
-    temporaries of the colour map and the previews; now 2.3 x)."""
+    temporaries of the colour map and the previews; then 2.3 x; with the map's box mean and
+    automatic level computed for quick re-blends, 2.7 x)."""
     import tracemalloc
 
+    from ifan_jax.inference import intent
     from ifan_jax.inference.deblurrer import Schedule
 
     h, w = 1500, 2000
@@ -263,8 +321,8 @@ def test_a_large_photo_costs_little_beyond_the_deblurrers_arrays(tmp_path):
         def schedule(self, height, width, tile, overlap):
             return Schedule(0, overlap, 1, 1)
 
-        def run(self, image, schedule, progress=None, return_defocus=False):
-            return self.sharp, self.defocus
+        def deblur(self, image, schedule=None, progress=None):
+            return intent.Deblurred(image, self.sharp, self.defocus)
 
     path = str(tmp_path / "large.png")
     image_io.write_image(path, rng.random((h, w, 3), dtype=np.float32))

@@ -1,4 +1,5 @@
-"""The evaluation core (ifan_jax.evaluation.scorer) and its training front-end, the Validator."""
+"""The evaluation core (ifan_jax.evaluation.scorer) and its training front-end, the Validator: both
+run inference's one forward pass (`ifan_jax.inference.Forward`) on the whole image."""
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ from ifan_jax import checkpoint
 from ifan_jax.config import load_config
 from ifan_jax.data import testing as data_testing
 from ifan_jax.evaluation import metrics, scorer
-from ifan_jax.inference import Deblurrer
+from ifan_jax.inference import Deblurrer, Forward
 from ifan_jax.models import IFAN
 from ifan_jax.training import validation
 
@@ -28,10 +29,14 @@ def _image(h, w, seed):
 def test_scorer_pads_crops_back_and_scores_the_output(tiny_model):
     apply_fn, params, deblurrer = tiny_model
     blurred, sharp = _image(37, 45, 0), _image(37, 45, 1)
-    score = scorer.Scorer(apply_fn, dual=False, metrics=("psnr", "mae"),
-                               input_metrics=("psnr",), timed=True)
+    score = scorer.Scorer(Forward(apply_fn), dual=False, metrics=("psnr", "mae"),
+                          input_metrics=("psnr",), timed=True)
     scored = score.score(params, {"name": b"scene", "c": blurred, "gt": sharp, "bit_depth": 16})
     want = deblurrer.deblur_whole(blurred)  # edge-padded to 40 x 48, cropped back
+    # The deblurrer's own forward pass, as evaluate.py runs it: the very same pixels.
+    same = scorer.Scorer(deblurrer.forward, dual=False, metrics=()).forward(deblurrer.params,
+                                                                            {"c": blurred})[0]
+    np.testing.assert_array_equal(same, want)
     assert scored.name == "scene" and scored.bit_depth == 16
     np.testing.assert_allclose(scored.output, want, atol=1e-6)
     assert scored.scores["psnr"] == pytest.approx(metrics.psnr(want, sharp), abs=1e-4)
@@ -40,7 +45,7 @@ def test_scorer_pads_crops_back_and_scores_the_output(tiny_model):
     assert scored.scores["seconds"] > 0 and "ssim" not in scored.scores
 
     # Rotated sets (PixelDP): the network sees the rotated image; output and truth turn back.
-    rotated = scorer.Scorer(apply_fn, dual=False, metrics=("psnr",), rotated=True)
+    rotated = scorer.Scorer(Forward(apply_fn), dual=False, metrics=("psnr",), rotated=True)
     out = rotated.score(params, {"name": "r", "c": np.rot90(blurred), "gt": np.rot90(sharp)})
     want = np.rot90(deblurrer.deblur_whole(np.ascontiguousarray(np.rot90(blurred))), k=-1)
     np.testing.assert_allclose(out.output, want, atol=1e-6)
@@ -66,6 +71,7 @@ def val_root(tmp_path_factory):
     return str(root), written["val"]
 
 
+@pytest.mark.slow
 def test_validator_over_two_hosts_counts_each_image_once(tiny_model, val_root, monkeypatch):
     apply_fn, params, deblurrer = tiny_model
     root, examples = val_root
@@ -79,6 +85,7 @@ def test_validator_over_two_hosts_counts_each_image_once(tiny_model, val_root, m
             "input_psnr": np.mean([metrics.psnr(c, g) for _, g, c in outs])}
 
     validator = validation.Validator(config, root, apply_fn)
+    assert isinstance(validator.scorer.forward_pass, Forward)  # inference's forward, its params
     alone = validator(params)
     assert set(alone) == {"psnr", "ssim", "input_psnr", "num_images"}
     assert alone["num_images"] == 3
@@ -97,3 +104,17 @@ def test_validator_over_two_hosts_counts_each_image_once(tiny_model, val_root, m
     combined = scorer.means(shares[0] + shares[1], validator.keys)
     for key in want:
         assert combined[key] == pytest.approx(alone[key], abs=1e-9)
+
+
+@pytest.mark.slow
+def test_an_output_that_is_not_finite_is_refused_naming_the_image(tiny_model):
+    apply_fn, params, _ = tiny_model
+    damaged = {**params, "reconstructor": {
+        **params["reconstructor"],
+        "conv_out": {k: np.full_like(np.asarray(v), np.nan)
+                     for k, v in params["reconstructor"]["conv_out"].items()}}}
+    score = scorer.Scorer(Forward(apply_fn), dual=False, metrics=("psnr",))
+    with pytest.raises(ValueError, match=r"^the output for scene_7 has \d+ values that are not "
+                                         r"finite") as e:
+        score.score(damaged, {"name": "scene_7", "c": _image(16, 24, 2), "gt": _image(16, 24, 3)})
+    assert "\n" not in str(e.value)

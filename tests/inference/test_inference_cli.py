@@ -114,6 +114,7 @@ def test_cli_processes_good_files_and_reports_bad_ones(photos, tiny_official_che
     assert any(f"deblur: {folder / 'grey.png'}: skipped" in line for line in lines)
     assert (out / "grey.png").read_bytes() == b"an earlier result"
     assert sorted(os.listdir(out)) == sorted(GOOD)
+    assert lines[-1] == f"deblur: 4 written to {out}/, 1 skipped, 5 failed"
     # --verbosity=1 shows the libraries' INFO logs (orbax's, reading the checkpoint).
     proc = subprocess.run(
         [sys.executable, "-m", "ifan_jax.inference", f"--ckpt={tiny_official_checkpoint}",
@@ -229,12 +230,15 @@ def test_official_file_and_defocus_map(photos, official_file, cache_env, tmp_pat
         np.testing.assert_allclose(raw, expected, atol=1e-6)
         colour = np.asarray(Image.open(out / f"{name}_defocus.png"))
         np.testing.assert_array_equal(colour, defocus.colorize(raw))
-    # Second run: the conversion is reused; existing outputs (defocus maps included) are kept.
+    # Second run: the conversion is reused; a complete set is skipped, an incomplete one (its
+    # image gone) completed, its maps kept as they are.
     (out / "deep.tif").unlink()
+    maps = (out / "deep_defocus.npy").read_bytes()
     assert cli.main(args) == 0
     err = capsys.readouterr().err
-    assert "converting" not in err and f"{folder / 'deep.tif'}: skipped" in err
-    assert "deep_defocus" in err and not (out / "deep.tif").exists()
+    assert "converting" not in err and f"{folder / 'alpha.png'}: skipped" in err
+    assert f"{folder / 'deep.tif'}: completing its outputs" in err and (out / "deep.tif").exists()
+    assert (out / "deep_defocus.npy").read_bytes() == maps
 
 
 def test_official_file_in_a_read_only_folder_converts_into_the_cache(official_file, tmp_path,
@@ -269,3 +273,139 @@ def test_defocus_map_of_a_model_without_the_dme_is_one_line(tmp_path, capsys, mo
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"deblur: {ckpt}: this model has no disparity map estimator (a variant "
                    f"without D), so --defocus_map has nothing to write"]
+
+
+# --------------------------------------------------------------------------- sets, limits, lines
+
+def _two_photos(folder):
+    folder.mkdir()
+    Image.fromarray(_smooth(40, 56)).save(folder / "a.png")
+    (folder / "b.png").write_bytes(encode_png(_smooth(48, 40, 16)))
+    return [str(folder / "a.png"), str(folder / "b.png")]
+
+
+def _set(out, stem, ext=".png"):
+    return [out / f"{stem}{ext}", out / f"{stem}_defocus.png", out / f"{stem}_defocus.npy"]
+
+
+@pytest.mark.slow
+def test_a_photos_files_are_written_as_a_set(tiny_official_checkpoint, tmp_path, capsys,
+                                             monkeypatch):
+    """A full disk while writing b's image (its maps already written): one line saying the disk is
+    full, none of b's files left, a's set whole. The next run writes b and skips a. A run after a
+    kill between files (an image without its maps, maps without their image) completes those sets
+    and keeps the files that are there."""
+    inputs = _two_photos(tmp_path / "photos")
+    out = tmp_path / "out"
+    args = [f"--ckpt={tiny_official_checkpoint}", f"--output_dir={out}", "--defocus_map", *inputs]
+    real_write = image_io.write_image
+
+    def full_disk(path, *a, **k):
+        if os.path.basename(path) == "b.png":
+            raise OSError(28, "No space left on device")
+        return real_write(path, *a, **k)
+
+    monkeypatch.setattr(image_io, "write_image", full_disk)
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "b.png" in line]
+    assert len(lines) == 1 and f"{out / 'b.png'}: the disk is full" in lines[0], err
+    assert sorted(os.listdir(out)) == ["a.png", "a_defocus.npy", "a_defocus.png"]  # no b, no temp
+    monkeypatch.undo()
+
+    assert cli.main(args) == 0
+    err = capsys.readouterr().err
+    assert f"{inputs[0]}: skipped" in err and err.strip().endswith(f"deblur: 1 written to {out}/, "
+                                                                   f"1 skipped")
+    assert all(p.exists() for p in _set(out, "a") + _set(out, "b"))
+
+    # A kill between files: a's image without its maps, b's maps without its image.
+    kept = {p: p.read_bytes() for p in (_set(out, "a")[0], *_set(out, "b")[1:])}
+    _set(out, "a")[2].unlink()
+    _set(out, "b")[0].unlink()
+    assert cli.main(args) == 0
+    err = capsys.readouterr().err
+    assert f"{inputs[0]}: completing its outputs" in err and f"{inputs[1]}: completing" in err
+    assert all(p.exists() for p in _set(out, "a") + _set(out, "b"))
+    assert all(p.read_bytes() == data for p, data in kept.items())  # nothing there was replaced
+    assert err.strip().endswith(f"deblur: 2 written to {out}/")
+
+
+@pytest.mark.slow
+def test_an_output_that_is_not_finite_is_never_written(tiny_official_checkpoint, tmp_path, capsys,
+                                                       monkeypatch):
+    config, params = checkpoint.load_params(tiny_official_checkpoint)
+    bad = {k: np.full_like(np.asarray(v), np.nan) for k, v in
+           params["reconstructor"]["conv_out"].items()}
+    params = {**params, "reconstructor": {**params["reconstructor"], "conv_out": bad}}
+    monkeypatch.setattr(Deblurrer, "from_checkpoint",
+                        classmethod(lambda cls, *a, **k: cls(params, config)))
+    inputs = _two_photos(tmp_path / "photos")
+    out = tmp_path / "out"
+    assert cli.main([f"--ckpt={tiny_official_checkpoint}", f"--output_dir={out}",
+                     "--defocus_map", *inputs]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    for path in inputs:
+        hits = [line for line in err if line.startswith(f"deblur: {path}: ")]
+        assert len(hits) == 1 and "not finite" in hits[0], err
+    assert err[-1] == "deblur: 0 written, 2 failed"
+    assert not out.exists() or not os.listdir(out)
+
+
+def _huge_tiff(path):
+    """A 0.8 MB tiled TIFF that declares 16384 x 16384 RGB pixels (its tiles compressed once)."""
+    import zlib
+
+    tile = zlib.compress(np.zeros((512, 512, 3), np.uint8).tobytes(), 9)
+    with tifffile.TiffWriter(path) as tif:
+        tif.write((tile for _ in range(32 * 32)), shape=(16384, 16384, 3), dtype=np.uint8,
+                  tile=(512, 512), compression="zlib", photometric="rgb")
+    return path
+
+
+@pytest.mark.slow
+def test_max_pixels_refuses_a_huge_photo_from_its_header(tiny_official_checkpoint, tmp_path):
+    """A tiled TIFF of 16384 x 16384 in 0.8 MB: one line and nothing written, in a process that
+    stays far below the 3.2 GB the photo would take as floats; --max_pixels sets the limit."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    big = _huge_tiff(str(photos / "huge.tif"))
+    assert os.path.getsize(big) < 1 << 20
+    Image.fromarray(_smooth(40, 56)).save(photos / "small.png")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "ifan_jax.inference", f"--ckpt={tiny_official_checkpoint}",
+                             f"--output_dir={out}", str(photos)], stderr=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    err = proc.stderr.read()
+    proc.stdout.close()
+    proc.stderr.close()
+    assert os.waitstatus_to_exitcode(status) == 1, err
+    lines = [line for line in err.splitlines() if "huge.tif" in line]
+    assert lines == [f"deblur: {big}: 16384 x 16384 pixels (268.4 megapixels) is more than the "
+                     f"limit of 100 megapixels (--max_pixels)"], err
+    assert sorted(os.listdir(out)) == ["small.png"]
+    assert usage.ru_maxrss * 1024 < 1.5e9, f"{usage.ru_maxrss / 1e6:.2f} GB"
+    # A lower limit refuses the small photo too, by the same rule.
+    assert cli.main([f"--ckpt={tiny_official_checkpoint}", f"--output_dir={tmp_path / 'o2'}",
+                     "--max_pixels=1000", str(photos / "small.png")]) == 1
+
+
+def test_max_pixels_and_missing_weights_are_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.parse_args(["--ckpt=x", "--max_pixels=0", "a.jpg"])
+    assert e.value.code == 2 and "--max_pixels" in capsys.readouterr().err
+    Image.fromarray(_smooth(32, 32)).save(tmp_path / "a.png")
+    assert cli.main([f"--ckpt={tmp_path / 'IFAN.pytorch'}", str(tmp_path / "a.png")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith(f"deblur: {tmp_path / 'IFAN.pytorch'}: no such file or folder; ")
+    assert "https://www.dropbox.com/s/qohhmr9p81u0syi/checkpoints.zip" in err[0]
+
+
+def test_the_last_line_names_the_folders_written_to():
+    assert cli.summary_line(4, ["photos/deblurred/"], 0, 0) == "4 written to photos/deblurred/"
+    assert cli.summary_line(3, ["a/deblurred/", "b/deblurred/"], 1, 2) == (
+        "3 written to a/deblurred/ and b/deblurred/, 1 skipped, 2 failed")
+    assert cli.summary_line(5, ["a/", "b/", "c/", "d/", "e/"], 0, 0) == (
+        "5 written to a/, b/, c/ and 2 more folders")
+    assert cli.summary_line(0, [], 2, 0) == "0 written, 2 skipped"

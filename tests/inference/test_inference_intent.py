@@ -1,4 +1,4 @@
-"""Deblurring with intent (issue 24): the blend, the keep-bokeh mask, the automatic level, the
+"""Deblurring with intent: the blend, the keep-bokeh mask, the automatic level, the
 readout, and Deblurrer's strength / keep_bokeh on the tiny model (whole and tiled)."""
 
 import json

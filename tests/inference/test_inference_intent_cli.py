@@ -1,4 +1,4 @@
-"""The deblur command's --strength, --keep_bokeh[=LEVEL] and --report (issue 24), on real output
+"""The deblur command's --strength, --keep_bokeh[=LEVEL] and --report, on real output
 files of the tiny model (ch=8, N=3)."""
 
 import json
