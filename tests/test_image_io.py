@@ -243,3 +243,56 @@ def test_written_images_get_the_usual_permissions(tmp_path, ext):
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
     assert sorted(os.listdir(tmp_path)) == [path.name]
+
+
+def _photo_jpeg(path, quality, subsampling, grey=False):
+    from skimage import data as skimage_data
+
+    photo = Image.fromarray(skimage_data.astronaut())
+    (photo.convert("L") if grey else photo).save(path, quality=quality, subsampling=subsampling)
+
+
+@pytest.mark.parametrize("quality", [20, 50, 75, 85, 95, 100])
+def test_jpeg_quality_is_estimated_from_the_quantisation_tables(tmp_path, quality):
+    path = tmp_path / "q.jpg"
+    _photo_jpeg(path, quality, "4:2:0")
+    with Image.open(path) as im:
+        assert image_io.jpeg_quality(im.quantization) == quality
+    info = read_image(str(path))[1]
+    assert (info.jpeg_quality, info.jpeg_subsampling) == (quality, "4:2:0")
+
+
+def test_jpeg_outputs_keep_the_inputs_subsampling_and_quality(tmp_path):
+    from PIL import JpegImagePlugin
+
+    for subsampling in ("4:2:0", "4:2:2", "4:4:4"):
+        src, out = tmp_path / f"in{subsampling[-1]}.jpg", tmp_path / f"out{subsampling[-1]}.jpg"
+        _photo_jpeg(src, 85, subsampling)
+        image, info = read_image(str(src))
+        write_image(str(out), image, info)
+        with Image.open(out) as im:
+            sampling = {0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}[JpegImagePlugin.get_sampling(im)]
+            assert sampling == subsampling
+            assert abs(image_io.jpeg_quality(im.quantization) - 85) <= 2
+        ratio = out.stat().st_size / src.stat().st_size
+        assert 1 / 1.3 < ratio < 1.3, (subsampling, ratio)
+
+    _photo_jpeg(tmp_path / "grey.jpg", 70, "4:2:0", grey=True)
+    image, info = read_image(str(tmp_path / "grey.jpg"))
+    assert (info.grey, info.jpeg_quality, info.jpeg_subsampling) == (True, 70, None)
+    write_image(str(tmp_path / "grey_out.jpg"), image, info)
+    with Image.open(tmp_path / "grey_out.jpg") as im:
+        assert im.mode == "L" and image_io.jpeg_quality(im.quantization) == 70
+
+    # Not a JPEG input: quality 95 without subsampling.
+    png_image, png_info = read_image(str(_png_of(tmp_path, image)))
+    write_image(str(tmp_path / "from_png.jpg"), png_image, png_info)
+    with Image.open(tmp_path / "from_png.jpg") as im:
+        assert JpegImagePlugin.get_sampling(im) == 0
+        assert image_io.jpeg_quality(im.quantization) == image_io.JPEG_QUALITY == 95
+
+
+def _png_of(tmp_path, image):
+    path = tmp_path / "photo.png"
+    write_image(str(path), image)
+    return path
