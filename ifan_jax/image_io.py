@@ -353,8 +353,9 @@ def check_tiff_page(path: str, page, file_size: int, max_pixels: int | None = MA
         check_deflate(path, compressed, page.nbytes, "TIFF")
 
 
-def _pillow_bomb(path: str, error: Exception, max_pixels: int | None) -> ImageError:
-    """Pillow's own refusal of a huge image (above 2 x its MAX_IMAGE_PIXELS) as our line."""
+def pillow_refusal(path: str, error: Exception, max_pixels: int | None = MAX_PIXELS) -> ImageError:
+    """Pillow's own refusal of a huge image (Image.DecompressionBombError, above 2 x its
+    MAX_IMAGE_PIXELS, raised by Image.open before its size can be checked) as our line."""
     found = re.search(r"\((\d+) pixels\)", str(error))
     pixels = f"{int(found.group(1)) / 1e6:.1f} megapixels" if found else "its size"
     limit = f"{max_pixels / 1e6:g} megapixels (--max_pixels)" if max_pixels is not None else (
@@ -424,7 +425,7 @@ def read_image(path: str, max_pixels: int | None = MAX_PIXELS) -> tuple[np.ndarr
     except ImageError:
         raise
     except Image.DecompressionBombError as e:
-        raise _pillow_bomb(path, e, max_pixels) from None
+        raise pillow_refusal(path, e, max_pixels) from None
     except Image.UnidentifiedImageError:
         raise ImageError(f"{path}: not an image Pillow can identify") from None
     except FileNotFoundError:

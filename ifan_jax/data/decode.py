@@ -36,6 +36,7 @@ from ifan_jax.image_io import (
     check_png,
     exif_orientation,
     oriented_size,
+    pillow_refusal,
     png_header,
 )
 
@@ -119,7 +120,7 @@ def _pil_size(path: Path, size: int, max_pixels: int | None) -> tuple[int, int, 
                 frames = im.n_frames if im.format == "GIF" else 1
                 bands = len(im.getbands())
     except Image.DecompressionBombError as e:
-        raise DataError(f"{path}: {e}") from None
+        raise DataError(str(pillow_refusal(str(path), e, max_pixels))) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: not a readable image ({e})") from None
     check_pixels(str(path), width, height * frames, max_pixels)
