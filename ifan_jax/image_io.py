@@ -185,11 +185,12 @@ def iccp_chunk(icc_profile: bytes) -> bytes:
     return png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc_profile))
 
 
-def png_data_bytes(f, file_size: int) -> int:
+def png_data_bytes(f, file_size: int, enough: int | None = None) -> int:
     """The compressed pixel data (IDAT chunks) of the PNG open as binary file `f`, in bytes,
-    walking the chunk headers only; ValueError when a chunk runs past the end of the file."""
+    walking the chunk headers only, up to the first `enough` bytes (None: all of them);
+    ValueError when a chunk walked runs past the end of the file."""
     position, total = len(PNG_SIGNATURE), 0
-    while position + 8 <= file_size:
+    while position + 8 <= file_size and (enough is None or total < enough):
         f.seek(position)
         length, kind = struct.unpack(">I4s", f.read(8))
         if position + 12 + length > file_size:
@@ -309,8 +310,9 @@ def check_deflate(path: str, compressed: int, pixel_bytes: int, what: str = "ima
 
 def check_png(path: str, max_pixels: int | None = MAX_PIXELS) -> PngHeader:
     """The PNG header of `path`, after checking, before anything is decoded: its size against
-    `max_pixels`, its chunks against the file's end, its compressed pixel data against what
-    deflate can restore. ImageError naming the file otherwise."""
+    `max_pixels`, its chunks (up to the compressed data its pixels need at least) against the
+    file's end, its compressed pixel data against what deflate can restore. ImageError naming
+    the file otherwise."""
     file_size = os.stat(path).st_size
     with open(path, "rb") as f:
         try:
@@ -318,8 +320,8 @@ def check_png(path: str, max_pixels: int | None = MAX_PIXELS) -> PngHeader:
         except ValueError as e:
             raise ImageError(f"{path}: {e}") from None
         check_pixels(path, header.width, header.height, max_pixels)
-        try:
-            compressed = png_data_bytes(f, file_size)
+        try:  # only as far as deflate needs to restore the declared pixels (a few chunks)
+            compressed = png_data_bytes(f, file_size, header.raw_bytes // DEFLATE_RATIO + 1)
         except (ValueError, struct.error) as e:
             raise ImageError(f"{path}: truncated or corrupt image ({e})") from None
     check_deflate(path, compressed, header.raw_bytes, "PNG")
