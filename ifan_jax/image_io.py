@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
 import logging
 import math
@@ -265,15 +266,16 @@ def jpeg_quality(tables: dict) -> int | None:
     natural order, as Pillow's `im.quantization` gives them); None without tables."""
     if not tables or 0 not in tables or len(tables[0]) != 64:
         return None
-    own = [np.asarray(tables[0], np.int64)]
-    bases = [_IJG_LUMA]
-    if 1 in tables and len(tables[1]) == 64:
-        own.append(np.asarray(tables[1], np.int64))
-        bases.append(_IJG_CHROMA)
-    errors = [sum(int(np.abs(ijg_table(base, q) - t).sum()) for base, t in zip(bases, own,
-                                                                                strict=True))
-              for q in range(1, 101)]
+    own = [tables[0]] + ([tables[1]] if 1 in tables and len(tables[1]) == 64 else [])
+    scaled = _ijg_tables()[:, :len(own)]  # quality x (luma, chroma) x 64
+    errors = np.abs(scaled - np.asarray(own, np.int64)).sum(axis=(1, 2))
     return int(np.argmin(errors)) + 1
+
+
+@functools.cache
+def _ijg_tables() -> np.ndarray:
+    """The IJG luma and chroma tables at every quality 1..100: [100, 2, 64] int64."""
+    return np.stack([[ijg_table(_IJG_LUMA, q), ijg_table(_IJG_CHROMA, q)] for q in range(1, 101)])
 
 
 # ------------------------------------------------------------------------------- the limits
