@@ -7,16 +7,25 @@
 Writes OUTPUT_DIR/scores.csv (name,psnr,ssim,mae,lpips,seconds per image) and
 OUTPUT_DIR/summary.json (means of the set and of each subset, bit depths, parameter count, MACs);
 OUTPUT_DIR/images/ holds the deblurred images (by default only for sets without ground truth).
+A pair that cannot be scored (a missing, truncated or corrupt file, images of different sizes) is
+one line, `evaluate.py: NAME: reason`, and left out; the others are scored and written, and the
+exit status is 1.
 """
 
 import os
 import sys
 
-from absl import app, flags
+# TensorFlow's C++ log level is read once, when the first of the C++ libraries that share it logs
+# (jaxlib, loaded with ifan_jax.environment, is one): set before anything is imported, so that a
+# damaged file that fails to decode is our one line and not also a TensorFlow warning.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from ifan_jax import environment
-from ifan_jax.errors import UserError
-from ifan_jax.evaluation.job import METRICS, evaluate
+from absl import app, flags  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from ifan_jax import environment, image_io  # noqa: E402
+from ifan_jax.errors import UserError  # noqa: E402
+from ifan_jax.evaluation.job import METRICS, evaluate  # noqa: E402
 
 FLAGS = flags.FLAGS
 PROGRAM = "evaluate.py"
@@ -41,6 +50,8 @@ flags.DEFINE_enum("bit_depth", "auto", ["auto", "8", "16"], "Read 16-bit PNGs at
                   "(auto: the model's training depth when the checkpoint records it, else the "
                   "file's own).")
 flags.DEFINE_integer("limit", None, "Evaluate only the first N images.", lower_bound=1)
+flags.DEFINE_integer("max_pixels", image_io.MAX_PIXELS, "Refuse images of more pixels (width x "
+                     "height, from the header, before decoding).", lower_bound=1)
 flags.DEFINE_bool("overwrite", False, "Replace earlier results in OUTPUT_DIR.")
 flags.mark_flags_as_required(["ckpt", "output_dir"])
 
@@ -69,7 +80,8 @@ def main(argv: list[str]) -> None:
                            split=FLAGS.split,
                            bit_depth=None if FLAGS.bit_depth == "auto" else int(FLAGS.bit_depth),
                            limit=FLAGS.limit, subset_files=FLAGS.subsets,
-                           overwrite=FLAGS.overwrite)
+                           overwrite=FLAGS.overwrite, bad_pair=_bad_pair,
+                           max_pixels=FLAGS.max_pixels)
     except UserError as e:
         sys.exit(f"{PROGRAM}: {e}")
     except OSError as e:  # the output folder cannot be written
@@ -81,6 +93,14 @@ def main(argv: list[str]) -> None:
     if summary["images"]:
         written.append(f"{summary['num_images']} images in {summary['images']}")
     print("wrote " + ", ".join(written))
+    if summary["failed"]:  # each was named on stderr
+        print(f"{len(summary['failed'])} pairs left out (damaged or incomplete; see above)")
+        sys.exit(1)
+
+
+def _bad_pair(name: str, reason: str) -> None:
+    """`evaluate.py: NAME: reason`, one line on stderr (above the progress bar)."""
+    tqdm.write(f"{PROGRAM}: {name}: {reason}", file=sys.stderr)
 
 
 def _line(means: dict) -> str:

@@ -3,6 +3,7 @@ the on-disk compilation cache.
 
     from ifan_jax import environment
     environment.configure_tensorflow()      # before TensorFlow is imported (train.py does it first)
+    tf = environment.tensorflow()           # TensorFlow itself, imported so configured, on first use
     environment.quiet_libraries(verbosity)  # absl/orbax/TF INFO only with --verbosity >= 1
     environment.enable_compilation_cache()  # the tools; `use_compilation_cache` for the library
 
@@ -13,6 +14,7 @@ would break the exact resume of a training run), and its C++ start-up notices ar
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -36,6 +38,19 @@ def configure_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if "tensorflow" in sys.modules:
         hide_gpus_from_tensorflow()
+
+
+@functools.cache
+def tensorflow():
+    """The TensorFlow module, configured (`configure_tensorflow`: oneDNN off, quiet C++ logs; no
+    GPUs, it only reads and writes data) before its first import. Deliberately deferred: the
+    data listing, header checks and image_io's 8-bit paths must not pay TensorFlow's seconds of
+    import time."""
+    configure_tensorflow()
+    import tensorflow as tf  # deferred on purpose, see the docstring
+
+    hide_gpus_from_tensorflow()
+    return tf
 
 
 def tensorflow_was_imported_with_onednn() -> bool:

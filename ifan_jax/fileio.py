@@ -12,6 +12,10 @@ previous content. An existing destination is an error (`FileExistsError` naming 
 `overwrite`; without `overwrite` a file appearing meanwhile is not replaced either (hard link, where
 the file system has them). Files get the usual permissions, 0666 less the process's umask
 (`mkstemp` alone would leave them 0600), and directories 0777 less the umask.
+
+A full disk (ENOSPC; also an exhausted quota, EDQUOT, or the process's file size limit, EFBIG)
+while a file or folder is written here is a `DiskFullError`, one line naming the destination and
+saying so; the temporary file or folder is removed and the destination is left as it was.
 """
 
 from __future__ import annotations
@@ -23,7 +27,27 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 
+from ifan_jax.errors import UserError
+
 _NO_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS)
+
+
+# What the disk said, as a person reads it.
+_FULL = {errno.ENOSPC: "the disk is full (no space left on device)",
+         errno.EDQUOT: "the disk quota is exhausted (no space left for this user)",
+         errno.EFBIG: "the file is larger than this system allows (file size limit)"}
+
+
+class DiskFullError(UserError):
+    """A file or folder that could not be written for lack of space: the disk is full, the quota
+    exhausted or a file size limit reached. Nothing was left behind."""
+
+
+def _full(error: BaseException, path: str) -> DiskFullError | None:
+    """A DiskFullError naming `path` when `error` is the disk running out of space, else None."""
+    if isinstance(error, OSError) and error.errno in _FULL:
+        return DiskFullError(f"{path}: {_FULL[error.errno]}; nothing was written")
+    return None
 
 
 def umask() -> int:
@@ -62,18 +86,24 @@ def atomic_file(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
     if not overwrite and os.path.exists(path):
         raise _exists_error(path)
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
-                               suffix=".partial")
+    tmp = None
     try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
+                                   suffix=".partial")
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~umask())
         _commit_file(tmp, path, overwrite)
+    except OSError as e:
+        full = _full(e, path)
+        if full is None:
+            raise
+        raise full from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 
@@ -96,8 +126,15 @@ def atomic_directory(path: str | os.PathLike, *, overwrite: bool = False) -> Ite
     if os.path.exists(path) and not overwrite:
         raise _exists_error(path)
     parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.", suffix=".partial")
+    try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.",
+                               suffix=".partial")
+    except OSError as e:
+        full = _full(e, path)
+        if full is None:
+            raise
+        raise full from None
     try:
         os.chmod(tmp, 0o777 & ~umask())
         yield tmp
@@ -109,6 +146,11 @@ def atomic_directory(path: str | os.PathLike, *, overwrite: bool = False) -> Ite
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
+    except OSError as e:  # what the block wrote itself, not through atomic_file
+        full = _full(e, path)
+        if full is None:
+            raise
+        raise full from None
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)

@@ -1,6 +1,10 @@
-"""Reading and writing photos: exact 8/16-bit round trips, grey, alpha, EXIF, errors, atomicity."""
+"""Reading and writing photos: exact 8/16-bit round trips, grey, alpha, EXIF, errors, atomicity;
+what files say about themselves (PNG headers and chunks, the EXIF/TIFF orientation), read once
+for image_io and the data pipeline; the usual permissions."""
 
+import io
 import os
+import stat
 
 import numpy as np
 import pytest
@@ -8,6 +12,8 @@ import tifffile
 from PIL import Image, ImageOps
 
 from ifan_jax import image_io
+from ifan_jax.data.decode import read_header
+from ifan_jax.data.layouts import DataError
 from ifan_jax.data.testing import encode_png
 from ifan_jax.image_io import ImageError, ImageInfo, read_image, write_image
 
@@ -171,3 +177,122 @@ def test_quantize_rounds_and_clips():
     grey = image_io.quantize(np.full((2, 2, 3), 0.5, np.float32), 8, grey=True)
     assert grey.shape == (2, 2) and (grey == 128).all()
     assert ImageInfo("PNG", 16).max_value == 65535
+
+
+def test_png_header_reads_ihdr_and_rejects_damage():
+    png = encode_png(np.zeros((5, 7, 3), np.uint16))
+    assert image_io.png_header(png) == (7, 5, 16, 2)
+    assert image_io.png_header(encode_png(np.zeros((3, 4), np.uint8))) == (4, 3, 8, 0)
+    with pytest.raises(ValueError, match="not a PNG"):
+        image_io.png_header(b"GIF89a" + png[6:])
+    with pytest.raises(ValueError, match="no IHDR"):
+        image_io.png_header(png[:20])
+    zero_width = png[:16] + b"\x00\x00\x00\x00" + png[20:]
+    with pytest.raises(ValueError, match="corrupt PNG header"):
+        image_io.png_header(zero_width)
+
+
+def test_both_readers_name_the_file_of_a_corrupt_png_header(tmp_path):
+    png = encode_png(np.zeros((5, 7, 3), np.uint8))
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(png[:12] + b"XXXX" + png[16:])
+    with pytest.raises(DataError, match=f"{bad}: corrupt PNG"):
+        read_header(bad)
+    with pytest.raises(image_io.ImageError, match="bad.png"):
+        image_io.read_image(str(bad))
+
+
+def test_icc_chunk_inserted_after_ihdr_is_read_back_by_pillow():
+    profile = bytes(range(256)) * 3
+    png = encode_png(np.arange(60, dtype=np.uint8).reshape(4, 5, 3))
+    with_icc = image_io.insert_after_header(png, image_io.iccp_chunk(profile))
+    with Image.open(io.BytesIO(with_icc)) as im:
+        assert im.info["icc_profile"] == profile
+        np.testing.assert_array_equal(np.asarray(im), np.arange(60).reshape(4, 5, 3))
+
+
+def test_orientation_from_exif_and_tiff_tags(tmp_path):
+    exif = Image.Exif()
+    exif[image_io.ORIENTATION_TAG] = 6
+    path = tmp_path / "rotated.jpg"
+    Image.new("RGB", (6, 4)).save(path, exif=exif)
+    with Image.open(path) as im:
+        assert image_io.exif_orientation(im) == 6
+    header = read_header(path)
+    assert (header.height, header.width, header.orientation) == (6, 4, 6)  # upright: swapped
+    exif[image_io.ORIENTATION_TAG] = 42  # out of range: as stored
+    Image.new("RGB", (6, 4)).save(path, exif=exif)
+    with Image.open(path) as im:
+        assert image_io.exif_orientation(im) == 1
+    tif = tmp_path / "rotated.tif"
+    tifffile.imwrite(tif, np.zeros((4, 6, 3), np.uint16), photometric="rgb",
+                     extratags=[(image_io.ORIENTATION_TAG, "H", 1, 8, True)])
+    with tifffile.TiffFile(tif) as t:
+        assert image_io.tiff_orientation(t.pages.first.tags) == 8
+    assert image_io.read_image(str(tif))[0].shape == (6, 4, 3)
+    assert image_io.orientation_value(None) == 1 and image_io.orientation_value("x") == 1
+
+
+@pytest.mark.parametrize("ext", [".png", ".tif", ".jpg"])
+def test_written_images_get_the_usual_permissions(tmp_path, ext):
+    old = os.umask(0o027)
+    try:
+        path = tmp_path / f"out{ext}"
+        image_io.write_image(str(path), np.full((4, 4, 3), 0.25, np.float32))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert sorted(os.listdir(tmp_path)) == [path.name]
+
+
+def _photo_jpeg(path, quality, subsampling, grey=False):
+    from skimage import data as skimage_data
+
+    photo = Image.fromarray(skimage_data.astronaut())
+    (photo.convert("L") if grey else photo).save(path, quality=quality, subsampling=subsampling)
+
+
+@pytest.mark.parametrize("quality", [20, 50, 75, 85, 95, 100])
+def test_jpeg_quality_is_estimated_from_the_quantisation_tables(tmp_path, quality):
+    path = tmp_path / "q.jpg"
+    _photo_jpeg(path, quality, "4:2:0")
+    with Image.open(path) as im:
+        assert image_io.jpeg_quality(im.quantization) == quality
+    info = read_image(str(path))[1]
+    assert (info.jpeg_quality, info.jpeg_subsampling) == (quality, "4:2:0")
+
+
+def test_jpeg_outputs_keep_the_inputs_subsampling_and_quality(tmp_path):
+    from PIL import JpegImagePlugin
+
+    for subsampling in ("4:2:0", "4:2:2", "4:4:4"):
+        src, out = tmp_path / f"in{subsampling[-1]}.jpg", tmp_path / f"out{subsampling[-1]}.jpg"
+        _photo_jpeg(src, 85, subsampling)
+        image, info = read_image(str(src))
+        write_image(str(out), image, info)
+        with Image.open(out) as im:
+            sampling = {0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}[JpegImagePlugin.get_sampling(im)]
+            assert sampling == subsampling
+            assert abs(image_io.jpeg_quality(im.quantization) - 85) <= 2
+        ratio = out.stat().st_size / src.stat().st_size
+        assert 1 / 1.3 < ratio < 1.3, (subsampling, ratio)
+
+    _photo_jpeg(tmp_path / "grey.jpg", 70, "4:2:0", grey=True)
+    image, info = read_image(str(tmp_path / "grey.jpg"))
+    assert (info.grey, info.jpeg_quality, info.jpeg_subsampling) == (True, 70, None)
+    write_image(str(tmp_path / "grey_out.jpg"), image, info)
+    with Image.open(tmp_path / "grey_out.jpg") as im:
+        assert im.mode == "L" and image_io.jpeg_quality(im.quantization) == 70
+
+    # Not a JPEG input: quality 95 without subsampling.
+    png_image, png_info = read_image(str(_png_of(tmp_path, image)))
+    write_image(str(tmp_path / "from_png.jpg"), png_image, png_info)
+    with Image.open(tmp_path / "from_png.jpg") as im:
+        assert JpegImagePlugin.get_sampling(im) == 0
+        assert image_io.jpeg_quality(im.quantization) == image_io.JPEG_QUALITY == 95
+
+
+def _png_of(tmp_path, image):
+    path = tmp_path / "photo.png"
+    write_image(str(path), image)
+    return path

@@ -20,13 +20,16 @@ from ifan_jax.data.layouts import (
     ROTATED_DATASETS,
     SPLITS,
     DataError,
+    Pairing,
     list_split,
+    pair_split,
 )
 
-_PIPELINE = ("load_split", "train_dataset", "numpy_iterator", "check_examples", "TrainIterator")
+_PIPELINE = ("load_split", "load_examples", "train_dataset", "numpy_iterator", "check_examples",
+             "TrainIterator")
 
-__all__ = ["DATASETS", "KEYS", "ROTATED_DATASETS", "SPLITS", "DataError", "list_split",
-           *_PIPELINE]
+__all__ = ["DATASETS", "KEYS", "ROTATED_DATASETS", "SPLITS", "DataError", "Pairing", "list_split",
+           "pair_split", *_PIPELINE]
 
 
 def __getattr__(name):

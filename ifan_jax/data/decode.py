@@ -9,27 +9,36 @@ Reading follows the official loader (OpenCV):
   cast gives them. The EXIF orientation of a JPEG is applied, as cv2.IMREAD_COLOR does.
 
 Truncated and empty files are caught from their header and tail when a data set is listed
-(`read_header`); damage inside a file surfaces when it is decoded, as a DataError naming the file.
+(`read_header`), and so is every file that declares more than it can be, with the limits and
+checks of `ifan_jax.image_io` (the pixel limit, a PNG's chunks and compressed size, the file size
+against what its pixels need, since TensorFlow reads each file whole); damage inside a file
+surfaces when it is decoded, as a DataError naming the file.
 """
 
 import dataclasses
-import functools
+import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from ifan_jax import environment
-from ifan_jax.data.formats import (
+from ifan_jax.data.layouts import DataError
+from ifan_jax.environment import tensorflow
+from ifan_jax.image_io import (
+    MAX_PIXELS,
     PNG_IEND,
     PNG_SIGNATURE,
+    ImageError,
     apply_orientation,
+    check_file_size,
+    check_pixels,
+    check_png,
     exif_orientation,
     oriented_size,
+    pillow_refusal,
     png_header,
 )
-from ifan_jax.data.layouts import DataError
 
 JPEG_SOI = b"\xff\xd8\xff"
 JPEG_EOI = b"\xff\xd9"
@@ -53,11 +62,14 @@ class ImageHeader:
         return FORMAT_CODES[self.format]
 
 
-def read_header(path: str | Path) -> ImageHeader:
+def read_header(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> ImageHeader:
     """Size and bit depth of an image file from its header, reading only a few bytes.
 
-    Raises DataError naming the file when it is empty, not an image, or truncated (a PNG without
-    its closing IEND chunk, a JPEG without its end-of-image marker).
+    Raises DataError naming the file when it is empty, not an image, truncated (a PNG without
+    its closing IEND chunk, a JPEG without its end-of-image marker), or declares more than it can
+    be: more than `max_pixels` pixels (None: no limit; a GIF's frames count, its decoder reads
+    them all), a PNG whose compressed data cannot hold its pixels, a file larger than its pixels
+    can need (`image_io.max_file_bytes`: TensorFlow reads each file whole).
     """
     path = Path(path)
     try:
@@ -70,62 +82,81 @@ def read_header(path: str | Path) -> ImageHeader:
         raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
     if size == 0:
         raise DataError(f"{path}: empty file")
-    if head.startswith(PNG_SIGNATURE):
-        try:
-            png = png_header(head)
-        except ValueError as e:
-            raise DataError(f"{path}: {e}") from None
-        if not tail.endswith(PNG_IEND):
-            raise DataError(f"{path}: truncated PNG (the file does not end with the IEND chunk)")
-        return ImageHeader(str(path), "png", png.height, png.width, 16 if png.bit_depth == 16 else 8)
-    if head.startswith(JPEG_SOI):
-        # Entropy-coded JPEG data never contains FF D9 (0xFF bytes are stuffed), so a missing EOI
-        # near the end means the file was cut; some writers append a few bytes after it.
-        if JPEG_EOI not in tail:
-            raise DataError(f"{path}: truncated JPEG (no end-of-image marker)")
-        height, width, orientation = _pil_size(path)
-        return ImageHeader(str(path), "jpeg", height, width, 8, orientation)
-    height, width, _ = _pil_size(path)
-    return ImageHeader(str(path), "other", height, width, 8)
-
-
-def _pil_size(path: Path) -> tuple[int, int, int]:
-    """(height, width, EXIF orientation) via PIL, which reads the header only; the size is the
-    upright image's."""
     try:
-        with Image.open(path) as im:
-            width, height = im.size
-            orientation = exif_orientation(im) if im.format == "JPEG" else 1
+        if head.startswith(PNG_SIGNATURE):
+            try:
+                png_header(head)
+            except ValueError as e:
+                raise DataError(f"{path}: {e}") from None
+            if not tail.endswith(PNG_IEND):
+                raise DataError(f"{path}: truncated PNG (the file does not end with the IEND "
+                                f"chunk)")
+            png = check_png(str(path), max_pixels)
+            check_file_size(str(path), size, png.raw_bytes)
+            return ImageHeader(str(path), "png", png.height, png.width,
+                               16 if png.bit_depth == 16 else 8)
+        if head.startswith(JPEG_SOI):
+            # Entropy-coded JPEG data never contains FF D9 (0xFF bytes are stuffed), so a missing
+            # EOI near the end means the file was cut; some writers append a few bytes after it.
+            if JPEG_EOI not in tail:
+                raise DataError(f"{path}: truncated JPEG (no end-of-image marker)")
+            height, width, orientation = _pil_size(path, size, max_pixels)
+            return ImageHeader(str(path), "jpeg", height, width, 8, orientation)
+        height, width, _ = _pil_size(path, size, max_pixels)
+        return ImageHeader(str(path), "other", height, width, 8)
+    except ImageError as e:
+        raise DataError(str(e)) from None
+
+
+def _pil_size(path: Path, size: int, max_pixels: int | None) -> tuple[int, int, int]:
+    """(height, width, EXIF orientation) via PIL, which reads the header only; the size is the
+    upright image's. Checked against `max_pixels` (every frame of a GIF) and the file size."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # our limit, not Pillow's warning, decides
+            with Image.open(path) as im:
+                width, height = im.size
+                orientation = exif_orientation(im) if im.format == "JPEG" else 1
+                frames = im.n_frames if im.format == "GIF" else 1
+                bands = len(im.getbands())
+    except Image.DecompressionBombError as e:
+        raise DataError(str(pillow_refusal(str(path), e, max_pixels))) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: not a readable image ({e})") from None
+    check_pixels(str(path), width, height * frames, max_pixels)
+    check_file_size(str(path), size, width * height * frames * max(bands, 3))
     return (*oriented_size(height, width, orientation), orientation)
 
 
-def check_examples(examples: list[dict], keys, min_size: int = 8,
-                   what: str = "") -> list[dict[str, ImageHeader]]:
-    """Read the header of every file of `examples` (from `list_split`): [{key: ImageHeader}].
+def check_example(example: dict, keys, min_size: int = 8,
+                  max_pixels: int | None = MAX_PIXELS) -> dict[str, ImageHeader]:
+    """The headers {key: ImageHeader} of one example of `list_split` (`read_header`).
 
-    Raises DataError naming the file if one is empty, truncated or not an image, if the images of
-    one example differ in size, or if one is smaller than `min_size` on a side.
-    """
-    headers = []
+    Raises DataError naming the file if one is empty, truncated, not an image or beyond the
+    limits, if the images of the example differ in size, or if one is smaller than `min_size` on
+    a side."""
+    hdrs = {key: read_header(example[key], max_pixels) for key in keys}
+    first = hdrs[keys[0]]
+    for key in keys[1:]:
+        h = hdrs[key]
+        if (h.height, h.width) != (first.height, first.width):
+            raise DataError(
+                f"size mismatch in example {example['name']!r}: {h.path} ({key}) is "
+                f"{h.height}x{h.width} but {first.path} ({keys[0]}) is "
+                f"{first.height}x{first.width}")
+    if min(first.height, first.width) < min_size:
+        raise DataError(f"{first.path}: {first.height}x{first.width} is smaller than "
+                        f"{min_size}x{min_size} (the crop size)")
+    return hdrs
+
+
+def check_examples(examples: list[dict], keys, min_size: int = 8, what: str = "",
+                   max_pixels: int | None = MAX_PIXELS) -> list[dict[str, ImageHeader]]:
+    """`check_example` for every example of `examples` (from `list_split`): [{key: ImageHeader}];
+    the first DataError stops it."""
     files = tqdm(examples, desc=f"checking {what}".strip(), unit="example", leave=False,
                  disable=len(examples) < 200)
-    for example in files:
-        hdrs = {key: read_header(example[key]) for key in keys}
-        first = hdrs[keys[0]]
-        for key in keys[1:]:
-            h = hdrs[key]
-            if (h.height, h.width) != (first.height, first.width):
-                raise DataError(
-                    f"size mismatch in example {example['name']!r}: {h.path} ({key}) is "
-                    f"{h.height}x{h.width} but {first.path} ({keys[0]}) is "
-                    f"{first.height}x{first.width}")
-        if min(first.height, first.width) < min_size:
-            raise DataError(f"{first.path}: {first.height}x{first.width} is smaller than "
-                            f"{min_size}x{min_size} (the crop size)")
-        headers.append(hdrs)
-    return headers
+    return [check_example(example, keys, min_size, max_pixels) for example in files]
 
 
 def read_depth(file_bits: int, bit_depth: int | None) -> int:
@@ -138,19 +169,6 @@ def read_depth(file_bits: int, bit_depth: int | None) -> int:
     if bit_depth == 16:
         return file_bits
     raise DataError(f"bit_depth must be 8, 16 or None, got {bit_depth!r}")
-
-
-@functools.cache
-def tensorflow():
-    """The TensorFlow module, configured by `ifan_jax.environment` (oneDNN off for exact resume,
-    quiet C++ logs, no GPUs: it only feeds data) before its first import. Deliberately deferred:
-    listing and header checks here, and image_io's 8-bit paths, must not pay TensorFlow's seconds
-    of import time."""
-    environment.configure_tensorflow()
-    import tensorflow as tf  # deferred on purpose, see the docstring
-
-    environment.hide_gpus_from_tensorflow()
-    return tf
 
 
 def decode_pixels(path: str, format_code: int, bits: int, orientation: int = 1,

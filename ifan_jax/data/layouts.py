@@ -14,14 +14,17 @@ folder that holds train/, val/ and test/ (a split is needed only when it is used
 
 An example is the files of the same name (stem) in the folders of one split: the official loader
 lists each folder sorted and pairs by position, which is the same pairing when the folders hold the
-same names; here a name that is missing from one of the folders is an error instead of a silent
-mis-pairing. Examples come sorted by the file name of the combined image, the official order.
+same names; here files are paired by name, never by position, so a missing file cannot shift the
+pairs: `list_split` refuses a name missing from one of the folders, and `pair_split` (evaluation)
+sets it aside with the reason and keeps the complete examples. Examples come sorted by the file
+name of the combined image, the official order.
 
 This module only lists files (no decoding, no TensorFlow); see `decode` and `pipeline`.
 """
 
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 from ifan_jax.errors import UserError
 
@@ -129,9 +132,18 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".") or name.startswith("@") or name in _IGNORED_NAMES
 
 
-def image_files(folder: Path) -> list[Path]:
+def _problem(bad: dict[str, str] | None, name: str, message: str) -> None:
+    """Raise `message` as a DataError (bad is None: strict listing), or keep it as the reason
+    `name` is set aside (the first reason found stays)."""
+    if bad is None:
+        raise DataError(message)
+    bad.setdefault(name, message)
+
+
+def image_files(folder: Path, bad: dict[str, str] | None = None) -> list[Path]:
     """Image files directly inside `folder`, sorted by name (hidden files and non-image files such as
-    text files are left out; an image in a format the loaders cannot read is an error)."""
+    text files are left out; an image in a format the loaders cannot read is an error, or with
+    `bad` a reason under its stem)."""
     out = []
     for entry in sorted(os.listdir(folder)):
         path = folder / entry
@@ -139,46 +151,47 @@ def image_files(folder: Path) -> list[Path]:
             continue
         ext = path.suffix.lower()
         if ext in UNSUPPORTED_EXTENSIONS:
-            raise DataError(f"{path}: {ext} images are not supported (convert to PNG)")
-        if ext in IMAGE_EXTENSIONS:
+            _problem(bad, path.stem, f"{path}: {ext} images are not supported (convert to PNG)")
+        elif ext in IMAGE_EXTENSIONS:
             out.append(path)
     return out
 
 
-def _named_files(folder: Path) -> dict[str, Path]:
+def _named_files(folder: Path, bad: dict[str, str] | None = None) -> dict[str, Path]:
     """{stem: path} of the images in `folder`; error if the folder is missing or empty, or if two
-    files share a stem (e.g. a.png and a.jpg)."""
+    files share a stem (e.g. a.png and a.jpg; with `bad`: a reason under that stem, and neither
+    file is listed)."""
     if not folder.is_dir():
         raise DataError(f"missing folder {folder}")
     named: dict[str, Path] = {}
-    for path in image_files(folder):
+    for path in image_files(folder, bad):
         if path.stem in named:
-            raise DataError(f"{folder}: two images named {path.stem!r} "
-                            f"({named[path.stem].name} and {path.name})")
+            _problem(bad, path.stem, f"{folder}: two images named {path.stem!r} "
+                                     f"({named[path.stem].name} and {path.name})")
         named[path.stem] = path
     if not named:
         raise DataError(f"no images in folder {folder}")
-    return named
+    return {name: path for name, path in named.items() if bad is None or name not in bad}
 
 
-def _leaf_files(folder: Path) -> dict[str, Path]:
+def _leaf_files(folder: Path, bad: dict[str, str] | None = None) -> dict[str, Path]:
     """{name: path} of the images directly in `folder`, or, when it holds none, of the images in the
     folders below it (the official loader walks every leaf folder); names are then relative paths
     without extension."""
-    direct = image_files(folder)
+    direct = image_files(folder, bad)
     if direct:
-        return _named_files(folder)
+        return _named_files(folder, bad)
     named: dict[str, Path] = {}
     for dirpath, dirnames, _ in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
-        for path in image_files(Path(dirpath)):
+        for path in image_files(Path(dirpath), bad):
             name = str(path.relative_to(folder).with_suffix("")).replace(os.sep, "/")
             if name in named:
-                raise DataError(f"{folder}: two images named {name!r}")
+                _problem(bad, name, f"{folder}: two images named {name!r}")
             named[name] = path
     if not named:
         raise DataError(f"no images in folder {folder} or below it")
-    return named
+    return {name: path for name, path in named.items() if bad is None or name not in bad}
 
 
 def split_folders(root: str | os.PathLike, dataset: str, split: str) -> dict[str, Path]:
@@ -224,6 +237,46 @@ def split_folders(root: str | os.PathLike, dataset: str, split: str) -> dict[str
     return folders
 
 
+class Pairing(NamedTuple):
+    """A split's files paired by name (`pair_split`)."""
+
+    examples: list[dict]  # the complete examples, as `list_split` gives them
+    names: list[str]  # every name of a combined image, complete or not, in the official order
+    bad: dict[str, str]  # name -> why it makes no example (a missing or duplicated file), one line
+
+
+def _listed(root, dataset: str, split: str, bad: dict[str, dict[str, str]] | None):
+    """(dataset, folders, {key: {name: path}}) of one split; with `bad` ({}), the names set aside
+    (duplicated, unsupported) are left out of the listing, their reasons in bad[key]."""
+    dataset = canonical_dataset(dataset)
+    split = canonical_split(dataset, split)
+    folders = split_folders(root, dataset, split)
+    if bad is not None:
+        bad.update({key: {} for key in folders})
+    reasons = {key: None if bad is None else bad[key] for key in folders}
+    if dataset in ("cuhk", "folder"):
+        return dataset, folders, {"c": _leaf_files(folders["c"], reasons["c"])}
+    return dataset, folders, {key: _named_files(folder, reasons[key])
+                              for key, folder in folders.items()}
+
+
+def _unpaired(folders: dict, files: dict, key: str) -> tuple[dict[str, str], dict[str, str]]:
+    """({name: "in C but not in KEY"}, {name: "in KEY but not in C"}) between the combined
+    images' folder and `key`'s."""
+    c, other = set(files["c"]), set(files[key])
+    return ({n: f"in {folders['c']} but not in {folders[key]}" for n in sorted(c - other)},
+            {n: f"in {folders[key]} but not in {folders['c']}" for n in sorted(other - c)})
+
+
+def _official_order(folders: dict, files: dict, more=()) -> list[str]:
+    """The names of the combined images (and `more` names) sorted as the official loader sorts
+    their files: by path under the folder (a name without a file by itself)."""
+    def key(name):
+        return str(files["c"][name].relative_to(folders["c"])) if name in files["c"] else name
+
+    return sorted([*files["c"], *more], key=key)
+
+
 def list_split(root: str | os.PathLike, dataset: str = "dpdd", split: str = "test") -> list[dict]:
     """The examples of one split: a list of {"name": str, "c": path, ["l", "r", "gt"]: path} (paths
     as str; the keys are `KEYS[dataset]`), sorted by the file name of the combined image.
@@ -231,27 +284,34 @@ def list_split(root: str | os.PathLike, dataset: str = "dpdd", split: str = "tes
     Checks the layout only (folders exist, names pair up); `decode.check_examples` reads the image
     headers. Raises DataError naming the folder or file that is wrong.
     """
-    dataset = canonical_dataset(dataset)
-    split = canonical_split(dataset, split)
-    folders = split_folders(root, dataset, split)
-    if dataset in ("cuhk", "folder"):
-        files = {"c": _leaf_files(folders["c"])}
-    else:
-        files = {key: _named_files(folder) for key, folder in folders.items()}
-    names = set(files["c"])
-    for key, named in files.items():
-        if key == "c":
-            continue
-        only_c = sorted(names - set(named))
-        only_key = sorted(set(named) - names)
-        if only_c or only_key:
-            if only_c:
-                name, present, absent = only_c[0], folders["c"], folders[key]
-                count = len(only_c)
-            else:
-                name, present, absent = only_key[0], folders[key], folders["c"]
-                count = len(only_key)
-            more = f" ({count - 1} more such names)" if count > 1 else ""
-            raise DataError(f"unpaired image {name!r}: in {present} but not in {absent}{more}")
-    order = sorted(names, key=lambda n: str(files["c"][n].relative_to(folders["c"])))
-    return [{"name": n, **{key: str(files[key][n]) for key in KEYS[dataset]}} for n in order]
+    dataset, folders, files = _listed(root, dataset, split, None)
+    for key in files:
+        if key != "c":
+            only_c, only_key = _unpaired(folders, files, key)
+            names = only_c or only_key
+            if names:
+                name = next(iter(names))
+                more = f" ({len(names) - 1} more such names)" if len(names) > 1 else ""
+                raise DataError(f"unpaired image {name!r}: {names[name]}{more}")
+    return [{"name": n, **{key: str(files[key][n]) for key in KEYS[dataset]}}
+            for n in _official_order(folders, files)]
+
+
+def pair_split(root: str | os.PathLike, dataset: str = "dpdd", split: str = "test") -> Pairing:
+    """`list_split` that sets aside, rather than refuses, each name that makes no example: a file
+    missing from one of the folders, two images of one name, an image format the loaders cannot
+    read; each with its reason in `Pairing.bad`. A missing or empty folder is still a DataError.
+    Pairs are made by name, so a missing file never shifts another name's pair."""
+    listing: dict[str, dict[str, str]] = {}
+    dataset, folders, files = _listed(root, dataset, split, listing)
+    bad = {name: reason for found in listing.values() for name, reason in found.items()}
+    for key in files:
+        if key != "c":
+            for found in _unpaired(folders, files, key):
+                for name, reason in found.items():
+                    bad.setdefault(name, f"unpaired image: {reason}")
+    names = _official_order(folders, files)
+    examples = [{"name": n, **{key: str(files[key][n]) for key in KEYS[dataset]}}
+                for n in names if n not in bad]
+    return Pairing(examples, _official_order(folders, files, listing["c"]),
+                   dict(sorted(bad.items())))

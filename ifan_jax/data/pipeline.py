@@ -105,12 +105,20 @@ def load_split(root, dataset: str = "dpdd", split: str = "test",
     byte, as the official 8-bit models saw them); 16 reads 16-bit PNGs at 16 bits.
     "folder": `root` is any folder of images (inputs only).
     """
-    environment.hide_gpus_from_tensorflow()  # TensorFlow only feeds data: no accelerator memory
     dataset = canonical_dataset(dataset)
     split = canonical_split(dataset, split)
-    keys = KEYS[dataset]
     examples = list_split(root, dataset, split)
-    headers = check_examples(examples, keys, EVAL_MULTIPLE, f"{dataset} {split}")
+    headers = check_examples(examples, KEYS[dataset], EVAL_MULTIPLE, f"{dataset} {split}")
+    return load_examples(examples, headers, dataset, bit_depth)
+
+
+def load_examples(examples: list[dict], headers: list[dict], dataset: str,
+                  bit_depth: int | None = None) -> tf.data.Dataset:
+    """`load_split`'s dataset of the given examples of `dataset` (from `layouts.list_split` or
+    `layouts.pair_split`) and their headers (`decode.check_example`), in their order."""
+    environment.hide_gpus_from_tensorflow()  # TensorFlow only feeds data: no accelerator memory
+    dataset = canonical_dataset(dataset)
+    keys = KEYS[dataset]
     table = _file_table(examples, headers, keys, bit_depth)
     rotate = dataset in ROTATED_DATASETS
 

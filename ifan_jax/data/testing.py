@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ifan_jax.data.formats import PNG_SIGNATURE, png_chunk
 from ifan_jax.data.layouts import FOLDER_NAMES, KEYS, SPLITS
+from ifan_jax.image_io import PNG_SIGNATURE, png_chunk
 
 
 def encode_png(array: np.ndarray) -> bytes:

@@ -22,6 +22,14 @@ multiple of 8 by edge replication and cropped back, as the deblur tool does).
 once to compile, then every image is timed from dispatch to `block_until_ready` with its input
 already on the device. Nothing is overwritten unless asked: scores.csv and summary.json are
 written when the run is complete, and images/ is assembled under a temporary name and renamed.
+
+A damaged data folder: files are paired by name (`data.pair_split`), never by position, so a
+missing file cannot shift the others' pairs. Each pair that cannot be scored (a file missing from
+one of the folders, images of one pair that differ in size, a truncated, corrupt or forged file,
+a file that is not an image, one beyond the pixel limit) is reported once, `bad_pair(name,
+reason)`, and left out; the others are scored and written, and summary.json lists the failed
+pairs under "failed". A missing folder, or no pair left to score, stops the run before anything
+is written.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ifan_jax import cost, data, fileio, image_io, models
-from ifan_jax.data.decode import decode_file, read_depth
+from ifan_jax.data.decode import check_example, decode_file, find_broken, read_depth
 from ifan_jax.data.layouts import canonical_dataset
 from ifan_jax.errors import UserError
 from ifan_jax.evaluation import scorer, subsets
@@ -78,18 +86,50 @@ def load_model(ckpt: str, which: str = "latest",
 
 
 def full_size_examples(examples: list[dict], headers: list[dict], keys, bit_depth: int | None,
-                       rotated: bool) -> Iterator[dict]:
+                       rotated: bool, fail: Callable[[str, str], None] | None = None
+                       ) -> Iterator[dict]:
     """Examples {"name", keys..., "bit_depth"} at their full size (float32 H x W x 3 in [0, 1],
     read as `data.load_split` reads them but not cropped), rotated 90 degrees counter-clockwise
-    when `rotated`; `headers` are `data.check_examples(examples, keys)`."""
+    when `rotated`; `headers` are `data.check_examples(examples, keys)`. An example whose file
+    cannot be decoded is a DataError, or with `fail` is left out after `fail(name, reason)`."""
     for example, hdrs in zip(examples, headers, strict=True):
         out = {"name": example["name"], "bit_depth": read_depth(hdrs[keys[0]].bit_depth, bit_depth)}
-        for key in keys:
-            h = hdrs[key]
-            image = decode_file(h.path, h.format_code, read_depth(h.bit_depth, bit_depth),
-                                h.orientation, (h.height, h.width))
-            out[key] = np.rot90(image, k=1) if rotated else image
+        try:
+            for key in keys:
+                h = hdrs[key]
+                image = decode_file(h.path, h.format_code, read_depth(h.bit_depth, bit_depth),
+                                    h.orientation, (h.height, h.width))
+                out[key] = np.rot90(image, k=1) if rotated else image
+        except data.DataError as e:
+            if fail is None:
+                raise
+            fail(example["name"], str(e))
+            continue
         yield out
+
+
+def _matched(stream, examples: list[dict], files: list, fail: Callable[[str, str], None]
+             ) -> Iterator[dict]:
+    """The elements of `stream` (the decoded `examples` in their order, those that failed to
+    decode left out by `ignore_errors`), each matched to its example by name; each example left
+    out gets `fail(name, reason)`, the reason from decoding its `files` again (`find_broken`)."""
+    pending = iter(zip(examples, files, strict=True))
+    for element in stream:
+        name = element["name"].decode() if isinstance(element["name"], bytes) else element["name"]
+        for example, example_files in pending:
+            if example["name"] == name:
+                break
+            fail(example["name"], _why_broken(example_files))
+        else:  # tf.data keeps the order; an unknown name would be a pairing error
+            raise EvaluationError(f"{name}: decoded out of order")
+        yield element
+    for example, example_files in pending:
+        fail(example["name"], _why_broken(example_files))
+
+
+def _why_broken(files) -> str:
+    broken = find_broken(files)
+    return str(broken) if broken is not None else "cannot be decoded"
 
 
 def evaluate(ckpt: str, data_dir: str, dataset: str, output_dir: str,
@@ -97,7 +137,9 @@ def evaluate(ckpt: str, data_dir: str, dataset: str, output_dir: str,
              which: str = "latest", split: str = "test", bit_depth: int | None = None,
              limit: int | None = None, subset_files: str | dict[str, str] | None = None,
              overwrite: bool = False, progress: bool = True,
-             warn: Callable[[str], None] | None = None) -> dict:
+             warn: Callable[[str], None] | None = None,
+             bad_pair: Callable[[str, str], None] | None = None,
+             max_pixels: int | None = image_io.MAX_PIXELS) -> dict:
     """Score checkpoint `ckpt` on `dataset` under `data_dir`; write scores.csv and summary.json.
 
     `which`: "latest" or "best" step of a training workdir. `iac_variant` overrides the
@@ -107,38 +149,66 @@ def evaluate(ckpt: str, data_dir: str, dataset: str, output_dir: str,
     their own depth (see `ifan_jax.data.load_split`). `limit`: only the first `limit` images.
     `subset_files`: "NAME=PATH,..." or {name: path} of `ifan_jax.evaluation.subsets` files, whose means are
     reported beside the whole set's. `warn(message)` receives warnings (default: stderr).
-    Returns the summary dict.
+    `bad_pair(name, reason)` receives each pair that cannot be scored (default: stderr), which is
+    left out and listed in the summary's "failed". `max_pixels`: the pixel limit of every file
+    (`image_io.MAX_PIXELS`; None: none). Returns the summary dict.
     """
     warn = warn or _print_warning
+    bad_pair = bad_pair or _print_bad_pair
     deblurrer, model_depth = load_model(ckpt, which, iac_variant)
     dataset = canonical_dataset(dataset)
     keys = data.KEYS[dataset]
     if deblurrer.needs_dual_pixel and not {"l", "r"} <= set(keys):
         raise EvaluationError(f"{ckpt} is a dual-pixel-input model; {dataset} has no left/right "
                               f"views")
-    examples = data.list_split(data_dir, dataset, split)
-    groups = {} if subset_files is None else subsets.read_subsets(
-        subset_files, [e["name"] for e in examples])
-    examples = examples[:limit] if limit is not None else examples
-    if not examples:
+    pairing = data.pair_split(data_dir, dataset, split)
+    groups = {} if subset_files is None else subsets.read_subsets(subset_files, pairing.names)
+    names = pairing.names[:limit] if limit is not None else pairing.names
+    if not names:
         raise EvaluationError(f"{data_dir}: {dataset} {split} has no images to evaluate")
     has_gt = "gt" in keys
     save_images = (not has_gt) if save_images is None else save_images
     if bit_depth is None and model_depth != UNKNOWN:
         bit_depth = model_depth
-    headers = data.check_examples(examples, keys, what=f"{dataset} {split}")
+    _check_outputs(output_dir, save_images, overwrite)
+
+    failed: dict[str, str] = {}
+
+    def fail(name: str, reason: str) -> None:
+        failed[name] = reason
+        bad_pair(name, reason)
+
+    complete = {e["name"]: e for e in pairing.examples}
+    examples, headers = [], []
+    for name in names:
+        if name not in complete:
+            fail(name, pairing.bad[name])
+            continue
+        try:
+            headers.append(check_example(complete[name], keys, max_pixels=max_pixels))
+        except data.DataError as e:
+            fail(name, str(e))
+            continue
+        examples.append(complete[name])
+    if limit is None:  # names with no combined image (a target alone) are no example either
+        for name in sorted(set(pairing.bad) - set(names)):
+            fail(name, pairing.bad[name])
+    if not examples:
+        raise EvaluationError(f"{data_dir}: nothing to score in {dataset} {split}: each of its "
+                              f"{len(failed)} pairs is damaged or incomplete")
     input_depths = sorted({read_depth(h[keys[0]].bit_depth, bit_depth) for h in headers})
     warnings = _depth_warnings(ckpt, model_depth, input_depths)
     for message in warnings:
         warn(message)
-    _check_outputs(output_dir, save_images, overwrite)
 
     rotated = dataset in data.ROTATED_DATASETS
     if has_gt:  # the official evaluation: cropped to a multiple of 8
-        stream = data.numpy_iterator(data.load_split(data_dir, dataset, split, bit_depth)
-                                     .take(len(examples)))
+        files = [[(h[key], read_depth(h[key].bit_depth, bit_depth)) for key in keys]
+                 for h in headers]
+        loaded = data.load_examples(examples, headers, dataset, bit_depth).ignore_errors()
+        stream = _matched(data.numpy_iterator(loaded), examples, files, fail)
     else:  # full size: padded to a multiple of 8 and cropped back
-        stream = full_size_examples(examples, headers, keys, bit_depth, rotated)
+        stream = full_size_examples(examples, headers, keys, bit_depth, rotated, fail)
     score = scorer.Scorer(deblurrer.forward, dual=deblurrer.needs_dual_pixel,
                           metrics=METRICS if has_gt else (), rotated=rotated, timed=True)
     images_dir = os.path.join(output_dir, IMAGES_DIR)
@@ -159,6 +229,9 @@ def evaluate(ckpt: str, data_dir: str, dataset: str, output_dir: str,
             bar.update(1)
             if has_gt:
                 bar.set_postfix(psnr=f"{np.mean([r['psnr'] for r in rows]):.3f}")
+        if not rows:  # inside the block: the staged images/ folder is removed
+            raise EvaluationError(f"{data_dir}: nothing to score in {dataset} {split}: none of "
+                                  f"its {len(failed)} pairs could be decoded")
 
     summary = {
         **_what(ckpt, which, data_dir, dataset, split, has_gt),
@@ -170,6 +243,7 @@ def evaluate(ckpt: str, data_dir: str, dataset: str, output_dir: str,
         "warnings": warnings,
         **_model_facts(deblurrer, shape),
         "images": os.path.abspath(images_dir) if save_images else None,
+        "failed": dict(sorted(failed.items())),
     }
     fileio.atomic_write_text(os.path.join(output_dir, SCORES_FILE), _csv(rows),
                              overwrite=overwrite)
@@ -180,6 +254,10 @@ def evaluate(ckpt: str, data_dir: str, dataset: str, output_dir: str,
 
 def _print_warning(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
+
+
+def _print_bad_pair(name: str, reason: str) -> None:
+    tqdm.write(f"{name}: {reason}", file=sys.stderr)
 
 
 def _depth_warnings(ckpt: str, model_depth, input_depths: list[int]) -> list[str]:

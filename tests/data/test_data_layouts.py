@@ -1,5 +1,5 @@
-"""Listing, pairing and loading whole images of each data set (list_split, load_split), and the
-errors for bad data sets: each names the file or folder and what is wrong."""
+"""Listing, pairing and loading whole images of each data set (list_split, pair_split,
+load_split), and the errors for bad data sets: each names the file or folder and what is wrong."""
 
 import shutil
 
@@ -14,6 +14,7 @@ from ifan_jax.data import (
     list_split,
     load_split,
     numpy_iterator,
+    pair_split,
     train_dataset,
 )
 from ifan_jax.data.testing import encode_png, fake_folders, write_fake_dataset, write_png
@@ -52,6 +53,27 @@ def test_unpaired_name_is_an_error_naming_it(tmp_path, key):
         list_split(tmp_path, "dpdd", "test")
     message = str(info.value)
     assert "'c'" in message and str(folders["c"]) in message and str(folders[key]) in message
+
+
+def test_pair_split_sets_each_incomplete_name_aside_and_pairs_the_others_by_name(tmp_path):
+    names = {key: ["a", "b", "c", "d", "e"] for key in "c l r gt".split()}
+    names["gt"] = ["a", "c", "d", "e", "z"]  # b's target missing, z a target alone
+    folders = _dpdd_names(tmp_path, "test", names)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folders["r"] / "d.jpg")  # two d's
+    (folders["c"] / "e.tif").write_bytes(b"II*\0")  # a format the loaders cannot read
+    pairing = pair_split(tmp_path, "dpdd", "test")
+    assert [e["name"] for e in pairing.examples] == ["a", "c"]
+    for example in pairing.examples:  # each file of its own name: nothing shifted by b
+        assert all(example[k] == str(folders[k] / f"{example['name']}.png") for k in folders)
+    assert pairing.names == ["a", "b", "c", "d", "e"]  # the official list, for subsets
+    assert pairing.bad == {
+        "b": f"unpaired image: in {folders['c']} but not in {folders['gt']}",
+        "d": f"{folders['r']}: two images named 'd' (d.jpg and d.png)",
+        "e": f"{folders['c'] / 'e.tif'}: .tif images are not supported (convert to PNG)",
+        "z": f"unpaired image: in {folders['gt']} but not in {folders['c']}",
+    }
+    with pytest.raises(DataError, match="e.tif: .tif images are not supported"):
+        list_split(tmp_path, "dpdd", "test")  # the strict listing still refuses
 
 
 def test_missing_and_empty_folders(tmp_path):

@@ -3,6 +3,8 @@ PSFs, views displaced in proportion to the blur, swapping across the focal plane
 and the DPDD layout it writes, via the API and the command line."""
 
 import hashlib
+import os
+import stat
 import subprocess
 import sys
 
@@ -156,3 +158,28 @@ def test_user_photos_and_command_line(tmp_path):
          "--size=32", f"--images={tmp_path / 'missing'}"],
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "missing folder" in result.stderr
+
+
+def test_synthetic_set_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    calls = []
+
+    def fail_on_val(dpdd, split, *args):
+        calls.append(split)
+        if split == "val":
+            raise KeyboardInterrupt  # a run stopped half-way
+        return real(dpdd, split, *args)
+
+    real = synth._write_split
+    monkeypatch.setattr(synth, "_write_split", fail_on_val)
+    with pytest.raises(KeyboardInterrupt):
+        synth.generate(tmp_path, num=1, size=16)
+    assert calls == ["train", "val"]
+    assert os.listdir(tmp_path) == []  # no DPDD, no temporary folder
+    monkeypatch.setattr(synth, "_write_split", real)
+    old = os.umask(0o022)
+    try:
+        dpdd = synth.generate(tmp_path, num=1, size=16)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(dpdd.stat().st_mode) == 0o755
+    assert os.listdir(tmp_path) == ["DPDD"]
