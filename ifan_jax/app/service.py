@@ -10,7 +10,8 @@
 grey, alpha, EXIF orientation; at most `max_pixels`, refused from the header before decoding),
 deblurs it at full resolution with `Deblurrer.deblur` (tiles as the deblur tool chooses them,
 `progress(done, total)` after each), and writes into a fresh folder under `workdir`: the deblurred
-photo in the input's form (`image_io.write_image`: same format and bit depth, JPEG at quality 95),
+photo in the input's form (`image_io.write_image`: same format and bit depth; a JPEG at the
+upload's quality and subsampling),
 the colour-mapped defocus map at full resolution (PNG), and previews for the page (JPEGs of the
 whole photo scaled to at most `preview` pixels a side, and PNGs of a 1:1 crop of `crop` pixels:
 `crop_centre` says where). Only the newest `keep` request folders are kept. A photo that cannot be read raises

@@ -45,8 +45,9 @@ INPUT: image files (JPEG, PNG, TIFF; 8 or 16 bit; grey, RGB, with or without alp
 Outputs keep the input's file name, format, size and, unless --bit_depth says otherwise, bit
 depth. Grey images are deblurred as RGB and written back grey; an alpha channel is copied
 unchanged; EXIF orientation is applied (outputs are stored upright, orientation 1). PNG and
-TIFF outputs are lossless, JPEG outputs are written at quality 95 without chroma subsampling and
-are always 8 bit. Outputs are written under a temporary name and renamed when complete. A
+TIFF outputs are lossless; a JPEG output keeps the input's quality (estimated from its
+quantisation tables) and chroma subsampling, and is always 8 bit (a PNG or TIFF written as JPEG:
+quality 95, no subsampling). Outputs are written under a temporary name and renamed when complete. A
 photo whose outputs all exist is skipped (reported on stderr, not counted as a failure) unless
 --overwrite. A photo's outputs are a set (with --defocus_map: the two map files, then the image,
 written last): when writing one fails (a full disk), the files of the set written so far are
@@ -67,7 +68,8 @@ disparity map estimator's output, upsampled bilinearly from 1/8 resolution).
 
 --strength=S (0 to 1, default 1) writes input + S x (deblurred - input); 0 writes the input's
 own pixels (PNG and TIFF: the very values read, at the input's bit depth; JPEG is re-encoded at
-quality 95, so its pixels differ from the input file's by the re-encoding).
+the input's quality and subsampling, so its pixels differ from the input file's by one more
+JPEG generation).
 
 --keep_bokeh[=LEVEL] deblurs where the photo is mildly out of focus and keeps the input where it
 is strongly out of focus: where the 33 x 33 mean of |defocus| (the NAME_defocus.npy values) is at
