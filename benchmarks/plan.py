@@ -44,6 +44,7 @@ def _page_rows(tiny: bool) -> list[rows.Row]:
     photo = (200, 300) if tiny else (3000, 4000)
     common = dict(model=model, tile=tile, overlap=overlap)
     one = (tile, tile)
+    long = 600.0 if tiny else 3600.0  # seconds for an upload of many tiles, or on SwiftShader
     return [
         rows.PageRow(key="page_wasm_1thread", name=f"page, WASM, 1 thread, one {tile}x{tile} tile",
                      job=specs.PageRun(backend="wasm", threads=1, photo=one, uploads=2), **common),
@@ -52,10 +53,10 @@ def _page_rows(tiny: bool) -> list[rows.Row]:
                      relative_to="page_wasm_1thread", **common),
         rows.PageRow(key="page_photo", name=f"page, WASM, all threads, a {photo[1]}x{photo[0]} photo "
                                             f"end to end",
-                     job=specs.PageRun(photo=photo, uploads=1), **common),
+                     job=specs.PageRun(photo=photo, uploads=1, timeout=long), **common),
         rows.PageRow(key="page_webgpu", name=f"page, WebGPU on SwiftShader (a software GPU), one "
                                              f"{tile}x{tile} tile",
-                     job=specs.PageRun(backend="webgpu", photo=one, uploads=1), **common),
+                     job=specs.PageRun(backend="webgpu", photo=one, uploads=1, timeout=long), **common),
     ]
 
 
