@@ -68,14 +68,23 @@ def page_message(driver) -> str:
 
 
 def wait_for_page(driver, states, timeout: float) -> str:
-    """Poll the page's state until it is one of `states`; returns it. A TimeoutError names the
-    state it stayed in and its message."""
+    """Poll the page's state until it is one of `states`; returns it. A page whose thread is busy
+    for longer than Selenium's script timeout (encoding a 12-megapixel PNG on a loaded machine) is
+    polled again; a TimeoutError names the state it stayed in and its message."""
     import time
 
+    from selenium.common.exceptions import TimeoutException
+
     deadline = time.monotonic() + timeout
-    while (state := page_state(driver)) not in states:
+    state = None
+    while True:
+        try:
+            state = page_state(driver)
+        except TimeoutException:
+            state = "busy"
+        if state in states:
+            return state
         if time.monotonic() > deadline:
             raise TimeoutError(f"the page stayed {state!r} ({page_message(driver)!r}), waiting for "
                                f"{sorted(states)}")
         time.sleep(0.05)
-    return state

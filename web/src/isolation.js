@@ -5,32 +5,42 @@
 // a browser that refuses), it goes on with one thread and never reloads again in this tab.
 const RELOADED = "ifan-isolation-reload";
 
+// sessionStorage, or a stand-in where the browser refuses it (storage disabled): then a page that
+// cannot be isolated is never reloaded.
+function flags() {
+  try {
+    return window.sessionStorage;
+  } catch {
+    return { getItem: () => "1", setItem() {}, removeItem() {} };
+  }
+}
+
 // "isolated" (the page may use threads), "unsupported" (no service worker here: not a secure
 // context, or a browser without them) or "failed" (registered and reloaded, still not isolated).
 // Never returns while the page is being reloaded.
 export async function isolate() {
   if (self.crossOriginIsolated) {
-    sessionStorage.removeItem(RELOADED);  // a later visit that is not isolated may try again
+    flags().removeItem(RELOADED);  // a later visit that is not isolated may try again
     return "isolated";
   }
   if (!self.isSecureContext || !navigator.serviceWorker) return "unsupported";
-  if (sessionStorage.getItem(RELOADED)) return "failed";  // reloaded once already: no loop
+  if (flags().getItem(RELOADED)) return "failed";  // reloaded once already: no loop
   try {
     await navigator.serviceWorker.register(new URL("../sw.js", import.meta.url));
     await navigator.serviceWorker.ready;
   } catch {
     return "failed";
   }
-  sessionStorage.setItem(RELOADED, "1");
+  flags().setItem(RELOADED, "1");
   location.reload();
   return new Promise(() => {});
 }
 
-// The number of WebAssembly threads: `?threads=N` when given, else every core the browser
-// reports (at most 8); one where the page is not isolated.
-export function threadCount(isolated, params = new URLSearchParams(location.search)) {
+// The number of WebAssembly threads: `asked` (the page's `?threads=N`) when it is a positive
+// integer, else every one of the `cores` the browser reports, at most 8; one where the page is not
+// isolated.
+export function threadCount(isolated, asked, cores) {
   if (!isolated) return 1;
-  const asked = Number.parseInt(params.get("threads"), 10);
-  const cores = navigator.hardwareConcurrency || 1;
-  return Math.max(1, Math.min(Number.isFinite(asked) && asked > 0 ? asked : cores, 8));
+  const n = Number.parseInt(asked, 10);
+  return Math.max(1, Math.min(Number.isFinite(n) && n > 0 ? n : cores || 1, 8));
 }

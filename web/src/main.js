@@ -137,7 +137,8 @@ async function runSession(feeds) {
 async function loadModel() {
   const isolation = await isolate();
   const base = new URL(".", location.href);
-  page.threads = window.ifan.threads = threadCount(isolation === "isolated", params);
+  page.threads = window.ifan.threads = threadCount(isolation === "isolated", params.get("threads"),
+    navigator.hardwareConcurrency);
   window.ifan.isolation = isolation;
   ort.env.wasm.wasmPaths = new URL("ort/", base).href;
   ort.env.wasm.numThreads = page.threads;
@@ -149,6 +150,9 @@ async function loadModel() {
   page.modelUrl = new URL("model.onnx", base).href;
   const asked = params.get("backend");
   let [backend, note] = asked === "wasm" || asked === "webgpu" ? [asked, ""] : await chooseBackend();
+  // On WASM the network runs in a worker (onnxruntime-web's proxy), so the page stays responsive
+  // during a tile (seconds on the full-size model); WebGPU runs on the page's thread.
+  ort.env.wasm.proxy = backend === "wasm";
   let session;
   try {
     session = await createSession(backend);
