@@ -223,8 +223,23 @@ class PageRow(Row):
                 "tile": self.tile, "overlap": self.overlap, "relative_to": self.relative_to}
 
 
+@dataclasses.dataclass(kw_only=True)
+class PagePhotoRow(PageRow):
+    """A photo of many tiles through the page end to end (a kind of its own: it takes long)."""
+
+    KIND: ClassVar[str] = "page_photo"
+
+
+@dataclasses.dataclass(kw_only=True)
+class WebGpuRow(PageRow):
+    """The page on WebGPU (a kind of its own: on SwiftShader, a software GPU, it takes long)."""
+
+    KIND: ClassVar[str] = "webgpu"
+
+
 KINDS = tuple(cls.KIND for cls in (InferenceRow, CheckpointRow, CacheRow, TrainRow, IacRow, PsnrRow,
-                                   InputRow, FedTrainRow, PageRow))  # what --rows selects
+                                   InputRow, FedTrainRow, PageRow, PagePhotoRow,
+                                   WebGpuRow))  # what --rows selects
 
 
 def measure(rows: list[Row], runner: Runner) -> list[Row]:

@@ -20,16 +20,17 @@ def _args(**kw):
 
 
 def test_a_full_run_plans_the_page_rows_and_a_tiny_one_only_when_asked():
-    page = {row.key: row for row in plan.plan(_args()) if row.KIND == "page"}
+    page = {row.key: row for row in plan.plan(_args()) if isinstance(row, rows.PageRow)}
     assert list(page) == ["page_wasm_1thread", "page_wasm", "page_photo", "page_webgpu"]
     assert {(row.model, row.tile, row.overlap) for row in page.values()} == {(specs.FULL_MODEL, 512, 64)}
     assert (page["page_wasm_1thread"].job.threads, page["page_wasm"].job.threads) == (1, 0)
     assert page["page_wasm"].relative_to == "page_wasm_1thread"
     assert page["page_photo"].job.photo == (3000, 4000)  # 12 megapixels
     assert page["page_webgpu"].job.backend == "webgpu" and "software GPU" in page["page_webgpu"].name
-    assert [row.KIND for row in plan.plan(_args(rows=("page",)))] == ["page"] * 4
-    assert not [row for row in plan.plan(_args(tiny=True)) if row.KIND == "page"]
-    tiny = plan.plan(_args(tiny=True, rows=("page",)))
+    assert [row.key for row in plan.plan(_args(rows=("page",)))] == ["page_wasm_1thread", "page_wasm"]
+    assert [row.KIND for row in plan.plan(_args(rows=("webgpu", "page_photo")))] == ["page_photo", "webgpu"]
+    assert not [row for row in plan.plan(_args(tiny=True)) if isinstance(row, rows.PageRow)]
+    tiny = plan.plan(_args(tiny=True, rows=("page", "page_photo", "webgpu")))
     assert len(tiny) == 4 and {row.model for row in tiny} == {specs.TINY_MODEL}
 
 
@@ -98,15 +99,16 @@ def test_page_jobs_survive_the_worker_command_line():
 @pytest.mark.skipif(not browser.available() and not os.environ.get("CI"),
                     reason=f"the page rows {browser.MISSING}")
 def test_tiny_page_rows_in_chromium(tmp_path):
-    """`python -m benchmarks --tiny --rows=page`: the tiny model's site, measured in Chromium, the
-    page isolated with 2 or more threads where there are 2 cores, WebGPU on SwiftShader marked as
-    a software GPU (or its error where this Chromium has no adapter)."""
+    """`python -m benchmarks --tiny --rows=page,page_photo,webgpu`: the tiny model's site, measured
+    in Chromium, the page isolated with 2 or more threads where there are 2 cores, WebGPU on
+    SwiftShader marked as a software GPU (or its error where this Chromium has no adapter)."""
     pytest.importorskip("selenium")
     if not os.path.isdir(os.path.join(ROOT, "web", "node_modules", "onnxruntime-web")):
         pytest.skip("needs the page's npm packages: npm ci --prefix web")
     out = tmp_path / "page.json"
-    result = cli.main(["--tiny", "--rows=page", f"--json={out}"])
-    assert json.loads(out.read_text())["rows"] == result["rows"]
+    result = cli.main(["--tiny", "--rows=page,page_photo,webgpu", f"--json={out}"])
+    assert [row["key"] for row in json.loads(out.read_text())["rows"]] == [
+        "page_wasm_1thread", "page_wasm", "page_photo", "page_webgpu"]
     got = {row["key"]: row["result"]["ours"] for row in result["rows"]}
     for key in ("page_wasm_1thread", "page_wasm", "page_photo"):
         assert "error" not in got[key], got[key]
