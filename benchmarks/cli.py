@@ -47,6 +47,16 @@ Rows (full mode; the model is the paper's: ch=32, N=17, 10.5 M parameters, rando
   fed train step     (GPU only) the batch-8 step fed by the 8-bit pipeline (from the store)
                      against the same loop on one fixed batch: the share of the step time spent
                      waiting for input.
+  page               the static page (`python -m ifan_jax.export --web`) of the model exported
+                     with random weights, tiles of 512 overlapping by 64, served by plain
+                     `python -m http.server` (no headers: the page isolates itself through its
+                     service worker) in headless Chromium (benchmarks/page.py): the page's own
+                     time per tile (`session.run`) on WASM with 1 thread and with every core (and
+                     their ratio). Kind page_photo: a 4000x3000 photo (12 megapixels, 63 tiles)
+                     end to end; kind webgpu: one tile on WebGPU through SwiftShader, a software
+                     GPU (correctness, not speed). Needs Chromium, chromedriver and `npm ci
+                     --prefix web`; in --tiny mode only when --rows names them (tiny model, tiles
+                     of 128).
 
 Every measurement runs in its own subprocess (`benchmarks.worker`), so the memory is per
 job and PyTorch and XLA never share the cores; both use as many threads as this process may run

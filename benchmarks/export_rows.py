@@ -1,9 +1,9 @@
-"""Benchmark rows of the ONNX export (issue 23 item 6), all from one run on one machine: the export's
-time and file size, onnxruntime's CPU time per image beside our jitted JAX forward and the official
-PyTorch code, what --precision=float16 changes (PSNR against float32, size, time) and headless
-Chromium's WASM time for one tile of the written web page.
+"""Benchmark rows of the ONNX export, all from one run on one machine: the export's time and file
+size, onnxruntime's CPU time per image beside our jitted JAX forward and the official PyTorch code,
+and what --precision=float16 changes (PSNR against float32, size, time). The web page's rows (WASM
+and WebGPU in headless Chromium) are `python -m benchmarks --rows=page` (benchmarks/page.py).
 
-    python -m benchmarks.export_rows --official=/tmp/ifan_official --wasm --jax \\
+    python -m benchmarks.export_rows --official=/tmp/ifan_official --jax \\
         --json=benchmarks/results/$(date +%F)_MACHINE_export.json
 
 The paper's network (ch=32, N=17, official IAC unless --variant; `--tiny`: ch=8, N=3, small sizes,
@@ -19,12 +19,6 @@ not); each size: one first run, then --repeats timed runs (median, minimum, CPU 
   in its own process (`benchmarks.official.inference` through `benchmarks.runner.spawn`, as the main
   benchmark runs it; Xavier-uniform random weights; torch on all usable cores). Nothing of the
   official code is copied here: it is imported from the checkout.
-- `--wasm`: the float32 export's static site (`ifan_jax.export.site.write_site`; needs
-  `npm ci --prefix web`) served by `python -m http.server` on 127.0.0.1, opened in headless Chromium
-  through Selenium; a photo of exactly one tile (`skimage.data.astronaut()`, 512 x 512) is uploaded
-  --wasm_repeats times (the first includes the runtime's warm-up). The time is the page's own:
-  `window.ifan.tileTimes`, the milliseconds of the tile's `session.run`; the upload-to-done wall
-  time seen from here is recorded beside it. The backend is the page's (`window.ifan.backend`).
 - The float16 PSNR is between the two graphs' outputs on a photo (`skimage.data.coffee()`,
   400 x 600); float16 is measured last and `--skip_float16_after=S` leaves it out when the run has
   already taken S seconds.
@@ -39,17 +33,13 @@ import argparse
 import dataclasses
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 
 import numpy as np
 
 from benchmarks import machine, specs
 
-HOST = "127.0.0.1"
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 FULL = {"channels": 32, "num_iterations": 17}
 TINY = {"channels": 8, "num_iterations": 3}
 TINY_SIZES = "128x72,256x144"
@@ -76,11 +66,6 @@ def _session(data: bytes):
     start = time.perf_counter()
     session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     return session, time.perf_counter() - start
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
 
 
 def size_key(h: int, w: int) -> str:
@@ -151,105 +136,6 @@ def official_rows(checkout: str, model: specs.Model, sizes, repeats: int, timeou
     return out
 
 
-def _browser(profile: str):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1200,1500", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
-                f"--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE {HOST}"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-
-
-def _message(driver) -> str:
-    return driver.execute_script("return document.getElementById('message').textContent")
-
-
-def _wait(driver, states: set, timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    while (state := driver.execute_script("return document.body.dataset.state")) not in states:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the page stayed {state!r} ({_message(driver)!r}), "
-                               f"waiting for {sorted(states)}")
-        time.sleep(0.05)
-    return state
-
-
-def wasm_rows(data: bytes, metadata: dict, repeats: int, timeout: float) -> dict:
-    """The float32 site in headless Chromium: `repeats` uploads of a one-tile photo."""
-    import skimage.data
-    from PIL import Image
-
-    from ifan_jax.export import site as site_lib
-
-    tile = int(metadata["tile"])
-    scratch = tempfile.mkdtemp(prefix="ifan-export-rows-")
-    try:
-        site = site_lib.write_site(os.path.join(scratch, "site"), data, metadata)
-        photo = os.path.join(scratch, "tile.png")
-        pixels = skimage.data.astronaut()[:tile, :tile]
-        if pixels.shape[:2] != (tile, tile):
-            raise ValueError(f"the astronaut photo is smaller than a tile of {tile}")
-        Image.fromarray(pixels).save(photo)
-        out = {"photo": f"skimage.data.astronaut()[:{tile}, :{tile}] (PNG)", "tile": tile,
-               "timing": "window.ifan.tileTimes: the page's own milliseconds of the tile's session.run",
-               "server": "python -m http.server (no COOP/COEP headers)", "runs": [],
-               "load_before": _load()}
-        with site_lib.serve(site) as url:
-            driver = _browser(os.path.join(scratch, "profile"))
-            try:
-                start = time.perf_counter()
-                driver.get(url)
-                state = _wait(driver, {"ready", "error"}, timeout)
-                out["load_page_s"] = time.perf_counter() - start
-                text = driver.execute_script("return document.getElementById('backend').textContent")
-                if state != "ready":
-                    raise RuntimeError(f"the page did not load the model: {_message(driver)}")
-                out["backend"] = driver.execute_script("return window.ifan.backend")
-                out["backend_text"] = text
-                env = driver.execute_script("return {isolated: self.crossOriginIsolated, "
-                                            "cores: navigator.hardwareConcurrency, "
-                                            "agent: navigator.userAgent}")
-                out["cross_origin_isolated"] = env["isolated"]
-                out["hardware_concurrency"] = env["cores"]
-                # The page's rule (web/src/main.js): threads only where cross-origin isolated.
-                out["wasm_threads"] = min(4, env["cores"] or 1) if env["isolated"] else 1
-                out["browser"] = env["agent"]
-                for _ in range(repeats):
-                    load = _load()
-                    # Not done yet; and an emptied input, so the same file again is a change.
-                    driver.execute_script("document.body.dataset.state = 'uploading';"
-                                          "document.getElementById('photo').value = '';")
-                    start = time.perf_counter()
-                    driver.find_element("id", "photo").send_keys(photo)
-                    state = _wait(driver, {"done", "error"}, timeout)
-                    wall = time.perf_counter() - start
-                    message = _message(driver)
-                    if state != "done":
-                        raise RuntimeError(f"the page failed on the tile: {message}")
-                    tiles = driver.execute_script("return window.ifan.tileTimes")
-                    out["runs"].append({"tile_ms": tiles, "upload_to_done_s": wall, "message": message,
-                                        "load_before": load})
-                    _say(f"WASM {tile}x{tile}: {tiles} ms, upload to done {wall:.1f} s")
-                severe = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-                out["console_errors"] = severe
-            finally:
-                driver.quit()
-        times = [t for run in out["runs"] for t in run["tile_ms"]]
-        if any(len(run["tile_ms"]) != 1 for run in out["runs"]):
-            raise RuntimeError(f"expected one tile per upload, got {[r['tile_ms'] for r in out['runs']]}")
-        out["first_tile_s"] = times[0] / 1000
-        out["tile_s"] = (float(np.median(times[1:])) if len(times) > 1 else times[0]) / 1000
-        return out
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
 # --------------------------------------------------------------------------------------------
 # The run and its table
 
@@ -259,6 +145,7 @@ def measure(args, sizes) -> dict:
     import skimage.data
 
     from benchmarks.weights import random_params
+    from ifan_jax.evaluation import metrics
     from ifan_jax.inference import Deblurrer
 
     start = time.perf_counter()
@@ -273,7 +160,7 @@ def measure(args, sizes) -> dict:
            "model": {**config, "weights": "random_params (Xavier-uniform, zero biases), seed 0"},
            "tile": tile, "overlap": overlap,
            "onnxruntime": ort.__version__, "threads": "onnxruntime and JAX: their defaults (all usable "
-           "cores); torch: all usable cores; WASM: see wasm.wasm_threads",
+           "cores); torch: all usable cores",
            "repeats": args.repeats, "precisions": {}, "errors": []}
     precisions = args.precisions.split(",")
     outputs = {}
@@ -294,12 +181,6 @@ def measure(args, sizes) -> dict:
             deblurrer, "float32", tile, overlap, sizes, args.repeats, rng, photo))
         if f32:
             out["precisions"]["float32"], outputs["float32"] = f32[0], f32[3]
-    if args.wasm:
-        if f32 is None:
-            out["errors"].append({"part": "wasm", "error": "needs the float32 export"})
-        else:
-            out["wasm"] = part("wasm", lambda: wasm_rows(f32[1], f32[2], args.wasm_repeats,
-                                                         args.wasm_timeout))
     f32 = None
     if args.official:
         model = specs.TINY_MODEL if args.tiny else specs.FULL_MODEL
@@ -328,7 +209,7 @@ def measure(args, sizes) -> dict:
     if "float32" in outputs:
         for precision, y in outputs.items():
             if precision != "float32":
-                out["precisions"][precision]["psnr_vs_float32_db"] = _psnr(y, outputs["float32"])
+                out["precisions"][precision]["psnr_vs_float32_db"] = metrics.psnr(y, outputs["float32"])
                 out["precisions"][precision]["max_abs_vs_float32"] = float(
                     np.max(np.abs(y - outputs["float32"])))
     out["seconds"] = time.perf_counter() - start
@@ -388,17 +269,6 @@ def markdown(result: dict) -> str:
         psnr = row.get("psnr_vs_float32_db")
         lines.append(f"| {precision} | {_fmt(row['export_s'])} | {row['size_bytes'] / 1e6:.1f} | "
                      f"{_fmt(row['session_s'])} | {'-' if psnr is None else f'{psnr:.1f}'} |")
-    wasm = result.get("wasm")
-    if wasm:
-        runs = ", ".join(f"{t / 1000:.1f}" for run in wasm["runs"] for t in run["tile_ms"])
-        lines += ["", f"Headless Chromium, the float32 site served by {wasm['server']}: one "
-                      f"{wasm['tile']} x {wasm['tile']} tile ({wasm['photo']}), {wasm['backend'].upper()} "
-                      f"backend, {wasm['wasm_threads']} thread(s) (cross-origin isolated: "
-                      f"{wasm['cross_origin_isolated']}); the page's own timing ({wasm['timing']}).", "",
-                  "| WASM, one tile | first upload (s) | later uploads, median (s) | every upload (s) | "
-                  "page load with the model (s) |", "|---|---|---|---|---|",
-                  f"| {wasm['tile']} x {wasm['tile']} | {wasm['first_tile_s']:.1f} | {wasm['tile_s']:.1f} | "
-                  f"{runs} | {wasm['load_page_s']:.1f} |"]
     for e in result.get("errors") or []:
         lines.append(f"\nFAILED {e['part']}: {e['error']}")
     return "\n".join(lines) + "\n"
@@ -416,14 +286,10 @@ def main(argv=None) -> int:
     p.add_argument("--jax", action="store_true", help="also time our jitted forward")
     p.add_argument("--official", metavar="CHECKOUT", help="also time the official PyTorch forward "
                    "(a checkout of codeslake/IFAN)")
-    p.add_argument("--wasm", action="store_true", help="also time one tile of the web page in headless "
-                   "Chromium (needs npm ci --prefix web)")
-    p.add_argument("--wasm_repeats", type=int, default=2, help="uploads of the tile (default %(default)s)")
     p.add_argument("--skip_float16_after", type=float, default=None, metavar="S",
                    help="leave float16 out if the run has taken S seconds before it")
     p.add_argument("--tiny", action="store_true", help="ch=8, N=3, small sizes, tile 128: check the script")
     p.add_argument("--timeout", type=float, default=1200, help="per official process (s)")
-    p.add_argument("--wasm_timeout", type=float, default=300, help="per page load / upload (s)")
     p.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)
     args.argv = argv
@@ -433,12 +299,8 @@ def main(argv=None) -> int:
             p.error(f"{path} exists (pass --overwrite)")
     if args.official and not os.path.isfile(os.path.join(args.official, "models", "archs", "IFAN.py")):
         p.error(f"--official={args.official}: no models/archs/IFAN.py there (a checkout of codeslake/IFAN)")
-    if args.wasm:
-        for tool in (CHROMIUM, CHROMEDRIVER):
-            if not os.path.exists(tool):
-                p.error(f"--wasm needs {tool} (apt-get install chromium chromium-driver)")
-    if args.repeats < 1 or args.wasm_repeats < 1:
-        p.error("--repeats and --wasm_repeats must be at least 1")
+    if args.repeats < 1:
+        p.error("--repeats must be at least 1")
     try:
         sizes = [specs.parse_size(s) for s in (args.sizes or (TINY_SIZES if args.tiny else
                                                               "640x360,1280x720")).split(",")]

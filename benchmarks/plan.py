@@ -27,9 +27,40 @@ def _repeats(tiny: bool, gpu: bool, height: int) -> int:
 
 def plan(args: argparse.Namespace) -> list[rows.Row]:
     """The rows to measure, in order (checkpoint rows after the inference rows they compare
-    with); only those whose kind (`rows.KINDS`) is in `args.rows` when that is given."""
+    with); only those whose kind (`rows.KINDS`) is in `args.rows` when that is given. A tiny run
+    has page rows only when `args.rows` names their kinds (they need Chromium and `npm ci --prefix
+    web`)."""
     selected = args.rows
-    return [row for row in _all_rows(args) if not selected or row.KIND in selected]
+    page_kinds = {"page", "page_photo", "webgpu"}
+    page = _page_rows(args.tiny) if not args.tiny or page_kinds & set(selected or ()) else []
+    return [row for row in _all_rows(args) + page if not selected or row.KIND in selected]
+
+
+def _page_rows(tiny: bool) -> list[rows.Row]:
+    """The static page in headless Chromium on the site of a random-weight model (full: the
+    paper's, tiles of 512 overlapping by 64; tiny: ch=8, N=3, tiles of 128 by 32): one tile on WASM
+    with 1 thread and with every core (against the 1-thread row; kind "page", minutes), a photo of
+    many tiles end to end (full: 4000x3000, 12 megapixels, 63 tiles; kind "page_photo") and one
+    tile on WebGPU through SwiftShader, a software GPU whose time says nothing of a real GPU's (kind
+    "webgpu"); the last two take most of an hour on 2 cores."""
+    model, tile, overlap = (specs.TINY_MODEL, 128, 32) if tiny else (specs.FULL_MODEL, 512, 64)
+    photo = (200, 300) if tiny else (3000, 4000)
+    common = dict(model=model, tile=tile, overlap=overlap)
+    one = (tile, tile)
+    long = 600.0 if tiny else 3600.0  # seconds for an upload of many tiles, or on SwiftShader
+    return [
+        rows.PageRow(key="page_wasm_1thread", name=f"page, WASM, 1 thread, one {tile}x{tile} tile",
+                     job=specs.PageRun(backend="wasm", threads=1, photo=one, uploads=2), **common),
+        rows.PageRow(key="page_wasm", name=f"page, WASM, all threads, one {tile}x{tile} tile",
+                     job=specs.PageRun(backend="wasm", photo=one, uploads=2),
+                     relative_to="page_wasm_1thread", **common),
+        rows.PagePhotoRow(key="page_photo", name=f"page, WASM, all threads, a {photo[1]}x{photo[0]} photo "
+                                            f"end to end",
+                     job=specs.PageRun(photo=photo, uploads=1, timeout=long), **common),
+        rows.WebGpuRow(key="page_webgpu", name=f"page, WebGPU on SwiftShader (a software GPU), one "
+                                             f"{tile}x{tile} tile",
+                     job=specs.PageRun(backend="webgpu", photo=one, uploads=1, timeout=long), **common),
+    ]
 
 
 def _all_rows(args: argparse.Namespace) -> list[rows.Row]:

@@ -85,6 +85,20 @@ def _(row: rows_lib.FedTrainRow, platform):
             ("host peak memory (MB)", "peak_rss_mb", "MB")]
 
 
+@_measures.register
+def _(row: rows_lib.PageRow, platform):
+    lines = [("time per tile (s)", "time_s", "s"), ("first tile (s)", "first_tile_s", "s")]
+    if row.job.photo != (row.tile, row.tile):
+        lines += [("tiles", "tiles", ""), ("upload to done (s)", "upload_to_done_s", "s")]
+    if row.relative_to:
+        lines.append(("time per tile / the 1-thread row's", "time_vs_relative", ""))
+    if row.job.backend == "webgpu":
+        lines.append(("software GPU (SwiftShader)", "software_gpu", ""))
+    else:
+        lines += [("WASM threads", "threads", ""), ("cross-origin isolated", "isolated", "")]
+    return lines + [("page load with the model (s)", "load_page_s", "s")]
+
+
 def summarize(rows: list[rows_lib.Row], platform: str = "cpu",
               targets: list[targets_lib.Target] = (), dtype: str = "float32") -> list[dict]:
     """Table lines {"row", "measure", "unit", "ours", "official", "ratio", "target"}; "target" is

@@ -188,8 +188,58 @@ class FedTrainRow(InputRow):
     KIND: ClassVar[str] = "fed_train"
 
 
+@dataclasses.dataclass(kw_only=True)
+class PageRow(Row):
+    """The static page in headless Chromium (`specs.PageRun`) on the site of a random-weight
+    `model` exported at `tile` / `overlap` (written once per run). With `relative_to` (the key of
+    another page row), its result also has "time_vs_relative": its time per tile over that row's."""
+
+    KIND: ClassVar[str] = "page"
+
+    model: specs.Model
+    tile: int
+    overlap: int
+    job: specs.PageRun
+    relative_to: str | None = None
+
+    def measure(self, runner: Runner) -> None:
+        made = runner.site(self.model, self.tile, self.overlap)
+        if "error" in made:
+            self.result = {"ours": {"error": f"making the site: {made['error']}"}}
+            return
+        # The page's own timeouts (loading, each upload), and time to start the browser.
+        timeout = self.job.timeout * (self.job.uploads + 1) + 120
+        ours = runner.run(dataclasses.replace(self.job, site=made["path"]), timeout=timeout)
+        if "error" not in ours:
+            ours.update(export_s=made["export_s"], site_bytes=made["site_bytes"],
+                        model_bytes=made["model_bytes"])
+            base = runner.results.get(self.relative_to or "", {}).get("ours", {}).get("time_s")
+            if base:
+                ours["time_vs_relative"] = ours["time_s"] / base
+        self.result = {"ours": ours}
+
+    def jobs(self) -> dict:
+        return {"ours": specs.to_json(self.job), "model": dataclasses.asdict(self.model),
+                "tile": self.tile, "overlap": self.overlap, "relative_to": self.relative_to}
+
+
+@dataclasses.dataclass(kw_only=True)
+class PagePhotoRow(PageRow):
+    """A photo of many tiles through the page end to end (a kind of its own: it takes long)."""
+
+    KIND: ClassVar[str] = "page_photo"
+
+
+@dataclasses.dataclass(kw_only=True)
+class WebGpuRow(PageRow):
+    """The page on WebGPU (a kind of its own: on SwiftShader, a software GPU, it takes long)."""
+
+    KIND: ClassVar[str] = "webgpu"
+
+
 KINDS = tuple(cls.KIND for cls in (InferenceRow, CheckpointRow, CacheRow, TrainRow, IacRow, PsnrRow,
-                                   InputRow, FedTrainRow))  # what --rows selects
+                                   InputRow, FedTrainRow, PageRow, PagePhotoRow,
+                                   WebGpuRow))  # what --rows selects
 
 
 def measure(rows: list[Row], runner: Runner) -> list[Row]:

@@ -1,5 +1,6 @@
 """Running jobs in fresh processes, and what several rows share: a scratch folder, a random-weight
-checkpoint, generated data folders with their prepared stores, and the results measured so far."""
+checkpoint, generated data folders with their prepared stores, the page rows' web site, and the
+results measured so far."""
 
 from __future__ import annotations
 
@@ -61,8 +62,10 @@ class Runner:
         os.makedirs(path)
         return path
 
-    def run(self, job: specs.Job, impl: str = "ours", checkout: str | None = None) -> dict:
-        return spawn(job, self.timeout, impl, checkout)
+    def run(self, job: specs.Job, impl: str = "ours", checkout: str | None = None,
+            timeout: float | None = None) -> dict:
+        """`spawn(job)` with this runner's timeout, or `timeout` where that is longer."""
+        return spawn(job, max(self.timeout, timeout or 0), impl, checkout)
 
     def checkpoint(self, model: specs.Model, platform: str) -> dict:
         """{"path": ...} of a random-weight inference checkpoint of `model` (written once, in a
@@ -73,6 +76,18 @@ class Runner:
             path = os.path.join(self._scratch.name, f"checkpoint_{len(self._prepared)}")
             self._prepared[key] = self.run(specs.MakeCheckpoint(model=model, path=path,
                                                                 platform=platform))
+        return self._prepared[key]
+
+    def site(self, model: specs.Model, tile: int, overlap: int) -> dict:
+        """{"path": ..., "export_s", "model_bytes", "site_bytes"} of the static web site of a
+        random-weight `model` exported at `tile` / `overlap` (written once, in a worker), or
+        {"error": ...}."""
+        key = ("site", model, tile, overlap)
+        if key not in self._prepared:
+            self.log(f"  preparing: the web site of a random-weight {model}, tile {tile}")
+            path = os.path.join(self._scratch.name, f"site_{len(self._prepared)}")
+            self._prepared[key] = self.run(specs.MakeSite(model=model, tile=tile, overlap=overlap,
+                                                          path=path))
         return self._prepared[key]
 
     def dataset(self, num: int, bits: int, size: tuple[int, int]) -> dict:

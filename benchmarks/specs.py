@@ -128,6 +128,35 @@ class CheckpointInference(Job):
     size: tuple[int, int] = (360, 640)
 
 
+@dataclasses.dataclass(frozen=True)
+class MakeSite(Job):
+    """Export a random-weight `model` (tile, overlap) and write its static web site to `path` (a
+    preparation step of the page rows)."""
+
+    OURS: ClassVar[str] = "benchmarks.page:make_site"
+
+    model: Model = FULL_MODEL
+    tile: int = 512
+    overlap: int = 64
+    path: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class PageRun(Job):
+    """The site at `site` in headless Chromium: `uploads` uploads of an H x W `photo`, on `backend`
+    ("wasm", or "webgpu" through SwiftShader) with `threads` WebAssembly threads (0: the page's
+    choice, every core); `timeout`: seconds for the page load and for each upload."""
+
+    OURS: ClassVar[str] = "benchmarks.page:page_run"
+
+    site: str = ""
+    backend: str = "wasm"
+    threads: int = 0
+    photo: tuple[int, int] = (512, 512)
+    uploads: int = 2
+    timeout: float = 1200.0
+
+
 SOURCES = ("store", "cache", "decode")  # where InputPipeline reads the pixels
 
 
@@ -185,7 +214,7 @@ class FedTrainStep(Job):
 
 JOBS = {cls.__name__: cls for cls in (Probe, Inference, TrainStep, Iac, Bf16Psnr, MakeCheckpoint,
                                       CheckpointInference, MakeScenes, InputPipeline,
-                                      FedTrainStep)}
+                                      FedTrainStep, MakeSite, PageRun)}
 
 
 def to_json(job: Job) -> dict:

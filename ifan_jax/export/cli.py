@@ -155,7 +155,13 @@ def main(argv=None) -> int:
     except Exception as e:  # the conversion, onnxruntime or the site writer: one line
         say(f"{target}: {one_line(e)}")
         return 1
-    say(f"wrote {target}: {len(data) / 1e6:.1f} MB in {metadata['export_seconds']} s; "
+    if args.output is not None:
+        size = f"{len(data) / 1e6:.1f} MB"
+    else:  # what a host serves: the page, the runtime and the model
+        from ifan_jax.export.site import site_bytes
+
+        size = f"{site_bytes(args.web) / 1e6:.1f} MB (the model {len(data) / 1e6:.1f} MB)"
+    say(f"wrote {target}: {size} in {metadata['export_seconds']} s; "
         f"N={metadata['num_iterations']}, IAC {metadata['iac_variant']}, {metadata['channels']} channels, "
         f"input {metadata['input_shape']}, tile {metadata['tile']}, overlap {metadata['overlap']}, "
         f"defocus {metadata['has_defocus']}, source sha256 {metadata['source_sha256'][:12]}...")

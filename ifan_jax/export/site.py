@@ -1,8 +1,11 @@
 """The static web site: the page of `web/`, onnxruntime-web's runtime files and the ONNX model.
 
     write_site("site", onnx_bytes, metadata)   # then serve "site" from any static host
+    python -m ifan_jax.export.site site --port 8000   # serve it here, cross-origin isolated
 
-The directory holds `index.html` and `src/` (the page's modules, from `web/`), `ort/` (the
+The directory holds `index.html`, `sw.js` (the service worker that makes the page cross-origin
+isolated on hosts that send no headers, so it may run several WebAssembly threads) and `src/`
+(the page's modules, from `web/`), `ort/` (the
 onnxruntime-web files the page loads, copied from `web/node_modules` after `npm ci --prefix web`),
 `model.onnx` and `model.json`: the tile and overlap the page cuts photos into, whether the model has
 a defocus map, the defocus colour map (`ifan_jax.inference.defocus`) and the keep-the-bokeh /
@@ -14,6 +17,8 @@ directory is written all or nothing (`fileio.atomic_directory`).
 from __future__ import annotations
 
 import contextlib
+import functools
+import http.server
 import json
 import os
 import shutil
@@ -25,14 +30,24 @@ import urllib.request
 from collections.abc import Iterator
 
 from ifan_jax import fileio
+from ifan_jax.errors import ArgumentParser, UserError
 from ifan_jax.inference import defocus, intent, tiling
 
 WEB = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "web")
 RUNTIME = os.path.join("node_modules", "onnxruntime-web", "dist")
 # The page imports ort.min.mjs (WebGPU and WASM), which loads the JSEP build of the WebAssembly runtime.
 RUNTIME_FILES = ("ort.min.mjs", "ort-wasm-simd-threaded.jsep.mjs", "ort-wasm-simd-threaded.jsep.wasm")
-PAGE_FILES = ("index.html",)
+PAGE_FILES = ("index.html", "sw.js")
 PAGE_DIRS = ("src",)
+# What makes a page cross-origin isolated (SharedArrayBuffer, so WebAssembly threads): sent by
+# `python -m ifan_jax.export.site`, added by the page's service worker (web/sw.js) elsewhere.
+ISOLATION_HEADERS = {"Cross-Origin-Opener-Policy": "same-origin",
+                     "Cross-Origin-Embedder-Policy": "require-corp",
+                     "Cross-Origin-Resource-Policy": "same-origin"}
+
+
+class SiteError(UserError):
+    """A folder that is not a written site, or a port the server cannot listen on."""
 
 
 def _truth(value) -> bool:
@@ -107,6 +122,17 @@ def write_site(directory: str | os.PathLike, onnx_bytes: bytes, metadata: dict, 
     return os.path.abspath(directory)
 
 
+def site_bytes(directory: str | os.PathLike) -> int:
+    """The total size in bytes of the regular files under `directory` (what a host serves)."""
+    total = 0
+    for root, _, files in os.walk(directory):
+        for name in files:
+            path = os.path.join(root, name)
+            if os.path.isfile(path) and not os.path.islink(path):
+                total += os.path.getsize(path)
+    return total
+
+
 def _runtime_license(web: str) -> str:
     """onnxruntime-web's MIT notice, which copies of it carry."""
     with open(os.path.join(web, "node_modules", "onnxruntime-web", "package.json")) as f:
@@ -140,17 +166,21 @@ SOFTWARE.
 
 @contextlib.contextmanager
 def serve(directory: str | os.PathLike, host: str = "127.0.0.1", port: int = 0,
-          timeout: float = 30.0) -> Iterator[str]:
-    """`python -m http.server` serving a written site from `directory` on `host` (a free port
-    when `port` is 0) for the duration of the `with` block; yields the site's URL. A server that
-    does not answer within `timeout` seconds is a RuntimeError."""
+          timeout: float = 30.0, headers: bool = False) -> Iterator[str]:
+    """A static server of a written site in `directory` on `host` (a free port when `port` is 0),
+    in a child process, for the duration of the `with` block; yields the site's URL. With
+    `headers` it is `python -m ifan_jax.export.site` (sends `ISOLATION_HEADERS`), else plain
+    `python -m http.server` (no headers, as most static hosts). A server that does not answer
+    within `timeout` seconds is a RuntimeError."""
     if not port:
         with socket.socket() as s:
             s.bind((host, 0))
             port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", host,
-                               "--directory", os.fspath(directory)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    module = "ifan_jax.export.site" if headers else "http.server"
+    command = ([sys.executable, "-m", module, os.fspath(directory), "--port", str(port), "--bind", host]
+               if headers else
+               [sys.executable, "-m", module, str(port), "--bind", host, "--directory", os.fspath(directory)])
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://{host}:{port}/"
     try:
         deadline = time.monotonic() + timeout
@@ -160,9 +190,70 @@ def serve(directory: str | os.PathLike, host: str = "127.0.0.1", port: int = 0,
                 break
             except OSError:
                 if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError(f"python -m http.server did not start on {url}") from None
+                    raise RuntimeError(f"python -m {module} did not start on {url}") from None
                 time.sleep(0.2)
         yield url
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+class IsolatedHandler(http.server.SimpleHTTPRequestHandler):
+    """`http.server`'s static file handler that also sends `ISOLATION_HEADERS` and logs nothing."""
+
+    def end_headers(self):
+        for name, value in ISOLATION_HEADERS.items():
+            self.send_header(name, value)
+        super().end_headers()
+
+    def log_message(self, format, *args):
+        pass
+
+
+def check_site(directory: str) -> None:
+    """Raise SiteError unless `directory` holds a written site (index.html and model.json)."""
+    if not os.path.isdir(directory):
+        raise SiteError(f"{directory}: no such folder (write the site with python -m ifan_jax.export "
+                        f"--ckpt=CKPT --web={directory})")
+    for name in ("index.html", "model.json"):
+        if not os.path.isfile(os.path.join(directory, name)):
+            raise SiteError(f"{directory}: no {name} there, not a site written by python -m "
+                            f"ifan_jax.export --web=DIR")
+
+
+def main(argv=None) -> int:
+    """`python -m ifan_jax.export.site DIR [--port 8000] [--bind 127.0.0.1]`: serve a written site
+    with the cross-origin isolation headers until interrupted."""
+    p = ArgumentParser(prog="python -m ifan_jax.export.site", name="site",
+                       description="Serve a site written by `python -m ifan_jax.export --web=DIR` on "
+                                   "this machine, with the headers that make the page cross-origin "
+                                   "isolated (so it runs several WebAssembly threads at once).")
+    p.add_argument("directory", help="the site's folder")
+    p.add_argument("--port", type=int, default=8000, help="default %(default)s")
+    p.add_argument("--bind", default="127.0.0.1",
+                   help="address to listen on (default %(default)s: this machine only)")
+    args = p.parse_args(argv)
+    say = lambda line: print(f"site: {line}", file=sys.stderr, flush=True)
+    try:
+        check_site(args.directory)
+        handler = functools.partial(IsolatedHandler, directory=os.path.abspath(args.directory))
+        try:
+            server = http.server.ThreadingHTTPServer((args.bind, args.port), handler)
+        except OSError as e:
+            raise SiteError(f"{args.bind}:{args.port}: cannot listen there ({e.strerror or e})") from None
+    except UserError as e:
+        say(str(e))
+        return 1
+    host = f"[{args.bind}]" if ":" in args.bind else args.bind
+    say(f"serving {args.directory} at http://{host}:{server.server_address[1]}/ (cross-origin "
+        f"isolated); Ctrl+C stops")
+    with server:
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,10 +7,10 @@ import json
 import os
 import re
 import shlex
-import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -22,6 +22,7 @@ from official_reference import reference_state_dict
 from PIL import Image
 from repo import ROOT
 
+from benchmarks import browser
 from ifan_jax import image_io
 from ifan_jax.inference import Deblurrer
 from ifan_jax.models import count_params
@@ -29,7 +30,7 @@ from ifan_jax.models import count_params
 gradio_client = pytest.importorskip("gradio_client", reason="needs gradio: pip install '.[app]'")
 
 HOST = "127.0.0.1"
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+CHROMIUM, CHROMEDRIVER = browser.CHROMIUM, browser.CHROMEDRIVER
 START_TIMEOUT = 240  # seconds for the server to come up (imports, checkpoint, examples)
 LOGS = {}  # the server's url -> its log file
 
@@ -315,24 +316,12 @@ def test_the_readme_space_app_file_serves(weights, tmp_path):
 # --------------------------------------------------------------------------- the real browser
 
 def _browser(download_dir: str):
-    """Headless Debian Chromium via Selenium; the browser may reach 127.0.0.1 only."""
-    webdriver = pytest.importorskip("selenium.webdriver", reason="the browser test needs Selenium: "
-                                    "pip install -r requirements-test.txt")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                "--window-size=1400,1200", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-                "--disable-background-networking", "--disable-component-update", "--no-first-run",
-                "--disable-sync"):
-        options.add_argument(arg)
-    options.add_experimental_option("prefs", {"download.default_directory": download_dir,
-                                              "download.prompt_for_download": False})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.execute_cdp_cmd("Browser.setDownloadBehavior",
-                           {"behavior": "allow", "downloadPath": download_dir})
-    return driver
+    """Headless Debian Chromium via Selenium (`benchmarks.browser`); the browser may reach
+    127.0.0.1 only, downloads go to `download_dir`."""
+    pytest.importorskip("selenium.webdriver", reason="the browser test needs Selenium: "
+                        "pip install -r requirements-test.txt")
+    return browser.chromium(tempfile.mkdtemp(prefix="chromium-"), downloads=download_dir,
+                            performance_log=False, window=(1400, 1200))
 
 
 def _wait(what, condition, timeout=120):

@@ -21,7 +21,7 @@ def _result(**extra):
             "date": "2026-12-03", "onnxruntime": "1.32.0", "sizes": ["640x360", "1280x720"],
             "load_average_start": [0.5, 1, 2], "load_average_end": [1.5, 1, 2], "seconds": 600.0,
             "model": {"channels": 32, "num_iterations": 17, "iac_variant": "official", "weights": "random"},
-            "tile": 512, "command": "python -m benchmarks.export_rows --wasm", "repeats": 3,
+            "tile": 512, "command": "python -m benchmarks.export_rows --jax", "repeats": 3,
             "precisions": {"float32": {"export_s": 60.0, "size_bytes": 39_012_828, "session_s": 2.0,
                                        "sizes": {"640x360": _timing(4.5, 4.4),
                                                  "1280x720": _timing(19.0, 18.0)}},
@@ -32,11 +32,7 @@ def _result(**extra):
 def test_markdown_has_every_row_of_the_run():
     table = export_rows.markdown(_result(
         jax={"640x360": _timing(2.9, 2.8), "1280x720": _timing(12.0, 11.5)},
-        official={"sizes": {"640x360": _timing(3.3, 3.2), "1280x720": {"error": "MemoryError"}}},
-        wasm={"server": "python -m http.server", "tile": 512, "photo": "astronaut", "backend": "wasm",
-              "wasm_threads": 1, "cross_origin_isolated": False, "timing": "window.ifan.tileTimes",
-              "runs": [{"tile_ms": [25300.0]}, {"tile_ms": [21000.0]}], "first_tile_s": 25.3,
-              "tile_s": 21.0, "load_page_s": 4.0}))
+        official={"sizes": {"640x360": _timing(3.3, 3.2), "1280x720": {"error": "MemoryError"}}}))
     lines = table.splitlines()
     assert "| | 640x360 | 1280x720 |" in lines
     assert "| onnxruntime CPU, float32 | 4.5 (4.4) | 19 (18) |" in lines
@@ -44,16 +40,14 @@ def test_markdown_has_every_row_of_the_run():
     assert "| official PyTorch | 3.3 (3.2) | failed: MemoryError |" in lines
     assert "| float32 | 60 | 39.0 | 2 | - |" in lines
     assert any(line.startswith("| float16 | skipped: the run had taken 950 s") for line in lines)
-    assert "| 512 x 512 | 25.3 | 21.0 | 25.3, 21.0 | 4.0 |" in lines
-    assert "WASM backend, 1 thread(s)" in table
     assert "[0.5, 1, 2] at the start, [1.5, 1, 2] at the end" in table
-    assert "`python -m benchmarks.export_rows --wasm`" in table
+    assert "`python -m benchmarks.export_rows --jax`" in table
 
 
 def test_markdown_without_the_optional_parts_and_with_a_failure():
-    table = export_rows.markdown(_result(errors=[{"part": "wasm", "error": "RuntimeError: no page"}]))
-    assert "JAX" not in table and "official PyTorch" not in table and "Chromium" not in table
-    assert "FAILED wasm: RuntimeError: no page" in table
+    table = export_rows.markdown(_result(errors=[{"part": "jax", "error": "RuntimeError: no JAX"}]))
+    assert "jitted JAX" not in table and "official PyTorch" not in table and "Chromium" not in table
+    assert "FAILED jax: RuntimeError: no JAX" in table
 
 
 @pytest.mark.parametrize("argv, message", [

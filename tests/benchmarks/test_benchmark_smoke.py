@@ -272,7 +272,8 @@ def test_jobs_survive_the_worker_command_line():
 
 
 @pytest.mark.parametrize("name", ["2026-11-29_nvidia-h200", "2026-11-29_amd-epyc-2cpu_input",
-                                  "2026-11-30b_amd-epyc-2cpu", "2026-11-30c_amd-epyc-2cpu_train"])
+                                  "2026-11-30b_amd-epyc-2cpu", "2026-11-30c_amd-epyc-2cpu_train",
+                                  "2026-12-04_intel-xeon-2cpu_page"])
 def test_the_committed_tables_are_reproduced_from_their_json(name, tmp_path):
     """`python -m benchmarks --from_json=...` rewrites a run's Markdown from its JSON report, as
     the committed file has it (the GPU run, the input rows, the CPU runs the README cites)."""

@@ -9,12 +9,19 @@
   server and logs no console error; its defocus map is Python's to 1e-5; its controls re-blend
   (strength 0 gives the photo back exactly, keep-the-bokeh changes the result and the readout) and
   a file that is not an image gets a one-line message with the previous result and its download gone.
+  The plain server sends no COOP/COEP headers: the page isolates itself through its service worker
+  (`sw.js`) and runs WebAssembly on every core; where the worker cannot isolate it, it reloads once
+  and goes on with one thread. `python -m ifan_jax.export.site` sends the headers itself.
+- On WebGPU (SwiftShader, a software adapter), the same site deblurs to >= 45 dB of `Deblurrer`;
+  a WebGPU session that fails while running (`?webgpu_fail=run`, or a float16 model on an adapter
+  without float16 shaders) sends the photo to WASM with one line saying so.
 """
 
 import base64
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,14 +33,15 @@ import pytest
 from PIL import Image
 from repo import ROOT
 
+from benchmarks import browser
 from ifan_jax.export import site as site_lib
 from ifan_jax.inference import defocus as defocus_lib
 from ifan_jax.inference import intent, tiling
 
 WEB = os.path.join(ROOT, "web")
 NODE = shutil.which("node")
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-HOST = "127.0.0.1"
+CHROMIUM, CHROMEDRIVER = browser.CHROMIUM, browser.CHROMEDRIVER
+HOST = browser.HOST
 TILE, OVERLAP = 128, 32  # 300 x 200 photo: 3 x 2 tiles
 
 
@@ -50,6 +58,22 @@ def _node(script: str, data: dict) -> dict:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
+
+
+def test_page_thread_count():
+    """Every core (at most 8) where the page is cross-origin isolated, `?threads=N` when given, one
+    where it is not isolated (onnxruntime-web cannot share memory between threads there)."""
+    if NODE is None:
+        pytest.skip("needs Node.js (apt-get install nodejs)")
+    src = "file://" + os.path.join(WEB, "src", "isolation.js")
+    cases = [[True, None, 2], [True, None, 64], [True, "1", 2], [True, "3", 2], [True, "x", 4],
+             [True, "0", 4], [True, None, None], [False, None, 16], [False, "4", 16]]
+    code = (f"import {{ threadCount }} from '{src}';"
+            f"console.log(JSON.stringify({json.dumps(cases)}.map((c) => threadCount(...c))));")
+    proc = subprocess.run([NODE, "--input-type=module", "-e", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == [2, 8, 1, 3, 4, 4, 1, 1, 1]
 
 
 def test_page_tiling_equals_python():
@@ -283,7 +307,7 @@ def test_write_site_writes_the_page_the_runtime_and_the_model(fake_web, tmp_path
     out = tmp_path / "site"
     assert site_lib.write_site(out, b"onnx bytes", METADATA, web=fake_web) == str(out)
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    assert files == sorted(["index.html", "model.json", "model.onnx", "ort/LICENSE.txt",
+    assert files == sorted(["index.html", "sw.js", "model.json", "model.onnx", "ort/LICENSE.txt",
                             *(f"ort/{n}" for n in site_lib.RUNTIME_FILES),
                             *(f"src/{n}" for n in os.listdir(os.path.join(WEB, "src")))])
     assert (out / "model.onnx").read_bytes() == b"onnx bytes"
@@ -353,6 +377,12 @@ def site(tiny_official_checkpoint, tmp_path_factory):
                           cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # The last line states what a host serves: the folder's bytes (the runtime, the page, the model).
+    last = proc.stderr.strip().splitlines()[-1]
+    total, model = site_lib.site_bytes(directory), os.path.getsize(os.path.join(directory, "model.onnx"))
+    assert last.startswith(f"export: wrote {directory}: {total / 1e6:.1f} MB (the model "
+                           f"{model / 1e6:.1f} MB) in "), last
+    assert total > 10 * model  # the WebAssembly runtime is most of the tiny model's site
     with open(os.path.join(directory, "model.json")) as f:
         config = json.load(f)
     assert (config["tile"], config["overlap"], config["has_defocus"]) == (TILE, OVERLAP, True)
@@ -360,20 +390,10 @@ def site(tiny_official_checkpoint, tmp_path_factory):
         yield url, tiny_official_checkpoint
 
 
-def _browser():
-    webdriver = pytest.importorskip("selenium.webdriver", reason="needs Selenium: "
-                                    "pip install -r requirements-test.txt")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1200,1500", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run", f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}",
-                f"--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE {HOST}"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+def _browser(webgpu: bool = False):
+    """Headless Chromium (`benchmarks.browser`): without a GPU, or with SwiftShader's WebGPU."""
+    pytest.importorskip("selenium.webdriver", reason="needs Selenium: pip install -r requirements-test.txt")
+    return browser.chromium(tempfile.mkdtemp(prefix="chromium-"), webgpu=webgpu)
 
 
 class Page:
@@ -431,7 +451,9 @@ class Page:
 
 
 def _check_logs(driver, url: str) -> None:
-    """No console error or console warning; every request went to the local server."""
+    """No console error or console warning; every request the page's log shows went to the local
+    server. On WASM the model and the WebAssembly runtime are fetched by onnxruntime-web's worker,
+    whose requests this log does not show; the browser resolves no host but 127.0.0.1 anyway."""
     entries = driver.get_log("browser")
     bad = [e for e in entries if e["level"] == "SEVERE" or
            (e["level"] == "WARNING" and e.get("source") == "console-api")]
@@ -444,7 +466,7 @@ def _check_logs(driver, url: str) -> None:
     outside = [u for u in requests if u.split(":")[0] in ("http", "https", "ws", "wss", "ftp")
                and not u.startswith(url)]
     assert not outside, outside
-    assert url + "model.onnx" in requests and any(u.endswith(".wasm") for u in requests), requests
+    assert {url + "src/main.js", url + "ort/ort.min.mjs"} <= set(requests), requests
 
 
 @pytest.mark.slow
@@ -468,10 +490,21 @@ def test_in_chromium_the_site_deblurs_like_python_and_its_controls_reblend(site,
         page = Page(driver)
         driver.get(url)
         assert page.wait({"ready", "error"}) == "ready", page.el("message").text
-        assert "WASM" in page.el("backend").text  # headless Chromium without a GPU
+        # The plain server sends no headers: the service worker made the page cross-origin isolated,
+        # so WebAssembly runs on every core (2 on a 2-core machine), and the page says so.
+        env = driver.execute_script("return {isolated: self.crossOriginIsolated, cores: "
+                                    "navigator.hardwareConcurrency, ifan: window.ifan, "
+                                    "controlled: !!navigator.serviceWorker.controller}")
+        assert env["isolated"] is True and env["controlled"] is True
+        assert env["ifan"]["isolation"] == "isolated" and env["ifan"]["backend"] == "wasm"
+        threads = env["ifan"]["threads"]
+        assert threads == min(env["cores"], 8) and (threads >= 2 or env["cores"] == 1)
+        label = f"{threads} thread" + ("s" if threads > 1 else "")
+        assert page.el("backend").text.endswith(f"running on WASM (the CPU), {label}.")
         assert "16-bit PNGs at 8 bits" in driver.find_element(page.by.TAG_NAME, "body").text
 
         assert page.upload(photo) == "done", page.el("message").text
+        assert page.el("message").text.endswith(f"a tile, WASM, {label}).")
         timings = driver.execute_script("return window.ifan")
         assert len(timings["tileTimes"]) == tiling.num_tiles(h, w, TILE, OVERLAP) == 6
         assert float(page.el("progress").get_attribute("value")) == 6
@@ -605,3 +638,201 @@ def test_in_chromium_an_export_without_disparity_is_a_one_line_error(tmp_path):
             assert page.el("photo").get_attribute("disabled")
         finally:
             driver.quit()
+
+
+# --------------------------------------------------------------------------- isolation and WebGPU
+
+def test_the_service_worker_adds_the_headers_the_local_server_sends():
+    """web/sw.js adds exactly `site.ISOLATION_HEADERS` (the page's two ways to isolation agree)."""
+    with open(os.path.join(WEB, "sw.js")) as f:
+        worker = f.read()
+    added = dict(re.findall(r'headers\.set\("([\w-]+)", "([\w-]+)"\)', worker))
+    assert added == site_lib.ISOLATION_HEADERS
+
+
+@pytest.mark.slow  # three processes importing the package: 15 s here
+def test_site_server_sends_the_isolation_headers_and_refuses_a_non_site(fake_web, tmp_path):
+    import urllib.request
+
+    directory = site_lib.write_site(tmp_path / "site", b"onnx bytes", METADATA, web=fake_web)
+    with site_lib.serve(directory, headers=True) as url:
+        with urllib.request.urlopen(url + "model.json") as response:
+            assert json.loads(response.read())["tile"] == 128
+            for name, value in site_lib.ISOLATION_HEADERS.items():
+                assert response.headers[name] == value, name
+    for target, message in [(tmp_path / "nowhere", "no such folder"), (tmp_path, "no index.html there")]:
+        proc = subprocess.run([sys.executable, "-m", "ifan_jax.export.site", str(target), "--port", "0"],
+                              capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert proc.returncode == 1 and proc.stdout == ""
+        assert proc.stderr.startswith(f"site: {target}: {message}"), proc.stderr
+        assert proc.stderr.count("\n") == 1, proc.stderr
+
+
+def _webgpu_browser(url: str):
+    """Chromium with SwiftShader's WebGPU adapter, at the site `url`'s model.json (a secure context,
+    where `navigator.gpu` exists); skips where this Chromium gives no adapter."""
+    driver = _browser(webgpu=True)
+    driver.get(url + "model.json")
+    adapter = driver.execute_async_script(
+        "const done = arguments[0]; if (!navigator.gpu) { done(null); return; }"
+        "navigator.gpu.requestAdapter().then((a) => done(a ? a.info.architecture || 'adapter' : null),"
+        " () => done(null));")
+    if not adapter:
+        driver.quit()
+        pytest.skip("this Chromium gives no WebGPU adapter (SwiftShader: Debian's chromium-common "
+                    "ships libvk_swiftshader.so)")
+    driver.get_log("browser")  # read: a JSON page's favicon request is no concern of the page's
+    driver.get_log("performance")
+    return driver
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("CI"),
+                    reason="the browser test needs Chromium and its driver: "
+                           "apt-get install chromium chromium-driver")
+def test_in_chromium_webgpu_deblurs_like_python_and_a_failed_run_falls_back_to_wasm(site, tmp_path):
+    """The tiny model's site on WebGPU (SwiftShader, a software GPU: a small photo), against
+    `Deblurrer`; then with `?webgpu_fail=run` (the WebGPU session throws on its first run) the
+    same photo comes out of WASM, with one line saying so."""
+    from ifan_jax.inference import Deblurrer
+
+    url, checkpoint = site
+    h, w = 72, 200  # 2 tiles of 72 x 128
+    photo = str(tmp_path / "field.png")
+    image = _photo(photo, h, w, seed=7)
+    driver = _webgpu_browser(url)
+    try:
+        page = Page(driver)
+        driver.get(url)
+        assert page.wait({"ready", "error"}) == "ready", page.el("message").text
+        ifan = driver.execute_script("return window.ifan")
+        assert (ifan["backend"], ifan["fallback"]) == ("webgpu", None)
+        assert page.el("backend").text.endswith("running on WebGPU (the GPU).")
+        assert page.upload(photo) == "done", page.el("message").text
+        assert page.el("message").text.endswith("a tile, WebGPU).")
+        assert driver.execute_script("return window.ifan.backend") == "webgpu"  # no fallback
+        assert len(driver.execute_script("return window.ifan.tileTimes")) == 2
+        gpu = page.download()
+        _check_logs(driver, url)
+
+        driver.get(url + "?webgpu_fail=run")
+        assert page.wait({"ready", "error"}) == "ready", page.el("message").text
+        assert driver.execute_script("return window.ifan.backend") == "webgpu"
+        assert page.upload(photo) == "done", page.el("message").text
+        ifan = driver.execute_script("return window.ifan")
+        assert ifan["backend"] == "wasm"
+        assert ifan["fallback"] == "WebGPU failed (forced by ?webgpu_fail=run); switched to WASM"
+        text = page.el("backend").text
+        assert text.startswith(ifan["fallback"] + ": Model ") and "\n" not in text, text
+        assert "running on WASM (the CPU)" in text and "a tile, WASM, " in page.el("message").text
+        assert len(ifan["tileTimes"]) == 2  # the failed tile ran again on WASM
+        fallen = page.download()
+    finally:
+        driver.quit()
+    sharp = np.clip(Deblurrer.from_checkpoint(checkpoint)(image, tile=TILE, overlap=OVERLAP), 0, 1)
+    gpu_psnr, wasm_psnr = _psnr(gpu, sharp), _psnr(fallen, sharp)
+    print(f"WebGPU (SwiftShader) vs Deblurrer {gpu_psnr:.1f} dB; after the fallback (WASM) "
+          f"{wasm_psnr:.1f} dB; WebGPU vs WASM {_psnr(gpu, fallen):.1f} dB")
+    assert gpu_psnr >= 45 and wasm_psnr >= 45
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("CI"),
+                    reason="the browser test needs Chromium and its driver: "
+                           "apt-get install chromium chromium-driver")
+def test_in_chromium_a_float16_model_on_webgpu(tiny_official_checkpoint, site, tmp_path):
+    """The float16 export on WebGPU. Where the adapter has float16 shaders (`shader-f16`) the page
+    runs it there; where it has none (SwiftShader), the page picks WASM when it loads, with one line,
+    and a run forced onto WebGPU (`?backend=webgpu`) raises GPU validation errors: the page sees
+    them and runs the photo on WASM. The result is recorded against the float32 page's."""
+    from ifan_jax.inference import Deblurrer
+
+    url32, _ = site
+    directory = str(tmp_path / "site16")
+    proc = subprocess.run([sys.executable, "-m", "ifan_jax.export", f"--ckpt={tiny_official_checkpoint}",
+                           f"--web={directory}", f"--tile={TILE}", f"--overlap={OVERLAP}",
+                           "--precision=float16"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    h, w = 72, 120  # one tile of 72 x 128
+    photo = str(tmp_path / "leaf.png")
+    image = _photo(photo, h, w, seed=8)
+    driver = _webgpu_browser(url32)
+    try:
+        page = Page(driver)
+        f16 = driver.execute_async_script(
+            "const done = arguments[0]; navigator.gpu.requestAdapter().then((a) => "
+            "done(a.features.has('shader-f16')));")
+        with site_lib.serve(directory) as url:
+            driver.get(url)
+            assert page.wait({"ready", "error"}) == "ready", page.el("message").text
+            ifan = driver.execute_script("return window.ifan")
+            if f16:
+                assert (ifan["backend"], ifan["fallback"]) == ("webgpu", None)
+            else:
+                assert ifan["backend"] == "wasm" and ifan["fallback"] == (
+                    "this browser's WebGPU has no float16 shaders (shader-f16) for this float16 model; "
+                    "WASM instead")
+            driver.get(url + "?backend=webgpu")
+            assert page.wait({"ready", "error"}) == "ready", page.el("message").text
+            assert page.upload(photo) == "done", page.el("message").text
+            ifan = driver.execute_script("return window.ifan")
+            if not f16:
+                assert ifan["backend"] == "wasm"
+                assert ifan["fallback"].startswith("WebGPU failed (") and ifan["fallback"].endswith(
+                    "); switched to WASM"), ifan["fallback"]
+            half = page.download()
+        driver.get(url32 + "?backend=wasm")
+        assert page.wait({"ready", "error"}) == "ready", page.el("message").text
+        assert page.upload(photo) == "done", page.el("message").text
+        full = page.download()
+    finally:
+        driver.quit()
+    deblur = Deblurrer.from_checkpoint(tiny_official_checkpoint)
+    sharp = np.clip(deblur(image, tile=TILE, overlap=OVERLAP), 0, 1)
+    print(f"float16 page ({ifan['backend']}{', fell back: ' + ifan['fallback'] if ifan['fallback'] else ''}) "
+          f"vs the float32 page {_psnr(half, full):.1f} dB, vs Deblurrer {_psnr(half, sharp):.1f} dB; "
+          f"float32 page vs Deblurrer {_psnr(full, sharp):.1f} dB; shader-f16: {f16}")
+    assert _psnr(half, full) >= 40 and _psnr(full, sharp) >= 45
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("CI"),
+                    reason="the browser test needs Chromium and its driver: "
+                           "apt-get install chromium chromium-driver")
+def test_in_chromium_a_page_that_cannot_be_isolated_reloads_once_and_uses_one_thread(tmp_path):
+    """A service worker that adds no headers (as where isolation is impossible): the page registers
+    it, reloads once, finds itself still not isolated and goes on with one thread, never reloading
+    again; the server's own headers isolate it with no service worker at all."""
+    if not os.path.isdir(os.path.join(WEB, "node_modules", "onnxruntime-web")):
+        pytest.skip("needs the page's npm packages: npm ci --prefix web")
+    directory = site_lib.write_site(tmp_path / "site", b"these bytes are not an ONNX model", METADATA)
+    with open(os.path.join(directory, "sw.js"), "w") as f:
+        f.write('self.addEventListener("install", () => self.skipWaiting());\n'
+                'self.addEventListener("activate", (e) => e.waitUntil(self.clients.claim()));\n'
+                'self.addEventListener("fetch", (e) => e.respondWith(fetch(e.request)));\n')
+    driver = _browser()
+    try:
+        page = Page(driver)
+        with site_lib.serve(directory) as url:
+            driver.get(url)
+            page.wait({"error"})  # the model is not one: the page stops after choosing its threads
+            driver.execute_script("window.marker = 1")
+            time.sleep(2)  # a reload would drop the marker
+            got = driver.execute_script(
+                "return {marker: window.marker, isolated: self.crossOriginIsolated, ifan: window.ifan, "
+                "controlled: !!navigator.serviceWorker.controller, "
+                "navigation: performance.getEntriesByType('navigation')[0].type}")
+            assert got["marker"] == 1 and got["controlled"] and got["navigation"] == "reload"
+            assert got["isolated"] is False
+            assert (got["ifan"]["isolation"], got["ifan"]["threads"]) == ("failed", 1)
+        with site_lib.serve(directory, headers=True) as url:  # another origin (port): no worker
+            driver.get(url)
+            page.wait({"error"})
+            got = driver.execute_script(
+                "return {isolated: self.crossOriginIsolated, ifan: window.ifan, "
+                "controlled: !!navigator.serviceWorker.controller, "
+                "navigation: performance.getEntriesByType('navigation')[0].type}")
+            assert got["isolated"] is True and not got["controlled"] and got["navigation"] == "navigate"
+            assert got["ifan"]["isolation"] == "isolated" and got["ifan"]["threads"] >= 1
+    finally:
+        driver.quit()

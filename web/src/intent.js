@@ -1,4 +1,4 @@
-// Deblurring with intent (issue 24), the definition of PLAN.md and ifan_jax.inference.intent:
+// Deblurring with intent, as ifan_jax.inference.intent defines it (docs/intent.md):
 //   a = box mean of |d| over (2R+1)^2 pixels, edges replicated (scipy uniform_filter, "nearest")
 //   t = clip((a - L) / L, 0, 1); keep = t^2 (3 - 2t); w = 1 - keep   (w = 1 without keep-bokeh)
 //   output = x + S w (y - x)                                          (S = 0: exactly x)

@@ -1,20 +1,30 @@
 // The page: load the ONNX model, deblur an uploaded photo tile by tile, show and re-blend it.
 //
 // Hooks for automation: <input id="photo">, <body data-state="loading|ready|working|done|error">,
-// <a id="download"> (the PNG shown), #message (one line), #strength, #keep_bokeh, #level, #readout.
+// <a id="download"> (the PNG shown), #message (one line), #backend (the backend and threads, and
+// a fallback's one line), #strength, #keep_bokeh, #level, #readout. Query parameters for tests and
+// benchmarks: `?backend=wasm|webgpu` (that backend first), `?threads=N` (WebAssembly threads, when
+// isolated), `?webgpu_fail=run` (the WebGPU session throws on its first run: the fallback to WASM).
 import * as ort from "onnxruntime-web";
 
 import { colorize, parseTable } from "./colormap.js";
 import { autoLevel, blend, boxMeanAbs, keepWeights, readout } from "./intent.js";
+import { isolate, threadCount } from "./isolation.js";
 import { deblurTiled, plan } from "./tiling.js";
 
 const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
 // The page keeps about 60 bytes a pixel (the photo, the result, the map and their canvases).
 const MAX_PIXELS = 40e6;
-const page = { session: null, config: null, backend: null, photo: null, generation: 0, url: null };
-// Timings for tests and benchmarks: milliseconds per network run of one tile; `defocus`: the shown
-// photo's H x W map (a reference, not a copy).
-window.ifan = { tileTimes: [], backend: null, level: null, autoLevel: null, defocus: null };
+const page = { session: null, config: null, backend: null, threads: 1, photo: null, generation: 0, url: null,
+  device: null, deviceLost: null };
+// For tests and benchmarks: milliseconds per network run of one tile; the backend ("webgpu" or
+// "wasm"), WASM threads, isolation ("isolated", "unsupported", "failed") and a fallback's line;
+// `defocus`: the shown photo's H x W map (a reference, not a copy).
+window.ifan = { tileTimes: [], backend: null, threads: null, isolation: null, fallback: null, level: null,
+  autoLevel: null, defocus: null };
+
+const firstLine = (error) => ((error && error.message) || String(error)).split("\n")[0];
 
 function setState(state, message = "") {
   document.body.dataset.state = state;
@@ -42,37 +52,116 @@ function clearResult() {
   $("progress").value = 0;
 }
 
+// ["webgpu" or "wasm", why not WebGPU ("" when it is, or where the browser has none)].
 async function chooseBackend() {
-  if (navigator.gpu) {
-    try {
-      if (await navigator.gpu.requestAdapter()) return "webgpu";
-    } catch {
-      // no adapter: WASM
+  let adapter = null;
+  try {
+    adapter = navigator.gpu ? await navigator.gpu.requestAdapter() : null;
+  } catch {
+    // no adapter: WASM
+  }
+  if (!adapter) return ["wasm", ""];
+  // A float16 model needs the adapter's float16 shaders; without them WebGPU computes garbage.
+  if (page.config.metadata.precision === "float16" && !adapter.features.has("shader-f16")) {
+    return ["wasm", "this browser's WebGPU has no float16 shaders (shader-f16) for this float16 model; WASM instead"];
+  }
+  return ["webgpu", ""];
+}
+
+function backendLabel() {
+  return page.backend === "webgpu" ? "WebGPU" : `WASM, ${page.threads} thread${page.threads > 1 ? "s" : ""}`;
+}
+
+function showBackend(note = "") {
+  const { tile, overlap } = page.config;
+  const where = page.backend === "webgpu" ? "WebGPU (the GPU)" : `WASM (the CPU), ${page.threads} ` +
+    `thread${page.threads > 1 ? "s" : ""}`;
+  $("backend").textContent = (note ? `${note}: ` : "") + `Model ${page.config.name}: tiles of ${tile} x ` +
+    `${tile} overlapping by ${overlap} pixels, running on ${where}.`;
+}
+
+async function createSession(backend) {
+  const options = { graphOptimizationLevel: "all", logSeverityLevel: 3, executionProviders: [backend] };
+  const session = await ort.InferenceSession.create(page.modelUrl, options);
+  if (backend === "webgpu") {
+    page.device = await ort.env.webgpu.device;
+    // A lost device (driver reset, GPU process crash) sends the next tiles to WASM.
+    page.device.lost.then((info) => { page.deviceLost = info.message || info.reason || "lost"; });
+    if (params.get("webgpu_fail") === "run") {
+      session.run = async () => { throw new Error("forced by ?webgpu_fail=run"); };
     }
   }
-  return "wasm";
+  return session;
+}
+
+function useBackend(backend, session, note = "") {
+  page.session = session;
+  page.backend = window.ifan.backend = backend;
+  window.ifan.fallback = note || null;
+  showBackend(note);
+}
+
+// WebGPU failed while running: the rest of the photo (this tile included) runs on WASM.
+async function fallBack(reason) {
+  const gpu = page.session;
+  const session = await createSession("wasm");
+  useBackend("wasm", session, `WebGPU failed (${reason}); switched to WASM`);
+  gpu.release().catch(() => {});
+}
+
+// One tile through the session; on WebGPU, a run that throws, a GPU error raised during it
+// (validation, out of memory, internal: WebGPU reports these beside the run, which then returns
+// garbage) or a lost device switches the page to WASM, which runs the tile again.
+async function runSession(feeds) {
+  if (page.backend === "webgpu") {
+    const scopes = ["validation", "out-of-memory", "internal"];
+    let failure = page.deviceLost && new Error(`the GPU device was lost: ${page.deviceLost}`);
+    if (!failure) {
+      for (const scope of scopes) page.device.pushErrorScope(scope);
+      let out = null;
+      try {
+        out = await page.session.run(feeds, page.fetches);
+      } catch (error) {
+        failure = error;
+      }
+      const errors = [];
+      for (const _ of scopes) errors.push(await page.device.popErrorScope().catch(() => null));
+      failure = failure || errors.find(Boolean) || null;
+      if (!failure) return out;
+    }
+    await fallBack(firstLine(failure));
+  }
+  return page.session.run(feeds, page.fetches);
 }
 
 async function loadModel() {
+  const isolation = await isolate();
   const base = new URL(".", location.href);
+  page.threads = window.ifan.threads = threadCount(isolation === "isolated", params.get("threads"),
+    navigator.hardwareConcurrency);
+  window.ifan.isolation = isolation;
   ort.env.wasm.wasmPaths = new URL("ort/", base).href;
-  ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
+  ort.env.wasm.numThreads = page.threads;
   ort.env.logLevel = "error";
   const response = await fetch(new URL("model.json", base));
   if (!response.ok) throw new Error(`model.json: HTTP ${response.status}`);
   page.config = await response.json();
   page.table = parseTable(page.config.viridis);
-  const options = { graphOptimizationLevel: "all", logSeverityLevel: 3 };
-  const modelUrl = new URL("model.onnx", base).href;
-  let backend = await chooseBackend();
+  page.modelUrl = new URL("model.onnx", base).href;
+  const asked = params.get("backend");
+  let [backend, note] = asked === "wasm" || asked === "webgpu" ? [asked, ""] : await chooseBackend();
+  // On WASM the network runs in a worker (onnxruntime-web's proxy), so the page stays responsive
+  // during a tile (seconds on the full-size model); WebGPU runs on the page's thread.
+  ort.env.wasm.proxy = backend === "wasm";
+  let session;
   try {
-    page.session = await ort.InferenceSession.create(modelUrl, { ...options, executionProviders: [backend] });
+    session = await createSession(backend);
   } catch (error) {
     if (backend === "wasm") throw error;
-    backend = "wasm";  // WebGPU present but the model does not run there
-    page.session = await ort.InferenceSession.create(modelUrl, { ...options, executionProviders: [backend] });
+    note = `WebGPU did not load the model (${firstLine(error)}); WASM instead`;
+    session = await createSession("wasm");
   }
-  page.backend = window.ifan.backend = backend;
+  useBackend(note ? "wasm" : backend, session, note);
   // The map is blended from the tiles' 1/8-resolution `disparity` (as Python blends it).
   const names = page.session.outputNames;
   if (page.config.has_defocus && !names.includes("disparity")) {
@@ -80,9 +169,6 @@ async function loadModel() {
       "export it again (python -m ifan_jax.export --web=DIR)");
   }
   page.fetches = names.includes("disparity") ? ["deblurred", "disparity"] : ["deblurred"];
-  const { tile, overlap } = page.config;
-  $("backend").textContent = `Model ${page.config.name}: tiles of ${tile} x ${tile} overlapping by ` +
-    `${overlap} pixels, running on ${backend === "webgpu" ? "WebGPU (the GPU)" : "WASM (the CPU)"}.`;
 }
 
 async function decode(file) {
@@ -143,7 +229,7 @@ function tileRunner(generation) {
       if (generation !== page.generation) throw new Superseded();
       const start = performance.now();
       const feeds = { [page.session.inputNames[0]]: new ort.Tensor("float32", input, [1, rows, cols, 3]) };
-      const out = await page.session.run(feeds, page.fetches);
+      const out = await runSession(feeds);
       window.ifan.tileTimes.push(performance.now() - start);
       return { deblurred: out.deblurred.data, disparity: out.disparity ? out.disparity.data : null };
     });
@@ -238,7 +324,7 @@ async function render() {
   link.hidden = false;
   const perTile = (1000 * photo.seconds / photo.count).toFixed(0);
   setState("done", `${photo.name}: ${photo.width} x ${photo.height}, ${photo.count} tile${photo.count > 1 ? "s" : ""} in ` +
-    `${photo.seconds.toFixed(1)} s (${perTile} ms a tile, ${page.backend.toUpperCase()}).`);
+    `${photo.seconds.toFixed(1)} s (${perTile} ms a tile, ${backendLabel()}).`);
 }
 
 let pending = false;
