@@ -214,14 +214,16 @@ def test_damaged_files_are_one_line_errors(tmp_path, damage):
 
 
 def test_the_limits_are_the_largest_official_model_with_a_margin():
-    """`torch_pickle.LIMITS` come from IFAN_44 (the largest release) with the dual-pixel filter
-    encoder and the reblurring network: the count it uses is that model's, and every official
-    model fits with room to spare."""
+    """`torch_pickle.LIMITS` and `checkpoint.MAX_PARAMETERS` come from IFAN_44 (the largest
+    release) with the dual-pixel filter encoder and the reblurring network: the count both use is
+    that model's, and every official model fits with room to spare."""
+    from ifan_jax import checkpoint
+
     largest = convert.official_shapes(dict(channels=32, num_iterations=44, filter_size=3,
                                            res_units=2, dual_pixel_input=True, use_reblur=True,
                                            reblur_iterations=44, reblur_filter_size=3))
     count = sum(int(np.prod(s)) for s in largest.values())
-    assert count == torch_pickle.LARGEST_OFFICIAL_PARAMETERS
+    assert count == torch_pickle.LARGEST_OFFICIAL_PARAMETERS == checkpoint.LARGEST_OFFICIAL_PARAMETERS
     assert torch_pickle.LIMITS.max_bytes == 2 * 4 * count  # float32, twice over
     assert len(largest) * 8 < torch_pickle.LIMITS.max_tensors
     with open(os.path.join(ASSETS, "official_state_dict_manifest.json")) as f:
