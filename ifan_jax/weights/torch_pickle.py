@@ -327,8 +327,12 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
 
 def _load_zip(f, size: int, limits: Limits) -> object:
     capped = _CappedFile(f, size, limits.max_directory_bytes)
-    archive = zipfile.ZipFile(capped)
-    capped.cap = None
+    with zipfile.ZipFile(capped) as archive:
+        capped.cap = None
+        return _load_members(archive, limits)
+
+
+def _load_members(archive: zipfile.ZipFile, limits: Limits) -> object:
     infos = archive.infolist()
     if len(infos) > limits.max_tensors + 16:
         raise TorchPickleError(f"{len(infos)} members in the zip, more than an IFAN checkpoint "
