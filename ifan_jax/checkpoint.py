@@ -312,7 +312,12 @@ def prepare_workdir(workdir: str, model_config) -> None:
             os.makedirs(workdir, exist_ok=True)
         except OSError as e:  # a file on the way, no permission, a full disk
             raise CheckpointError(f"{workdir}: cannot be created ({e.strerror or e})") from None
-        write_model_config(workdir, model_config, overwrite=False)
+        try:
+            write_model_config(workdir, model_config, overwrite=False)
+        except OSError as e:
+            why = "the disk is full" if disk_full(e) else (e.strerror or str(e))
+            raise CheckpointError(f"{os.path.join(workdir, MODEL_CONFIG_FILE)}: cannot be "
+                                  f"written ({why})") from None
 
 
 def forget_new_run(workdir: str) -> None:
@@ -492,8 +497,9 @@ def saved_steps(directory: str) -> list[int]:
     """The complete steps of an orbax manager's DIRECTORY, newest first; creates nothing."""
     if not os.path.isdir(directory):
         return []
+    # (Not read_only=True: orbax warns on the console about every read-only manager.)
     with ocp.CheckpointManager(os.path.abspath(directory), options=ocp.CheckpointManagerOptions(
-            read_only=True, create=False)) as mngr:
+            create=False)) as mngr:
         return sorted(mngr.all_steps(), reverse=True)
 
 
@@ -700,7 +706,7 @@ class _QuietOrbaxErrors(logging.Filter):
     (--verbosity=1 and up): the failure itself is raised as one CheckpointError."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if "orbax" not in record.pathname:
+        if "orbax" not in record.pathname or record.levelno < logging.ERROR:
             return True
         return logging.getLogger("absl").getEffectiveLevel() <= logging.INFO
 
