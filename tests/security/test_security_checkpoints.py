@@ -643,7 +643,7 @@ def test_a_training_run_resumes_from_the_newest_intact_step_and_says_so(tmp_path
                        f"from the one recorded when it was written); moved to 4.damaged, "
                        f"resuming from step 2")
     assert said[1] == f"Resuming from {workdir}/checkpoints/2"
-    assert "Traceback" not in err
+    assert err == ""  # nothing else: no orbax logs
     assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4", "4.damaged", "6"]
     _, params = checkpoint.load_params(str(workdir))  # the new steps carry their checksums
     assert checkpoint.verify_checksums(str(workdir / "checkpoints" / "4"))
