@@ -61,15 +61,25 @@ def test_an_unreadable_checkpoint_says_why(tiny_official_checkpoint, tmp_path):
     config = json.loads((broken / checkpoint.MODEL_CONFIG_FILE).read_text())
     config["channels"] = 16  # the stored arrays are for 8 channels
     (broken / checkpoint.MODEL_CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(checkpoint.CheckpointError, match=r"model_config.json: damaged \(its "
+                                                         r"SHA-256 differs"):
+        checkpoint.load_params(str(broken))
+    checkpoint.write_checksums(str(broken), [checkpoint.MODEL_CONFIG_FILE])  # edited on purpose
     with pytest.raises(checkpoint.CheckpointError, match=r"parameter \['disparity_map_estimator'\]"
                                                          r"\['conv_in'\]\['bias'\] is \(32,\) in "
                                                          r"step 0, but model_config.json makes it "
                                                          r"\(64,\)"):
         checkpoint.load_params(str(broken))
-    for data in (broken / "checkpoints" / "0" / "params").rglob("d/*"):
+    data_files = list((broken / "checkpoints" / "0" / "params").rglob("d/*"))
+    for data in data_files:
         data.write_bytes(b"")  # the arrays' bytes are gone
     config["channels"] = 8
     (broken / checkpoint.MODEL_CONFIG_FILE).write_text(json.dumps(config))
+    checkpoint.write_checksums(str(broken), [checkpoint.MODEL_CONFIG_FILE])
+    with pytest.raises(checkpoint.CheckpointError, match=r"/params/.*d/[0-9a-f]+: damaged"):
+        checkpoint.load_params(str(broken))
+    # Written before checksums existed: orbax's own reason, on one line.
+    (broken / "checkpoints" / "0" / checkpoint.CHECKSUMS_FILE).unlink()
     with pytest.raises(checkpoint.CheckpointError) as info:
         checkpoint.load_params(str(broken))
     message = str(info.value)
@@ -192,3 +202,168 @@ def test_the_training_bit_depth_is_recorded_as_metadata(tiny_config, tmp_path):
     tiny_config.bit_depth = 16
     with pytest.raises(checkpoint.CheckpointError, match=r"bit_depth: '8' there, '16' now"):
         checkpoint.check_workdir(str(tmp_path), checkpoint.stored_model_config(tiny_config))
+
+
+@pytest.mark.parametrize("arg", ["quickstart", "tiny", "ifan", "ifan:variant=baseline",
+                                 "ifan:variant=D", "ifan:variant=F", "ifan:variant=FD",
+                                 "ifan:variant=FR", "ifan:N=8", "ifan:N=26", "ifan:N=35",
+                                 "ifan:N=44", "ifan:fac", "ifan:dual", "ifan:bits=16",
+                                 "ifan:iac=official", "ifan:data=pairs", "ifan:N=44,dual,fac"])
+def test_every_shipped_config_is_a_valid_model_config(arg):
+    from ifan_jax.config import load_config
+
+    assert checkpoint.model_config_problem(checkpoint.stored_model_config(load_config(arg))) is None
+
+
+def test_model_config_values_a_real_ifan_cannot_have_are_refused(tiny_official_checkpoint,
+                                                                 tiny_config, tmp_path):
+    good = json.loads(open(os.path.join(tiny_official_checkpoint,
+                                        checkpoint.MODEL_CONFIG_FILE)).read())
+    for change, message in [
+        (dict(num_iterations=10**9), "num_iterations=1000000000: must be an integer from 1 to 64"),
+        (dict(res_units=10**6), "res_units=1000000: must be an integer from 1 to 8"),
+        (dict(channels=0), "channels=0: must be an integer from 1 to 128"),
+        (dict(channels=8.0), "channels=8.0: must be an integer from 1 to 128"),
+        (dict(filter_size=4), "filter_size=4: must be an odd integer from 1 to 7"),
+        (dict(use_reblur=1), "use_reblur=1: must be true or false"),
+        (dict(iac_variant="fast"), "iac_variant=fast: must be one of 'separable', 'official'"),
+        (dict(bit_depth=12), "bit_depth=12: must be one of 8, 16"),
+        (dict(dtype="int8"), "dtype=int8: must be one of 'float32', 'bfloat16', 'float16'"),
+        (dict(layers=3), "layers: not a key of an IFAN model config"),
+        (dict(channels=128, num_iterations=64), "makes an IFAN of 1,329,842,499 parameters, more "
+                                                "than the 245,044,992 allowed"),
+    ]:
+        folder = tmp_path / str(len(os.listdir(tmp_path)))
+        folder.mkdir()
+        checkpoint.write_model_config(str(folder), {**good, **change})
+        with pytest.raises(checkpoint.CheckpointError) as info:
+            checkpoint.read_model_config(str(folder))
+        assert str(info.value).startswith(f"{folder / checkpoint.MODEL_CONFIG_FILE}: {message}")
+    for text, message in (("[" * 50_000, "model_config.json: not valid JSON"),
+                          (" " * 100_000, "model_config.json: 100,000 bytes, not a model config")):
+        (folder / checkpoint.MODEL_CONFIG_FILE).write_text(text)
+        checkpoint.write_checksums(str(folder), [checkpoint.MODEL_CONFIG_FILE])
+        with pytest.raises(checkpoint.CheckpointError, match=message):
+            checkpoint.read_model_config(str(folder))
+    # A training config is held to the same ranges before anything is built.
+    tiny_config.model.channels = 0
+    with pytest.raises(train_lib.ConfigError, match=r"^config.model.channels=0: must be an integer "
+                                                    r"from 1 to 128$"):
+        train_lib.check_config(tiny_config, num_devices=1)
+
+
+def test_non_finite_weights_are_refused_naming_the_parameter(tiny_official_checkpoint, tmp_path):
+    config, params = checkpoint.load_params(tiny_official_checkpoint)
+    params["filter_predictor"]["filter_conv"]["bias"][3] = np.inf
+    checkpoint.save_inference_checkpoint(str(tmp_path / "inf"), params, config)
+    with pytest.raises(checkpoint.CheckpointError, match=r"checkpoints/0: parameter filter_predictor/"
+                                                         r"filter_conv/bias holds an infinity"):
+        checkpoint.load_params(str(tmp_path / "inf"))
+
+
+def test_a_checkpoint_written_before_checksums_opens_without_a_word(tiny_official_checkpoint,
+                                                                    tmp_path, capsys):
+    old = tmp_path / "old"
+    shutil.copytree(tiny_official_checkpoint, old)
+    for sums in old.rglob(checkpoint.CHECKSUMS_FILE):
+        sums.unlink()
+    _, params = checkpoint.load_params(str(old))
+    _, expected = checkpoint.load_params(tiny_official_checkpoint)
+    np.testing.assert_array_equal(params["reconstructor"]["conv_out"]["kernel"],
+                                  expected["reconstructor"]["conv_out"]["kernel"])
+    assert capsys.readouterr() == ("", "")
+
+
+def _state(step):
+    """What `Checkpoints.save` reads of a train state, as small arrays."""
+    import types
+
+    rng = np.random.default_rng(step)
+    return types.SimpleNamespace(step=np.int32(step),
+                                 params={"w": rng.random(1000, dtype=np.float32)},
+                                 opt_state={"mu": rng.random(1000, dtype=np.float32)},
+                                 rng=np.zeros(2, np.uint32))
+
+
+def test_a_damaged_newest_step_is_set_aside_and_the_one_before_resumed(tmp_path):
+    workdir = str(tmp_path)
+    checkpoints = checkpoint.Checkpoints(workdir, keep=3)
+    for step in (2, 4, 6):
+        checkpoints.save(_state(step))
+        checkpoints.save_best(_state(step), {"psnr": float(step)})
+    checkpoints.close()
+    for step in (4, 6):
+        sums = tmp_path / "checkpoints" / str(step) / checkpoint.CHECKSUMS_FILE
+        assert sums.is_file() and "params/" in sums.read_text()
+    data = max((tmp_path / "checkpoints" / "6" / "params").rglob("d/*"),
+               key=lambda p: p.stat().st_size)
+    blob = bytearray(data.read_bytes())
+    blob[len(blob) // 2] ^= 0x10
+    data.write_bytes(bytes(blob))
+    (tmp_path / "best" / "6" / checkpoint.CHECKSUMS_FILE).write_text("")  # (lists nothing: intact)
+    (tmp_path / "checkpoints" / "4" / "train_state" / "_METADATA").unlink()
+    lines = []
+    assert checkpoint.set_aside_damaged(workdir, lines.append) == 2
+    damaged = data.relative_to(tmp_path / "checkpoints" / "6")
+    assert lines == [
+        f"{tmp_path}/checkpoints/6: {damaged} is damaged (its SHA-256 differs from the one "
+        f"recorded when it was written); moved to 6.damaged, resuming from step 2",
+        f"{tmp_path}/checkpoints/4: train_state/_METADATA is missing (listed in SHA256SUMS); "
+        f"moved to 4.damaged, resuming from step 2"]
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4.damaged", "6.damaged"]
+    assert checkpoint.latest_step(workdir) == 2 and checkpoint.set_aside_damaged(workdir, print) == 2
+    # Every step damaged: nothing is moved, the run does not start over silently.
+    (tmp_path / "checkpoints" / "2" / "params" / "_METADATA").write_text("{}")
+    with pytest.raises(checkpoint.CheckpointError, match=r"checkpoints: every saved step is "
+                                                         r"damaged \(the oldest: .*checkpoints/2/"
+                                                         r"params/_METADATA: damaged"):
+        checkpoint.set_aside_damaged(workdir, lines.append)
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4.damaged", "6.damaged"]
+
+
+def test_a_full_disk_during_a_save_is_one_line_with_the_last_good_step(tmp_path, monkeypatch,
+                                                                       caplog):
+    """The step's files are written (asynchronously), then its checksums: a write failing with
+    ENOSPC there stops training with one message, whenever orbax reports it; its partial folder is
+    removed and orbax's own tracebacks stay out of the console (they need --verbosity=1)."""
+    import errno
+
+    workdir = str(tmp_path / "run")
+    checkpoints = checkpoint.Checkpoints(workdir, keep=3)
+    checkpoints.save(_state(2))
+    real = checkpoint.write_checksums
+
+    def full(directory, names=None):
+        if "4.orbax-checkpoint-tmp" in directory:
+            raise OSError(errno.ENOSPC, "No space left on device", directory)
+        real(directory, names)
+
+    monkeypatch.setattr(checkpoint, "write_checksums", full)
+    checkpoints.save(_state(4))  # fails in orbax's thread
+    expected = (f"{workdir}: the disk is full while saving step 4; training stopped at step 6, "
+                f"the last good checkpoint is {workdir}/checkpoints/2")
+    with pytest.raises(checkpoint.CheckpointError) as info:
+        checkpoints.save(_state(6))
+    assert str(info.value) == expected
+    checkpoints.close()  # said once: not again
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2"]
+    assert not [r for r in caplog.records if "orbax" in r.pathname and r.levelno >= 40]
+    # tensorstore's words for a full disk, as a real one (a 14 MB tmpfs) gave them:
+    real_error = ValueError(
+        'RESOURCE_EXHAUSTED: Error writing "opt_state.1.mu.x/0" in OCDBT database at local file '
+        '"/w/checkpoints/4.orbax-checkpoint-tmp/train_state.orbax-checkpoint-tmp/ocdbt.process_0/": '
+        'Failed to write 1793341 bytes to file 5: No space left on device [os_error_code=\'28\']')
+    assert checkpoint.disk_full(real_error) and checkpoint.disk_full(OSError(errno.ENOSPC, "full"))
+    assert not checkpoint.disk_full(ValueError("RESOURCE_EXHAUSTED: [os_error_code='13']"))
+
+
+def test_a_workdir_that_is_a_file_is_refused(tiny_config, tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("mine")
+    with pytest.raises(checkpoint.CheckpointError, match=r"notes.txt: is a file, not a folder; "
+                                                         r"--workdir takes a folder"):
+        checkpoint.check_workdir(str(path), tiny_config.model)
+    with pytest.raises(checkpoint.CheckpointError, match=r"notes.txt/run: cannot be created "
+                                                         r"\(Not a directory\)"):
+        checkpoint.prepare_workdir(str(path / "run"), tiny_config.model)
+    assert path.read_text() == "mine"

@@ -199,7 +199,7 @@ def test_subsets_and_bit_depths_in_the_summary(dpdd, tiny_official_checkpoint, t
     ckpt = tmp_path / "ckpt8"
     shutil.copytree(tiny_official_checkpoint, ckpt)
     config = json.loads((ckpt / "model_config.json").read_text())
-    (ckpt / "model_config.json").write_text(json.dumps({**config, "bit_depth": 8}))
+    checkpoint.write_model_config(str(ckpt), {**config, "bit_depth": 8})  # with its checksum
     np.save(tmp_path / "indoor.npy", np.array([1, 3]))  # scene_a, scene_c
     (tmp_path / "outdoor.txt").write_text("scene_b.png\n")
     warnings = []

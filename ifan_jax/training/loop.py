@@ -90,6 +90,9 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int | None = No
     if config.model.dual_pixel_input and not DUAL_PIXEL_VIEWS <= views:
         raise ConfigError(f"config.model.dual_pixel_input=True needs dual-pixel views, which "
                           f"config.dataset={config.dataset!r} does not have")
+    problem = ckpt_lib.model_config_problem(config.model.to_dict())  # as model_config.json is
+    if problem is not None:
+        raise ConfigError(f"config.model.{problem}")
     try:
         create_model(config)
     except (TypeError, ValueError) as e:
@@ -142,7 +145,9 @@ class Run:
         check_config(config)
         self.dual = DUAL_PIXEL_VIEWS <= dataset_views(config)
         self.checkpoints = ckpt_lib.Checkpoints.open(
-            workdir, ckpt_lib.stored_model_config(config), config.keep_checkpoints)
+            workdir, ckpt_lib.stored_model_config(config), config.keep_checkpoints,
+            report=lambda line: print(line, flush=True) if self.is_chief else None,
+            sync=distributed.sync)
         self.closers += [self.checkpoints.close, self.checkpoints.wait]
         self.last_saved = self.checkpoints.latest_step
         self.first = self.last_saved or 0

@@ -13,7 +13,6 @@ converted model uses `iac_variant="official"` unless told otherwise.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import re
 import sys
@@ -23,6 +22,7 @@ import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from ifan_jax import checkpoint, fileio
+from ifan_jax.checkpoint import file_digest
 from ifan_jax.errors import ArgumentParser, UserError
 from ifan_jax.models import REBLUR_KEY, abstract_params, count_params
 from ifan_jax.models.iac import iac_channels
@@ -267,8 +267,9 @@ def check_against_model(params, config: dict) -> None:
 
 
 def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
-    """Read a PyTorch checkpoint file into a name -> float32 numpy dict (`ifan_jax.weights.torch_pickle`;
-    a dict wrapping the state dict under "state_dict", "model" or "network" is unwrapped)."""
+    """Read a PyTorch checkpoint file into a name -> float32 numpy dict (`ifan_jax.weights.torch_pickle`,
+    within its limits; a dict wrapping the state dict under "state_dict", "model" or "network" is
+    unwrapped). A tensor holding a NaN or an infinity is a ConversionError naming it."""
     try:
         obj = torch_pickle.load(path)
     except FileNotFoundError:
@@ -287,8 +288,9 @@ def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
     out = {}
     for k, v in obj.items():
         if not isinstance(v, np.ndarray):
-            raise ConversionError(f"{path}: entry {k!r} is not a tensor")
+            raise ConversionError(f"{path}: entry {str(k)[:100]!r} is not a tensor")
         out[k] = v.astype(np.float32, copy=False)
+    checkpoint.check_finite(out.items(), path, ConversionError)
     return out
 
 
@@ -311,15 +313,6 @@ def convert_file(path: str, iac_variant: str = "official", bit_depth: int | None
     return params, config
 
 
-def file_digest(path: str) -> str:
-    """SHA-256 of a file's content, hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def cache_root() -> str:
     """Where conversions go when the weights' own folder is not writable: $IFAN_JAX_CACHE/converted,
     else ~/.cache/ifan_jax/converted."""
@@ -334,8 +327,16 @@ def cached_conversion(path: str, report: Callable[[str], None] | None = None) ->
     all or nothing (`checkpoint.save_inference_checkpoint`), so an interrupted or concurrent
     conversion never leaves a partial one. `report(message)` hears about a conversion.
     """
-    if not os.path.isfile(path):
-        raise ConversionError(f"{path}: no such file")
+    try:
+        torch_pickle.check_file(path)  # before its bytes are hashed: a file, of a sane size
+    except FileNotFoundError:
+        raise ConversionError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ConversionError(f"{path}: is a directory, not a PyTorch checkpoint file") from None
+    except OSError as e:
+        raise ConversionError(f"{path}: cannot be read ({e.strerror or e})") from None
+    except torch_pickle.TorchPickleError as e:
+        raise ConversionError(f"{path}: {e}") from None
     stem = os.path.splitext(os.path.basename(path))[0]
     name = f"{stem}.ifan_jax-{file_digest(path)[:16]}"
     folders = [os.path.dirname(os.path.abspath(path)), cache_root()]

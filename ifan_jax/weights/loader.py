@@ -39,21 +39,26 @@ def load_weights(path: str, which: str = "latest",
     """Read the weights at `path`; `which` ("latest" or "best") picks a training workdir's step.
 
     An official file is converted on first use (`convert.cached_conversion`; `report(message)`
-    hears about it). Every failure is a `checkpoint.CheckpointError` with one line naming `path`.
+    hears about it). Every failure is a `checkpoint.CheckpointError` with one line naming `path`,
+    or the file, key or parameter of it that is wrong: files are checked against their checksums,
+    model_config.json against the ranges of a real IFAN and the weights for being finite
+    (`checkpoint.load_params`); an official file is read within `torch_pickle.LIMITS`.
     """
     if not os.path.exists(path):
         raise checkpoint.CheckpointError(f"{path}: no such file or folder")
     directory = path
-    if os.path.isfile(path):
+    if not os.path.isdir(path):  # a file (or a device, a FIFO: refused without being read)
         try:
             directory = convert.cached_conversion(path, report=report)
         except convert.ConversionError as e:
             raise checkpoint.CheckpointError(str(e)) from None
-    model_config, params = checkpoint.load_params(directory, which)
+    try:
+        model_config, params = checkpoint.load_params(directory, which)  # checked: 8 or 16 bits
+    except checkpoint.DamagedFileError as e:
+        if directory == path:
+            raise
+        raise checkpoint.CheckpointError(f"{e}; delete {directory} to convert {path} again"
+                                         ) from None
     model_config = dict(model_config)
     depth = model_config.pop(BIT_DEPTH_KEY, None)
-    if depth not in (None, 8, 16):
-        raise checkpoint.CheckpointError(
-            f"{os.path.join(directory, checkpoint.MODEL_CONFIG_FILE)}: {BIT_DEPTH_KEY} must be 8 "
-            f"or 16, got {depth!r}")
     return Weights(params, model_config, depth, directory, path)

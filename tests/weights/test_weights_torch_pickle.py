@@ -53,7 +53,6 @@ def awkward_tensors():
         ("base", base),
         ("row_view", base[2]),  # storage offset 16
         ("strided", base[1::2, ::3]),
-        ("expanded", torch.ones(3, 1).expand(3, 4)),  # stride 0
         ("half", torch.linspace(-2, 2, 7).half()),
         ("bfloat16", torch.linspace(-3, 3, 5).bfloat16()),
         ("double", torch.tensor([1e-300, 2.5], dtype=torch.float64)),
@@ -166,6 +165,22 @@ def _handmade_tensor_pickle(numel_in_storage, size):
     return b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n" + args + b"R."
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_tensor_reading_its_storage_twice_is_refused(tmp_path, fmt):
+    """`expand` (stride 0) and overlapping strides read a storage element by several indices: a
+    state dict never holds such a tensor, and a hostile one claims gigabytes from a few bytes."""
+    for tensor in (torch.ones(3, 1).expand(3, 4), torch.arange(10.0).as_strided((4, 3), (2, 1))):
+        path = save({"w": tensor}, tmp_path / "overlap.pt", fmt)
+        with pytest.raises(torch_pickle.TorchPickleError, match=r"reads elements of its storage "
+                                                                r"more than once"):
+            torch_pickle.load(path)
+    # Views that read each element at most once (slices, transposes, steps) are read as torch does.
+    base = torch.arange(60.0).reshape(3, 4, 5)
+    views = {"permuted": base.permute(2, 0, 1), "sliced": base[:, 1:3, ::2], "row": base[1, 2]}
+    path = save(views, tmp_path / "views.pt", fmt)
+    assert_same(torch_pickle.load(path), torch.load(path, weights_only=True))
+
+
 def test_tensor_reaching_past_its_storage_is_refused(tmp_path):
     path = tmp_path / "bad.pt"
     with zipfile.ZipFile(path, "w") as z:
@@ -196,3 +211,22 @@ def test_damaged_files_are_one_line_errors(tmp_path, damage):
     with pytest.raises(torch_pickle.TorchPickleError) as e:
         torch_pickle.load(path)
     assert "\n" not in str(e.value)
+
+
+def test_the_limits_are_the_largest_official_model_with_a_margin():
+    """`torch_pickle.LIMITS` and `checkpoint.MAX_PARAMETERS` come from IFAN_44 (the largest
+    release) with the dual-pixel filter encoder and the reblurring network: the count both use is
+    that model's, and every official model fits with room to spare."""
+    from ifan_jax import checkpoint
+
+    largest = convert.official_shapes(dict(channels=32, num_iterations=44, filter_size=3,
+                                           res_units=2, dual_pixel_input=True, use_reblur=True,
+                                           reblur_iterations=44, reblur_filter_size=3))
+    count = sum(int(np.prod(s)) for s in largest.values())
+    assert count == torch_pickle.LARGEST_OFFICIAL_PARAMETERS == checkpoint.LARGEST_OFFICIAL_PARAMETERS
+    assert torch_pickle.LIMITS.max_bytes == 2 * 4 * count  # float32, twice over
+    assert len(largest) * 8 < torch_pickle.LIMITS.max_tensors
+    with open(os.path.join(ASSETS, "official_state_dict_manifest.json")) as f:
+        manifest = json.load(f)
+    shapes = {**manifest["IFAN (N=17, ch=32)"], **manifest["RBN"]}
+    assert 4 * sum(int(np.prod(s)) for s in shapes.values()) < torch_pickle.LIMITS.max_bytes / 4
