@@ -93,7 +93,9 @@ class Deblurrer:
         # Inference needs only the deblurring network.
         self.params = jax.device_put({k: v for k, v in params.items() if k != REBLUR_KEY})
         self._forward = AheadOfTime(
-            jax.jit(self._apply, static_argnames=("with_defocus", "coarse")), INFERENCE_CPU_OPTIONS)
+            jax.jit(self._apply, static_argnames=("with_defocus", "coarse", "features")),
+            INFERENCE_CPU_OPTIONS)
+        self._estimator = AheadOfTime(jax.jit(self._apply_estimator), INFERENCE_CPU_OPTIONS)
 
     @classmethod
     def from_checkpoint(cls, path: str, which: str = "latest", iac_variant: str | None = None,
@@ -114,14 +116,19 @@ class Deblurrer:
         """Whether the model has a disparity map estimator (variants with D) to return a map from."""
         return bool(self.model.use_disparity)
 
-    def _apply(self, params, blurred, right=None, left=None, with_defocus=False, coarse=False):
+    def _apply(self, params, blurred, right=None, left=None, with_defocus=False, coarse=False,
+               features=False):
         """The deblurred batch; `with_defocus`: and the map upsampled as channel 3, or with
-        `coarse` the pair (deblurred, the disparity map estimator's 1/8-resolution output)."""
+        `coarse` the pair (deblurred, the disparity map estimator's 1/8-resolution output), or with
+        `features` the pair (deblurred, the filter encoder's output: the estimator's input)."""
         if not with_defocus:
             return eval_step(self.model.apply, params, {"c": blurred, "r": right, "l": left})
         out, state = self.model.apply({"params": params}, blurred, right, left,
-                                      capture_intermediates=_is_disparity_map_estimator,
+                                      capture_intermediates=_is_map_module,
                                       mutable=["intermediates"])
+        if features:
+            encoded = state["intermediates"]["filter_encoder"]["__call__"][0][-1]
+            return out["result"], encoded.astype(jnp.float32)
         disparity = state["intermediates"]["disparity_map_estimator"]["__call__"][0]
         if coarse:
             return out["result"], disparity.astype(jnp.float32)
@@ -141,6 +148,20 @@ class Deblurrer:
         disparity map estimator's output before upsampling, what tiles blend the map from);
         device arrays, not waited on."""
         return self._forward(self.params, blurred, right, left, with_defocus=True, coarse=True)
+
+    def run_batch_features(self, blurred: np.ndarray, right=None, left=None):
+        """N x H x W x 3 (H, W multiples of 8) -> (N x H x W x 3 deblurred, N x H/8 x W/8 x 4ch: the
+        filter encoder's output, the disparity map estimator's input, what tiles blend the map
+        from); device arrays, not waited on."""
+        return self._forward(self.params, blurred, right, left, with_defocus=True, features=True)
+
+    def _apply_estimator(self, params, encoded):
+        return self.model.apply({"params": params}, encoded, method=_estimate).astype(jnp.float32)
+
+    def estimate(self, encoded: np.ndarray) -> jax.Array:
+        """N x h x w x 4ch filter encoder output -> N x h x w x 1: the disparity map estimator's
+        output (its convolutions zero-pad at the edges of what they are given)."""
+        return self._estimator(self.params, encoded)
 
     def deblur_whole(self, image: np.ndarray, right=None, left=None,
                      return_defocus: bool = False):
@@ -165,16 +186,20 @@ class Deblurrer:
                      overlap: int = tiling.DEFAULT_OVERLAP, batch_size: int = 1,
                      progress: Callable[[int], None] | None = None, return_defocus: bool = False):
         """Run overlapping `tile` x `tile` tiles in batches and blend them (`ifan_jax.inference.tiling`).
-        The defocus map (with `return_defocus`) is blended by the same rule one level down, on the
-        disparity map estimator's 1/8 grid, and that whole map upsampled once
-        (`defocus.upsample_map`): blending per-tile upsampled maps left a seam at tile borders."""
+        The defocus map (with `return_defocus`): the tiles' filter encoder outputs blended on the
+        1/8 grid where each is exact, the disparity map estimator run over that
+        (`tiling.estimate_tiled`) and the whole map upsampled once (`defocus.upsample_map`); blending
+        the tiles' own maps left lines at tile borders."""
         self._check_defocus(return_defocus)
         check_tile(tile, overlap)
         views = [_as_image(image, "image"), _opt(right, "right"), _opt(left, "left")]
         if not return_defocus:
             return tiling.deblur_tiled(self.run_batch, views, tile, overlap, batch_size, progress)
-        forward = self.run_batch_coarse
-        sharp, low = tiling.deblur_tiled(forward, views, tile, overlap, batch_size, progress)
+        reach = self.model.map_reach()
+        sharp, encoded = tiling.deblur_tiled(self.run_batch_features, views, tile, overlap,
+                                             batch_size, progress, reach[:2])
+        low = tiling.estimate_tiled(self.estimate, encoded, tiling.estimator_tile(tile),
+                                    reach.estimator)
         return sharp, defocus_lib.upsample_map(low[..., 0], *views[0].shape[:2])
 
     def __call__(self, image: np.ndarray, right=None, left=None, tile: int | None = None,
@@ -294,8 +319,12 @@ def check_tile(tile: int, overlap: int) -> None:
                          f"overlap")
 
 
-def _is_disparity_map_estimator(module, method_name: str) -> bool:
-    return module.name == "disparity_map_estimator" and method_name == "__call__"
+def _is_map_module(module, method_name: str) -> bool:
+    return module.name in ("filter_encoder", "disparity_map_estimator") and method_name == "__call__"
+
+
+def _estimate(model, encoded):
+    return model.disparity_map_estimator(encoded)
 
 
 def _on_cpu() -> bool:
