@@ -304,11 +304,12 @@ class IFAN(nn.Module):
         return self.disparity_map_estimator(self._encode(blurred, right, left))
 
     def export_forward(self, blurred, right=None, left=None):
-        """The export form of the eval forward (`ifan_jax.export`): (result, disparity).
+        """The export form of the eval forward (`ifan_jax.export`): (result, disparity, encoded).
 
         The same modules, parameters and computation as `__call__(blurred, right, left)` with
         `train=False`: `result` (B, H, W, 3) is its clipped "result", `disparity` (B, H/8, W/8, 1)
-        the disparity map estimator's output (None without D). Only the adaptive convolution is
+        the disparity map estimator's output and `encoded` (B, H/8, W/8, 4ch) its input, the filter
+        encoder's output (both None without D). Only the adaptive convolution is
         written otherwise: IAC's iterations unrolled (`iac.iac_from_head_unrolled`), and IAC's and
         FAC's borders padded by `iac.edge_pad`, which jax2onnx converts exactly.
         """
@@ -331,7 +332,9 @@ class IFAN(nn.Module):
         else:
             deblurred, _ = self._adapt(features, head, train=False, return_filters=False)
         result = self.reconstructor(deblurred, (f1, f2, f3), blurred.astype(jnp.float32))
-        return jnp.clip(result, 0.0, 1.0), (disparity if self.use_disparity else None)
+        if not self.use_disparity:
+            return jnp.clip(result, 0.0, 1.0), None, None
+        return jnp.clip(result, 0.0, 1.0), disparity, encoded
 
     def __call__(self, blurred, right=None, left=None, sharp=None, train: bool = False,
                  return_filters: bool = False):

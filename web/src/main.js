@@ -11,7 +11,8 @@ import { deblurTiled, plan } from "./tiling.js";
 const $ = (id) => document.getElementById(id);
 // The page keeps about 60 bytes a pixel (the photo, the result, the map and their canvases).
 const MAX_PIXELS = 40e6;
-const page = { session: null, config: null, backend: null, photo: null, generation: 0, url: null };
+const page = { session: null, estimator: null, config: null, backend: null, photo: null, generation: 0,
+  url: null };
 // Timings for tests and benchmarks: milliseconds per network run of one tile; `defocus`: the shown
 // photo's H x W map (a reference, not a copy).
 window.ifan = { tileTimes: [], backend: null, level: null, autoLevel: null, defocus: null };
@@ -73,13 +74,17 @@ async function loadModel() {
     page.session = await ort.InferenceSession.create(modelUrl, { ...options, executionProviders: [backend] });
   }
   page.backend = window.ifan.backend = backend;
-  // The map is blended from the tiles' 1/8-resolution `disparity` (as Python blends it).
+  // The map is made from the tiles' 1/8-resolution `encoded` by estimator.onnx (as Python makes it).
   const names = page.session.outputNames;
-  if (page.config.has_defocus && !names.includes("disparity")) {
-    throw new Error("model.onnx has a defocus map but no `disparity` output (an older export): " +
+  if (page.config.has_defocus && !(names.includes("encoded") && page.config.map_reach)) {
+    throw new Error("model.onnx has a defocus map but no `encoded` output (an older export): " +
       "export it again (python -m ifan_jax.export --web=DIR)");
   }
-  page.fetches = names.includes("disparity") ? ["deblurred", "disparity"] : ["deblurred"];
+  if (page.config.has_defocus) {
+    page.estimator = await ort.InferenceSession.create(new URL("estimator.onnx", base).href,
+      { ...options, executionProviders: [backend] });
+  }
+  page.fetches = page.config.has_defocus ? ["deblurred", "encoded"] : ["deblurred"];
   const { tile, overlap } = page.config;
   $("backend").textContent = `Model ${page.config.name}: tiles of ${tile} x ${tile} overlapping by ` +
     `${overlap} pixels, running on ${backend === "webgpu" ? "WebGPU (the GPU)" : "WASM (the CPU)"}.`;
@@ -145,11 +150,25 @@ function tileRunner(generation) {
       const feeds = { [page.session.inputNames[0]]: new ort.Tensor("float32", input, [1, rows, cols, 3]) };
       const out = await page.session.run(feeds, page.fetches);
       window.ifan.tileTimes.push(performance.now() - start);
-      return { deblurred: out.deblurred.data, disparity: out.disparity ? out.disparity.data : null };
+      return { deblurred: out.deblurred.data, encoded: out.encoded ? out.encoded.data : null };
     });
     running = turn.catch(() => {});
     return turn;
   };
+}
+
+// The estimator over the blended `encoded` map, for deblurTiled (tiling.js).
+function estimatorRunner(generation) {
+  const run = (input, rows, cols, channels) => {
+    const turn = running.then(async () => {
+      if (generation !== page.generation) throw new Superseded();
+      const feeds = { encoded: new ort.Tensor("float32", input, [1, rows, cols, channels]) };
+      return (await page.estimator.run(feeds, ["disparity"])).disparity.data;
+    });
+    running = turn.catch(() => {});
+    return turn;
+  };
+  return { run, reach: page.config.map_reach, tile: page.config.estimator_tile };
 }
 
 // Let the page repaint (the progress bar) between tiles; unlike requestAnimationFrame this also
@@ -170,7 +189,7 @@ async function deblur(file) {
   const start = performance.now();
   const result = await deblurTiled(rgb, height, width, page.config.tile, page.config.overlap,
     tileRunner(generation), async (done) => { progress.value = done; await yieldToPage(); },
-    page.config.fixed_shape);
+    page.config.fixed_shape, page.estimator ? estimatorRunner(generation) : null);
   if (generation !== page.generation) throw new Superseded();
   const seconds = (performance.now() - start) / 1000;
   const photo = { name: file.name, width, height, input: rgb, deblurred: result.image, defocus: result.defocus,
