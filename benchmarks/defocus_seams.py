@@ -9,7 +9,8 @@ encoder and the disparity map estimator alone (`IFAN.disparity`, a fraction of t
 memory), upsampled as `Deblurrer` upsamples it; `--reference=PATH.npy` loads (or, if missing,
 saves) its 1/8-resolution values, so another checkout's tiling can be measured against the same
 map. Then `Deblurrer` runs the photo in tiles, with and without the map, and this prints the
-tiles, the seconds of each run (after a run that compiles), and against the whole map: PSNR of the
+tiles, the seconds of each run (after a run that compiles; wall and the process's CPU time, which
+other processes on the machine disturb less), and against the whole map: PSNR of the
 colour maps (both coloured with the whole map's range), the largest colour difference, and per
 axis the largest step across a tile overlap in excess of the whole map's own there against the
 typical step (`border_steps`), with the row or column profile across the worst border.
@@ -91,6 +92,25 @@ def _whole_map(deblurrer, image: np.ndarray) -> np.ndarray:
     return np.asarray(fn(deblurrer.params, pad_to_multiple(image)[None]), np.float32)[0, ..., 0]
 
 
+def _timed(deblurrer) -> list[float]:
+    """Seconds (wall) of each call of `deblurrer.estimate` (the estimator's pass over a tiled photo's
+    blended map), appended to the returned list; an empty list where there is none (an older
+    checkout)."""
+    import jax
+
+    seconds: list[float] = []
+    estimate = getattr(deblurrer, "estimate", None)
+    if estimate is not None:
+        def timed(encoded):
+            start = time.perf_counter()
+            out = jax.block_until_ready(estimate(encoded))
+            seconds.append(time.perf_counter() - start)
+            return out
+
+        deblurrer.estimate = timed
+    return seconds
+
+
 def _deblurrer(ckpt: str):
     import jax
 
@@ -142,16 +162,22 @@ def _measure(args) -> int:
     count = tiling.num_tiles(h, w, args.tile, args.overlap)
     print(f"{h}x{w} photo, tile {args.tile}, overlap {args.overlap}: {count} tiles")
     runs = args.runs.split(",")
-    warm = image[:tiling.round_up(args.tile) + 8, :tiling.round_up(args.tile)]  # two tiles
+    # A photo that compiles what the runs use: the tile, and the estimator's tile where there is one.
+    side = max(tiling.round_up(args.tile) + 8, 8 * getattr(tiling, "estimator_tile", lambda t: 0)(args.tile))
+    warm = image[:min(side, h), :min(side, w)]
     tiled = None
+    estimator = _timed(deblurrer)
     for run in runs:
         with_map = run == "map"
         deblurrer(warm, tile=args.tile, overlap=args.overlap, return_defocus=with_map)  # compile
-        start = time.perf_counter()
+        estimator.clear()
+        start, cpu = time.perf_counter(), time.process_time()
         out = deblurrer(image, tile=args.tile, overlap=args.overlap, return_defocus=with_map)
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         print(f"tiled, {'with' if with_map else 'without'} the map: {seconds:.1f} s "
-              f"({seconds / count:.2f} s per tile)")
+              f"({seconds / count:.2f} s per tile; {cpu:.1f} s of CPU time)" + (
+                  f"; the estimator's pass over the blended map: {len(estimator)} tiles, "
+                  f"{sum(estimator):.2f} s" if estimator else ""))
         if with_map:
             tiled = out[1]
         del out
