@@ -13,6 +13,8 @@ core install does not. See docs/export.md for the interface and the measured par
 from ifan_jax.export.onnx import (
     METADATA_KEYS,
     ExportError,
+    export_estimator,
+    export_estimator_bytes,
     export_model,
     export_onnx,
     export_onnx_bytes,
@@ -20,5 +22,5 @@ from ifan_jax.export.onnx import (
     source_sha256,
 )
 
-__all__ = ["METADATA_KEYS", "ExportError", "export_model", "export_onnx", "export_onnx_bytes",
-           "read_metadata", "source_sha256"]
+__all__ = ["METADATA_KEYS", "ExportError", "export_estimator", "export_estimator_bytes",
+           "export_model", "export_onnx", "export_onnx_bytes", "read_metadata", "source_sha256"]

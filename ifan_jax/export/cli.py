@@ -148,7 +148,9 @@ def main(argv=None) -> int:
 
             fileio.atomic_write_bytes(args.output, data, overwrite=args.overwrite)
         else:
-            write_site(args.web, data, metadata, overwrite=args.overwrite)
+            estimator = (export_lib.export_estimator_bytes(deblurrer, precision=args.precision)
+                         if deblurrer.has_defocus_map else None)
+            write_site(args.web, data, metadata, overwrite=args.overwrite, estimator_bytes=estimator)
     except FileExistsError as e:
         say(f"{e.filename or target}: exists (not overwritten; pass --overwrite to replace it)")
         return 1

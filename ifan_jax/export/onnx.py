@@ -2,6 +2,7 @@
 
     metadata = export_onnx("IFAN.pytorch", "ifan.onnx", tile=512, overlap=64)
     onnx_bytes, metadata = export_onnx_bytes(deblurrer)        # a Deblurrer, or what it loads
+    estimator_bytes = export_estimator_bytes(deblurrer)        # the map of a tiled photo
 
 The graph is `IFAN.export_forward`: the Deblurrer's modules and parameters (no reblurring network),
 the same computation with IAC's iterations unrolled and edge padding and the defocus map's
@@ -16,8 +17,13 @@ upsampling written as slices and concatenations (`ifan_jax.models.iac.iac_from_h
     defocus   [1, H, W, 1] the disparity map estimator's output upsampled to H x W, what
               `Deblurrer.run_batch(..., with_defocus=True)` gives as channel 3 (models with D only)
     disparity [1, H/8, W/8, 1] the disparity map estimator's output itself, before upsampling
-              (models with D only): what a tiled photo's map is blended from, on the 1/8 grid,
-              before the whole map is upsampled once (`ifan_jax.inference.tiling.deblur_tiled`)
+              (models with D only): the map of a photo run whole
+    encoded   [1, H/8, W/8, 4ch] the estimator's input, the filter encoder's output (models with D
+              only): what a tiled photo's map is made from. The tiles' `encoded` are blended on the
+              1/8 grid where each is exact (`ifan_jax.inference.tiling.deblur_tiled`, reach in the
+              metadata's `map_reach`) and the estimator graph (`export_estimator`: `encoded` ->
+              `disparity`, any h and w) runs over them (`tiling.estimate_tiled`); a tile's own
+              `disparity` is wrong up to 15 pixels of the 1/8 grid inside its edges
 
 Photos larger than a tile run as overlapping tiles outside the graph (`ifan_jax.inference.tiling`);
 the tile and overlap to cut them into are recorded in the metadata (`METADATA_KEYS`, string values)
@@ -49,9 +55,9 @@ OPSET = 21  # onnxruntime >= 1.20 and onnxruntime-web run it
 # outputs stay float32, as `Deblurrer(dtype="float16")` runs (the model's `dtype`).
 PRECISIONS = ("float32", "float16")
 METADATA_KEYS = ("ifan_jax_version", "num_iterations", "iac_variant", "bit_depth", "tile", "overlap",
-                 "channels", "has_defocus", "dual_pixel", "source_sha256")
+                 "channels", "has_defocus", "dual_pixel", "source_sha256", "map_reach")
 # The graph's outputs (a model without a disparity map estimator has the first only).
-OUTPUTS = ("deblurred", "defocus", "disparity")
+OUTPUTS = ("deblurred", "defocus", "disparity", "encoded")
 # Beyond METADATA_KEYS: how the graph takes its input, and its float type.
 EXTRA_METADATA_KEYS = ("input_shape", "precision", "opset", "converter")
 
@@ -117,8 +123,8 @@ def uses_iac(model) -> bool:
 
 
 def export_function(model, params) -> Callable:
-    """The function the graph computes: (image[, right, left]) -> (deblurred[, defocus, disparity]),
-    NHWC: `defocus` the 1/8-resolution `disparity` upsampled to the input's size.
+    """The function the graph computes: (image[, right, left]) -> (deblurred[, defocus, disparity,
+    encoded]), NHWC: `defocus` the 1/8-resolution `disparity` upsampled to the input's size.
 
     `params` are the deblurring network's (no reblurring network); they become the graph's
     constants."""
@@ -130,13 +136,53 @@ def export_function(model, params) -> Callable:
     variables = {"params": params}
 
     def forward(image, right=None, left=None):
-        result, disparity = model.apply(variables, image, right, left, method=IFAN.export_forward)
+        result, disparity, encoded = model.apply(variables, image, right, left,
+                                                 method=IFAN.export_forward)
         if disparity is None:
             return result
         disparity = disparity.astype(jnp.float32)
-        return result, upsample_bilinear(disparity), disparity
+        return result, upsample_bilinear(disparity), disparity, encoded.astype(jnp.float32)
 
     return forward
+
+
+def export_estimator(deblurrer, *, precision: str = "float32", opset: int = OPSET):
+    """The disparity map estimator alone as an ONNX model: `encoded` float32 [1, h, w, 4ch] (any h,
+    w; the main graph's `encoded`, blended over a tiled photo) -> `disparity` [1, h, w, 1], its
+    convolutions zero-padded at the edges of what they are given, as `Deblurrer.estimate`. For a
+    Deblurrer of a model with D; `precision` as `export_model`."""
+    import jax
+    import jax.numpy as jnp
+
+    try:
+        import jax2onnx
+    except ImportError as e:
+        raise ExportError(f"the ONNX export needs the export extra (pip install -e \".[export]\"): "
+                          f"{e.name} is not installed") from None
+    if precision not in PRECISIONS:
+        raise ExportError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    model = deblurrer.model
+    if not model.use_disparity:
+        raise ExportError("this model has no disparity map estimator (a variant without D)")
+    params = {"disparity_map_estimator": jax.device_get(deblurrer.params["disparity_map_estimator"])}
+    if precision == "float16":
+        model = model.clone(dtype=jnp.float16)
+        params = jax.tree.map(lambda a: np.asarray(a, np.float16), params)
+
+    def estimate(encoded):
+        return model.apply({"params": params}, encoded,
+                           method=lambda m, x: m.disparity_map_estimator(x)).astype(jnp.float32)
+
+    spec = jax.ShapeDtypeStruct(jax.export.symbolic_shape(f"1, h, w, {model.feature_channels}"),
+                                jnp.float32)
+    with _quiet_converter():
+        return jax2onnx.to_onnx(estimate, [spec], model_name="ifan_estimator", opset=opset,
+                                input_names=["encoded"], output_names=["disparity"])
+
+
+def export_estimator_bytes(deblurrer, **options) -> bytes:
+    """`export_estimator`, serialised."""
+    return export_estimator(deblurrer, **options).SerializeToString()
 
 
 def _input_specs(num_inputs: int, tile: int, fixed_shape: bool):
@@ -226,6 +272,8 @@ def export_model(deblurrer_or_ckpt, tile: int = DEFAULT_TILE, overlap: int = DEF
         "has_defocus": _truth(has_defocus),
         "dual_pixel": _truth(dual),
         "source_sha256": digest,
+        # How far a tile's edges reach into the map (`IFAN.map_reach`): before, after, estimator.
+        "map_reach": ",".join(str(int(r)) for r in model.map_reach()),
         "input_shape": (f"[1, {tile}, {tile}, 3]" if fixed_shape
                         else "[1, H, W, 3], H and W multiples of 8"),
         "precision": precision,
@@ -258,11 +306,11 @@ def _quiet_converter():
 def _name_spatial_dims(proto) -> None:
     """Give every full-resolution input's and output's height and width the input's symbols
     (jax2onnx names an upsampled output's width `dynamic_<n>`), so the interface reads
-    [1, 8*h, 8*w, C] throughout; `disparity` keeps jax2onnx's [1, h, w, 1]."""
+    [1, 8*h, 8*w, C] throughout; `disparity` and `encoded` keep jax2onnx's [1, h, w, C]."""
     dims = proto.graph.input[0].type.tensor_type.shape.dim
     height, width = dims[1].dim_param, dims[2].dim_param
     for value in list(proto.graph.input) + list(proto.graph.output):
-        if value.name == "disparity":
+        if value.name in ("disparity", "encoded"):
             continue
         shape = value.type.tensor_type.shape.dim
         shape[1].dim_param, shape[2].dim_param = height, width

@@ -7,8 +7,11 @@ The directory holds `index.html`, `sw.js` (the service worker that makes the pag
 isolated on hosts that send no headers, so it may run several WebAssembly threads) and `src/`
 (the page's modules, from `web/`), `ort/` (the
 onnxruntime-web files the page loads, copied from `web/node_modules` after `npm ci --prefix web`),
-`model.onnx` and `model.json`: the tile and overlap the page cuts photos into, whether the model has
-a defocus map, the defocus colour map (`ifan_jax.inference.defocus`) and the keep-the-bokeh /
+`model.onnx`, for a model with a defocus map `estimator.onnx` (the disparity map estimator alone,
+run over the tiles' blended `encoded` outputs: `ifan_jax.export.onnx.export_estimator`), and
+`model.json`: the tile and overlap the page cuts photos into, whether the model has a defocus map,
+how far a tile's edges reach into it and the estimator's tile size (`ifan_jax.inference.tiling`),
+the defocus colour map (`ifan_jax.inference.defocus`) and the keep-the-bokeh /
 readout constants (`ifan_jax.inference.intent.page_constants`), so the page computes what Python
 computes. Everything the page fetches is in the directory: it works offline once served. The
 directory is written all or nothing (`fileio.atomic_directory`).
@@ -71,6 +74,13 @@ def site_config(metadata: dict) -> dict:
                          f"{overlap} by at least 8") from None
     if _truth(metadata.get("dual_pixel", "false")):
         raise ValueError("the web page takes one photo: a dual-pixel model (two views) cannot run there")
+    try:
+        reach = [int(r) for r in str(metadata.get("map_reach", "")).split(",")] if has_defocus else []
+    except ValueError:
+        reach = []
+    if has_defocus and (len(reach) != 3 or min(reach) < 0):
+        raise ValueError(f"the export's metadata has no valid map_reach ({metadata.get('map_reach')!r}): "
+                         f"export it again")
     parts = [f"N = {metadata['num_iterations']}"] if "num_iterations" in metadata else []
     if "channels" in metadata:
         parts.append(f"{metadata['channels']} channels")
@@ -79,6 +89,10 @@ def site_config(metadata: dict) -> dict:
         "tile": tile,
         "overlap": overlap,
         "has_defocus": has_defocus,
+        # The map of a tiled photo: the reach of a tile's edges (before, after, estimator) and the
+        # tile size the estimator runs in, on the 1/8 grid.
+        "map_reach": reach,
+        "estimator_tile": tiling.estimator_tile(tile) if has_defocus else 0,
         # The export's graphs take any H, W (multiples of 8) unless made with a fixed shape.
         "fixed_shape": not str(metadata.get("input_shape", "")).startswith("[1, H, W"),
         "metadata": {str(k): str(v) for k, v in metadata.items()},
@@ -90,15 +104,18 @@ def site_config(metadata: dict) -> dict:
 
 
 def write_site(directory: str | os.PathLike, onnx_bytes: bytes, metadata: dict, overwrite: bool = False,
-               web: str = WEB) -> str:
+               web: str = WEB, estimator_bytes: bytes | None = None) -> str:
     """Write the site for an exported model into `directory`; returns its absolute path.
 
-    `onnx_bytes` and `metadata` are what `ifan_jax.export.onnx.export_onnx_bytes` returns. Raises
-    FileExistsError if `directory` exists (unless `overwrite`), FileNotFoundError (one line) if
-    `web/node_modules` has not been installed, ValueError for metadata the page cannot use."""
+    `onnx_bytes` and `metadata` are what `ifan_jax.export.onnx.export_onnx_bytes` returns,
+    `estimator_bytes` what `export_estimator_bytes` does (required for a model with a defocus map).
+    Raises FileExistsError if `directory` exists (unless `overwrite`), FileNotFoundError (one line)
+    if `web/node_modules` has not been installed, ValueError for metadata the page cannot use."""
     config = site_config(metadata)
     if not onnx_bytes:
         raise ValueError("the ONNX model is empty")
+    if config["has_defocus"] and not estimator_bytes:
+        raise ValueError("a model with a defocus map needs its estimator (export_estimator_bytes)")
     runtime = os.path.join(web, RUNTIME)
     missing = [f for f in RUNTIME_FILES if not os.path.isfile(os.path.join(runtime, f))]
     if missing:
@@ -116,6 +133,9 @@ def write_site(directory: str | os.PathLike, onnx_bytes: bytes, metadata: dict, 
             f.write(_runtime_license(web))
         with open(os.path.join(tmp, "model.onnx"), "wb") as f:
             f.write(onnx_bytes)
+        if config["has_defocus"]:
+            with open(os.path.join(tmp, "estimator.onnx"), "wb") as f:
+                f.write(estimator_bytes)
         with open(os.path.join(tmp, "model.json"), "w") as f:
             json.dump(config, f, indent=1)
             f.write("\n")

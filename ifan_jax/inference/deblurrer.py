@@ -93,14 +93,20 @@ class Forward:
     def __init__(self, apply_fn: Callable):
         self.apply_fn = apply_fn
         self.compiled = AheadOfTime(
-            jax.jit(self._apply, static_argnames=("with_defocus", "coarse")), INFERENCE_CPU_OPTIONS)
+            jax.jit(self._apply, static_argnames=("with_defocus", "coarse", "features")),
+            INFERENCE_CPU_OPTIONS)
+        self.compiled_estimator = AheadOfTime(jax.jit(self._apply_estimator), INFERENCE_CPU_OPTIONS)
 
-    def _apply(self, params, blurred, right=None, left=None, with_defocus=False, coarse=False):
+    def _apply(self, params, blurred, right=None, left=None, with_defocus=False, coarse=False,
+               features=False):
         if not with_defocus:
             return eval_step(self.apply_fn, params, {"c": blurred, "r": right, "l": left})
         out, state = self.apply_fn({"params": params}, blurred, right, left,
-                                   capture_intermediates=_is_disparity_map_estimator,
+                                   capture_intermediates=_is_map_module,
                                    mutable=["intermediates"])
+        if features:
+            encoded = state["intermediates"]["filter_encoder"]["__call__"][0][-1]
+            return out["result"], encoded.astype(jnp.float32)
         disparity = state["intermediates"]["disparity_map_estimator"]["__call__"][0]
         if coarse:
             return out["result"], disparity.astype(jnp.float32)
@@ -108,12 +114,22 @@ class Forward:
         return jnp.concatenate([out["result"], defocus], axis=-1)
 
     def __call__(self, params, blurred, right=None, left=None, *, with_defocus: bool = False,
-                  coarse: bool = False):
+                 coarse: bool = False, features: bool = False):
         """N x H x W x 3 views (H, W multiples of 8; `right`/`left` for the dual-pixel model) ->
         the deblurred N x H x W x 3 (a device array, not waited on). `with_defocus`: N x H x W x 4,
         the disparity map estimator's output upsampled as channel 3; with `coarse` instead the pair
-        (deblurred, N x H/8 x W/8 x 1 estimator output)."""
-        return self.compiled(params, blurred, right, left, with_defocus=with_defocus, coarse=coarse)
+        (deblurred, N x H/8 x W/8 x 1 estimator output); with `features` the pair (deblurred,
+        N x H/8 x W/8 x 4ch filter encoder output: the estimator's input)."""
+        return self.compiled(params, blurred, right, left, with_defocus=with_defocus, coarse=coarse,
+                             features=features)
+
+    def _apply_estimator(self, params, encoded):
+        return self.apply_fn({"params": params}, encoded, method=_estimate).astype(jnp.float32)
+
+    def estimate(self, params, encoded) -> jax.Array:
+        """N x h x w x 4ch filter encoder output -> N x h x w x 1: the disparity map estimator's
+        output (its convolutions zero-pad at the edges of what they are given)."""
+        return self.compiled_estimator(params, encoded)
 
     @staticmethod
     def prepare(*views) -> list:
@@ -221,6 +237,17 @@ class Deblurrer:
         device arrays, not waited on."""
         return self.forward(self.params, blurred, right, left, with_defocus=True, coarse=True)
 
+    def run_batch_features(self, blurred: np.ndarray, right=None, left=None):
+        """N x H x W x 3 (H, W multiples of 8) -> (N x H x W x 3 deblurred, N x H/8 x W/8 x 4ch: the
+        filter encoder's output, the disparity map estimator's input, what tiles blend the map
+        from); device arrays, not waited on."""
+        return self.forward(self.params, blurred, right, left, with_defocus=True, features=True)
+
+    def estimate(self, encoded: np.ndarray) -> jax.Array:
+        """N x h x w x 4ch filter encoder output -> N x h x w x 1: the disparity map estimator's
+        output (`Forward.estimate`)."""
+        return self.forward.estimate(self.params, encoded)
+
     def deblur_whole(self, image: np.ndarray, right=None, left=None,
                      return_defocus: bool = False):
         """The network over the whole image at once: pad to a multiple of 8, run, crop back.
@@ -244,18 +271,22 @@ class Deblurrer:
                      overlap: int = DEFAULT_OVERLAP, batch_size: int = 1,
                      progress: Callable[[int], None] | None = None, return_defocus: bool = False):
         """The network over overlapping `tile` x `tile` tiles in batches, blended
-        (`ifan_jax.inference.tiling`). The defocus map (with `return_defocus`) is blended by the same
-        rule one level down, on the disparity map estimator's 1/8 grid, and that whole map
-        upsampled once (`defocus.upsample_map`): blending per-tile upsampled maps left a seam at
-        tile borders. No intent, no checks of the output: `deblur`."""
+        (`ifan_jax.inference.tiling`). The defocus map (with `return_defocus`): the tiles' filter
+        encoder outputs blended on the 1/8 grid where each is exact, the disparity map estimator run
+        over that (`tiling.estimate_tiled`) and the whole map upsampled once
+        (`defocus.upsample_map`); blending the tiles' own maps left lines at tile borders. No
+        intent, no checks of the output: `deblur`."""
         if return_defocus:
             self.require_defocus_map("it has no defocus map to return")
         check_tile(tile, overlap)
         views = [_as_image(image, "image"), _opt(right, "right"), _opt(left, "left")]
         if not return_defocus:
             return tiling.deblur_tiled(self.run_batch, views, tile, overlap, batch_size, progress)
-        forward = self.run_batch_coarse
-        sharp, low = tiling.deblur_tiled(forward, views, tile, overlap, batch_size, progress)
+        reach = self.model.map_reach()
+        sharp, encoded = tiling.deblur_tiled(self.run_batch_features, views, tile, overlap,
+                                             batch_size, progress, reach[:2])
+        low = tiling.estimate_tiled(self.estimate, encoded, tiling.estimator_tile(tile),
+                                    reach.estimator)
         return sharp, defocus_lib.upsample_map(low[..., 0], *views[0].shape[:2])
 
     def deblur(self, image: np.ndarray, right=None, left=None, *, tile: int | None = None,
@@ -369,8 +400,14 @@ class Deblurrer:
         return scale * fixed, scale * per_pixel
 
 
-def _is_disparity_map_estimator(module, method_name: str) -> bool:
-    return module.name == "disparity_map_estimator" and method_name == "__call__"
+def _is_map_module(module, method_name: str) -> bool:
+    """The modules whose outputs the map needs: the filter encoder's (the estimator's input) and
+    the disparity map estimator's."""
+    return module.name in ("filter_encoder", "disparity_map_estimator") and method_name == "__call__"
+
+
+def _estimate(model, encoded):
+    return model.disparity_map_estimator(encoded)
 
 
 def _on_cpu() -> bool:

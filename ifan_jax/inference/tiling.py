@@ -9,18 +9,27 @@ a tile's weight is 1 in its inside and falls to 0 across each overlap it shares 
 edge, where the tile's zero-padded convolutions see least context, gets weight 0). Image borders
 keep weight 1, so every pixel is covered with a positive total weight.
 
-The defocus map is blended the same way one level down, on the network's 1/8-resolution grid:
-`forward` may return, beside each tile's full-resolution output, its 1/8-resolution output (the
-disparity map estimator's), and those are blended with the same rule at 1/8 scale (tile starts and
-size divided by 8, ramps across the overlap's width / 8) into one map of the padded image's size / 8,
-which the caller upsamples once (`ifan_jax.inference.defocus.upsample`). Blending the per-tile
-upsampled maps instead left a seam: the estimator works at 1/8 resolution, so a tile's border
-effects reach 8x further in pixels, and each tile's upsampling clamps at the tile's edge.
+The defocus map is blended one step earlier, in the disparity map estimator's input. A tile's
+zero-padded edges change its 1/8-resolution outputs far inside it: the filter encoder's within 5
+pixels of the 1/8 grid (40 pixels) of a tile edge, the estimator's ten 3x3 convolutions 10 more (15
+in all, 120 pixels; `IFAN.map_reach`), so a tile's own map is wrong across the whole of a 64-pixel
+overlap (8 pixels on the 1/8 grid) and no blending of the tiles' maps can hide it. Instead `forward`
+returns, beside each tile's output, its filter encoder output (1/8 resolution), and those are
+blended on the 1/8 grid with weights that are zero where a tile's value is not exact
+(`context_weights`: `reach` pixels inside each edge shared with a neighbour), so wherever two tiles
+overlap by at least 5 + 4 pixels of the 1/8 grid (72 pixels) the blended features are the whole
+image's; where they overlap by exactly 64 pixels, one row of features per border is taken 4
+pixels inside a tile's edge, where its padding still enters it slightly. The estimator then runs
+over that map in tiles of its own whose overlap covers its reach on both sides
+(`estimate_tiled`): the result equals the whole-image map up to float rounding, and the caller
+upsamples it once (`ifan_jax.inference.defocus.upsample_map`).
 
 Tiles run in batches of `batch_size` through one jitted function of one shape, so the network is
 compiled once per tile shape whatever the image size. Peak memory is the network's working set for
 one batch of tiles (one batch runs at a time) plus the input and one image-sized float buffer for
-the weighted sum (the weights' sum is separable, two 1-D arrays).
+the weighted sum (the weights' sum is separable, two 1-D arrays); with the defocus map, also the
+blended filter encoder output (4 x channels floats per 8 x 8 pixels: 8 bytes per pixel for the
+full-size model) and the estimator's working set for one of its tiles (`estimator_tile`).
 
 `choose_tile` picks the tile size from the image size, the network's measured memory per pixel
 and the memory available (see `Deblurrer.__call__` in `ifan_jax.inference`).
@@ -42,31 +51,33 @@ MIN_TILE = 64
 # Tile sizes the automatic choice considers, largest first.
 TILE_CANDIDATES = (2048, 1536, 1024, 768, 512, 384, 256, 192, 128)
 MAX_BATCH = 8
+ESTIMATOR_MIN_TILE = 64  # `estimator_tile`'s smallest, in pixels of the 1/8 grid
 
 
 def round_up(x: int, multiple: int = ALIGN) -> int:
     return -(-int(x) // multiple) * multiple
 
 
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+def tile_starts(length: int, tile: int, overlap: int, align: int = ALIGN) -> list[int]:
     """Starts of tiles of size `tile` covering [0, length), adjacent ones overlapping by >= `overlap`.
 
-    `length` and `tile` are multiples of 8 with `tile <= length`; the starts are multiples of 8,
-    the first is 0 and the last `length - tile`, and the gaps between them differ by at most 8.
+    `length` and `tile` are multiples of `align` (8: the network's grid; 1 on the 1/8-resolution
+    grid) with `tile <= length`; the starts are multiples of `align`, the first is 0 and the last
+    `length - tile`, and the gaps between them differ by at most `align`.
     """
     if tile > length:
         raise ValueError(f"tile {tile} is larger than the length {length}")
-    if length % ALIGN or tile % ALIGN:
-        raise ValueError(f"length {length} and tile {tile} must be multiples of {ALIGN}")
+    if length % align or tile % align:
+        raise ValueError(f"length {length} and tile {tile} must be multiples of {align}")
     if tile == length:
         return [0]
-    max_step = (tile - round_up(overlap)) // ALIGN  # in units of ALIGN
+    max_step = (tile - round_up(overlap, align)) // align  # in units of `align`
     if max_step < 1:
         raise ValueError(f"tile {tile} leaves no room for an overlap of {overlap}")
-    units = (length - tile) // ALIGN
+    units = (length - tile) // align
     gaps = math.ceil(units / max_step)
     # Spread `units` over `gaps` steps as evenly as integers allow (each <= max_step).
-    return [ALIGN * (units * i // gaps) for i in range(gaps + 1)]
+    return [align * (units * i // gaps) for i in range(gaps + 1)]
 
 
 def blend_ramp(width: int) -> np.ndarray:
@@ -95,6 +106,49 @@ def axis_weights(starts: Sequence[int], tile: int) -> list[np.ndarray]:
     return out
 
 
+def context_ramp(width: int, before: int, after: int) -> np.ndarray:
+    """Weights (float32, length `width`) of the later of two tiles across their overlap of `width`
+    pixels, for tiles whose outputs are exact only from `before` pixels after a tile's first edge and
+    up to `after` pixels before its last edge; the earlier tile's weights there are 1 minus these.
+
+    Index 0 is the later tile's first pixel: its weight is 0 on the first `before` pixels (where it
+    is not exact), 1 on the last `after` (where the earlier tile is not), and a raised cosine
+    between. An overlap narrower than `before + after` has no pixel where both are exact: the
+    larger margin (`after` on a tie) gives up one pixel at a time until they fit, and the ramp is
+    a step.
+    """
+    low, keep = int(before), int(after)
+    while low + keep > width:
+        if low > keep:
+            low -= 1
+        else:
+            keep -= 1
+    high = width - keep
+    k = np.arange(width, dtype=np.float64) + 0.5
+    t = np.clip((k - low) / max(high - low, 1), 0.0, 1.0)
+    ramp = 0.5 - 0.5 * np.cos(np.pi * t)
+    ramp[k >= high] = 1.0
+    return ramp.astype(np.float32)
+
+
+def context_weights(starts: Sequence[int], tile: int, before: int, after: int) -> list[np.ndarray]:
+    """1-D blending weights (length `tile`) of each tile along one axis for outputs exact only
+    `before` pixels inside a tile's first edge and `after` inside its last (`context_ramp` across
+    each overlap with a neighbour; image borders keep weight 1)."""
+    out = []
+    for i, s in enumerate(starts):
+        w = np.ones(tile, np.float32)
+        if i > 0:
+            width = starts[i - 1] + tile - s
+            w[:width] = np.minimum(w[:width], context_ramp(width, before, after))
+        if i + 1 < len(starts):
+            width = s + tile - starts[i + 1]
+            w[tile - width:] = np.minimum(w[tile - width:],
+                                          1.0 - context_ramp(width, before, after))
+        out.append(w)
+    return out
+
+
 def tile_shape(height: int, width: int, tile: int) -> tuple[int, int]:
     """The network input shape used for an image: `tile` x `tile`, or less where the image is."""
     tile = round_up(tile)
@@ -110,7 +164,8 @@ def num_tiles(height: int, width: int, tile: int, overlap: int = DEFAULT_OVERLAP
 
 def deblur_tiled(forward: Callable[..., np.ndarray], views: Sequence[np.ndarray | None], tile: int,
                  overlap: int = DEFAULT_OVERLAP, batch_size: int = 1,
-                 progress: Callable[[int], None] | None = None) -> np.ndarray:
+                 progress: Callable[[int], None] | None = None,
+                 reach: tuple[int, int] = (0, 0)) -> np.ndarray:
     """Run `forward` over overlapping tiles of H x W x 3 `views` and blend the outputs.
 
     `forward(*batches)` takes one (B, th, tw, 3) float32 array per view (None views are passed as
@@ -120,8 +175,10 @@ def deblur_tiled(forward: Callable[..., np.ndarray], views: Sequence[np.ndarray 
     `progress(n)` is called with the number of tiles finished after each batch.
 
     `forward` may instead return a pair: that array and a (B, th/8, tw/8, K) array at 1/8
-    resolution; then the result is the pair (H x W x C, round_up(H)/8 x round_up(W)/8 x K), the
-    second blended on the 1/8 grid with the same rule at 1/8 scale (`coarse_weights`).
+    resolution (the filter encoder's output); then the result is the pair (H x W x C,
+    round_up(H)/8 x round_up(W)/8 x K), the second blended on the 1/8 grid by `context_weights`
+    with `reach` = (before, after) (`IFAN.map_reach`): where tiles overlap by at least
+    before + after pixels of that grid, it is what the whole image gives.
     """
     image = views[0]
     h, w = image.shape[:2]
@@ -133,9 +190,9 @@ def deblur_tiled(forward: Callable[..., np.ndarray], views: Sequence[np.ndarray 
     acc = None  # H x W x C, allocated when the first batch tells C
     # The total weight at (y, x) is sum_ij wy_i(y) wx_j(x) = Wy(y) Wx(x): two 1-D sums suffice.
     total_y, total_x = _total(ys, wy, th, round_up(h)), _total(xs, wx, tw, round_up(w))
-    # The 1/8-resolution outputs (when `forward` returns them): the same rule at 1/8 scale.
-    cys, cwy = coarse_weights(ys, th)
-    cxs, cwx = coarse_weights(xs, tw)
+    # The 1/8-resolution outputs (when `forward` returns them): weights zero where inexact.
+    cys, cxs = [y // ALIGN for y in ys], [x // ALIGN for x in xs]
+    cwy, cwx = context_weights(cys, th // ALIGN, *reach), context_weights(cxs, tw // ALIGN, *reach)
     coarse = None  # round_up(H)/8 x round_up(W)/8 x K
 
     def gather(batch):
@@ -196,12 +253,39 @@ def deblur_tiled(forward: Callable[..., np.ndarray], views: Sequence[np.ndarray 
     return acc, coarse
 
 
-def coarse_weights(starts: Sequence[int], tile: int) -> tuple[list[int], list[np.ndarray]]:
-    """The tiles of one axis on the 1/8-resolution grid: their starts (`starts` / 8) and 1-D
-    blending weights (`axis_weights` of those starts and `tile` / 8: ramps across each overlap's
-    width / 8, outer quarter 0)."""
-    low = [s // ALIGN for s in starts]
-    return low, axis_weights(low, tile // ALIGN)
+def estimator_tile(tile: int) -> int:
+    """The tile size, in pixels of the 1/8 grid, `estimate_tiled` runs the disparity map estimator
+    in for photos tiled at `tile` pixels: a quarter of it (at least ESTIMATOR_MIN_TILE). The
+    estimator's working memory per pixel of its 128-channel input (about 2.6 kB for the full-size
+    model, XLA's analysis) is about 7 times the network's per pixel of the photo (380 B), so a
+    quarter keeps it under half of the network's for one tile."""
+    return max(round_up(tile) // 4, ESTIMATOR_MIN_TILE)
+
+
+def estimate_tiled(forward: Callable[[np.ndarray], np.ndarray], inputs: np.ndarray, tile: int,
+                   reach: int) -> np.ndarray:
+    """Run `forward` over an h x w x C map in tiles of at most `tile` x `tile` and blend: what
+    running it on the whole map gives, up to float rounding.
+
+    `forward` maps (1, th, tw, C) to (1, th, tw, K) with stride-1 convolutions whose output at a
+    pixel is exact (as on the whole map) `reach` pixels inside a tile's edges: the disparity map
+    estimator on the blended filter encoder output (`IFAN.map_reach`). Tiles overlap by 2 x `reach`
+    and are blended by `context_weights`, so each pixel takes only exact values. Returns
+    h x w x K float32. One tile runs at a time, of one shape (one compilation).
+    """
+    h, w = inputs.shape[:2]
+    th, tw = min(tile, h), min(tile, w)
+    ys, xs = tile_starts(h, th, 2 * reach, 1), tile_starts(w, tw, 2 * reach, 1)
+    wy, wx = context_weights(ys, th, reach, reach), context_weights(xs, tw, reach, reach)
+    out = None
+    for i, y in enumerate(ys):
+        for j, x in enumerate(xs):
+            result = np.asarray(forward(inputs[None, y:y + th, x:x + tw]), np.float32)[0]
+            if out is None:
+                out = np.zeros((h, w, result.shape[-1]), np.float32)
+            out[y:y + th, x:x + tw] += result * np.outer(wy[i], wx[j])[..., None]
+    out /= np.outer(_total(ys, wy, th, h), _total(xs, wx, tw, w))[..., None]
+    return out
 
 
 def _total(starts: Sequence[int], weights: Sequence[np.ndarray], tile: int, length: int

@@ -25,7 +25,8 @@ call also needs the right/left views and the sharp image and returns what the lo
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import math
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -47,6 +48,24 @@ Dtype = Any
 
 FILTER_PREDICTOR_GAIN = 1.5  # official `wiF`: Xavier gain of the filter predictor's head
 REBLUR_GAIN = 1.0  # official `wiRF`
+# The encoders: four stages of three convolutions; each stage's first has this stride.
+ENCODER_STRIDES = (1, 2, 2, 2)
+ENCODER_CONVS_PER_STAGE = 3
+ESTIMATOR_BLOCKS = 2  # residual blocks of the disparity map estimator
+
+
+class MapReach(NamedTuple):
+    """How far a tile's edge reaches into the defocus map's computation, in 1/8-resolution pixels.
+
+    A tile's zero-padded border changes the filter encoder's output (the estimator's input) at the
+    1/8-resolution pixels fewer than `before` after the tile's first row (column) or fewer than
+    `after` before its last, and the estimator's output `estimator` pixels further in; beyond
+    that, a tile's values are exactly the whole image's.
+    """
+
+    before: int
+    after: int
+    estimator: int
 
 
 class Encoder(nn.Module):
@@ -65,8 +84,9 @@ class Encoder(nn.Module):
     def __call__(self, x):
         ch = self.channels
         feats = []
-        for stage, (width, stride) in enumerate(zip((ch, 2 * ch, 4 * ch, 4 * ch), (1, 2, 2, 2)), 1):
-            for j in (1, 2, 3):
+        widths = (ch, 2 * ch, 4 * ch, 4 * ch)
+        for stage, (width, stride) in enumerate(zip(widths, ENCODER_STRIDES), 1):
+            for j in range(1, ENCODER_CONVS_PER_STAGE + 1):
                 x = Conv(width, self.kernel_size, stride if j == 1 else 1, dtype=self.dtype,
                          precision=self.precision, name=f"conv{stage}_{j}")(x)
             feats.append(x)
@@ -197,6 +217,23 @@ class IFAN(nn.Module):
             return c * self.fac_kernel_size**2
         return iac_lib.iac_channels(self.num_iterations, c, self.filter_size)
 
+    def map_reach(self) -> MapReach:
+        """`MapReach` of this model: its filter encoder's and disparity map estimator's convolutions
+        (zero padding of (k - 1) // 2, `layers.conv2d`) followed back from one 1/8-resolution
+        pixel to the input pixels it reads."""
+        pad, k = (self.kernel_size - 1) // 2, self.kernel_size
+        low, high = 0, 0  # the input pixels one output pixel reads, walking back layer by layer
+        strides = [s if j == 0 else 1 for s in ENCODER_STRIDES for j in range(ENCODER_CONVS_PER_STAGE)]
+        for stride in reversed(strides):
+            low, high = stride * low - pad, stride * high - pad + k - 1
+        scale = math.prod(ENCODER_STRIDES)
+        # Pixel d of a tile reads input pixels scale * d + low ... scale * d + high.
+        before = -(low // scale)
+        after = max(-(-(high - scale + 1) // scale), 0)
+        # conv_in, two convolutions per residual unit, conv_out; stride 1.
+        convs = 2 + 2 * ESTIMATOR_BLOCKS * self.res_units
+        return MapReach(before, after, convs * pad)
+
     def setup(self):
         kw = dict(dtype=self.dtype, precision=self.precision)
         c = self.feature_channels
@@ -209,7 +246,7 @@ class IFAN(nn.Module):
         self.filter_encoder = part(Encoder)(self.channels, self.kernel_size, **kw)
         # Without D the estimator's last layer predicts an ordinary c-channel feature map.
         self.disparity_map_estimator = part(ConvResStack)(
-            c, 1 if self.use_disparity else c, 2, self.res_units, self.kernel_size,
+            c, 1 if self.use_disparity else c, ESTIMATOR_BLOCKS, self.res_units, self.kernel_size,
             out_activation=False, **kw)
         self.filter_predictor = part(FilterPredictor)(c, self.num_filter_channels(),
                                                       self.res_units, self.kernel_size, **kw)
@@ -260,12 +297,19 @@ class IFAN(nn.Module):
         return iac_lib.iac(features, filters, self.num_iterations, self.filter_size,
                            variant=self.iac_variant, remat=train), filters
 
+    def disparity(self, blurred, right=None, left=None):
+        """The disparity map estimator's output alone, (B, H/8, W/8, 1) for (B, H, W, 3) inputs: the
+        filter encoder and the estimator, as `__call__` computes them, without the deblurring
+        branch (a fraction of its memory and time; models with D)."""
+        return self.disparity_map_estimator(self._encode(blurred, right, left))
+
     def export_forward(self, blurred, right=None, left=None):
-        """The export form of the eval forward (`ifan_jax.export`): (result, disparity).
+        """The export form of the eval forward (`ifan_jax.export`): (result, disparity, encoded).
 
         The same modules, parameters and computation as `__call__(blurred, right, left)` with
         `train=False`: `result` (B, H, W, 3) is its clipped "result", `disparity` (B, H/8, W/8, 1)
-        the disparity map estimator's output (None without D). Only the adaptive convolution is
+        the disparity map estimator's output and `encoded` (B, H/8, W/8, 4ch) its input, the filter
+        encoder's output (both None without D). Only the adaptive convolution is
         written otherwise: IAC's iterations unrolled (`iac.iac_from_head_unrolled`), and IAC's and
         FAC's borders padded by `iac.edge_pad`, which jax2onnx converts exactly.
         """
@@ -288,7 +332,9 @@ class IFAN(nn.Module):
         else:
             deblurred, _ = self._adapt(features, head, train=False, return_filters=False)
         result = self.reconstructor(deblurred, (f1, f2, f3), blurred.astype(jnp.float32))
-        return jnp.clip(result, 0.0, 1.0), (disparity if self.use_disparity else None)
+        if not self.use_disparity:
+            return jnp.clip(result, 0.0, 1.0), None, None
+        return jnp.clip(result, 0.0, 1.0), disparity, encoded
 
     def __call__(self, blurred, right=None, left=None, sharp=None, train: bool = False,
                  return_filters: bool = False):

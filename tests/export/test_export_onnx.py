@@ -20,7 +20,14 @@ from official_reference import reference, reference_state_dict
 from repo import ROOT
 
 from ifan_jax import checkpoint
-from ifan_jax.export import METADATA_KEYS, export_onnx, export_onnx_bytes, read_metadata, source_sha256
+from ifan_jax.export import (
+    METADATA_KEYS,
+    export_estimator_bytes,
+    export_onnx,
+    export_onnx_bytes,
+    read_metadata,
+    source_sha256,
+)
 from ifan_jax.export.onnx import ExportError, check_tile
 from ifan_jax.inference import Deblurrer
 from ifan_jax.inference import defocus as defocus_lib
@@ -105,8 +112,8 @@ def test_export_forward_equals_eval_forward(variant):
     params = {k: v for k, v in params.items() if k != REBLUR_KEY}
     model = IFAN.from_config(config)
     x = jnp.asarray(ref["input_C"])
-    result, disparity = jax.jit(lambda p, x: model.apply({"params": p}, x, method=IFAN.export_forward))(
-        params, x)
+    result, disparity, encoded = jax.jit(
+        lambda p, x: model.apply({"params": p}, x, method=IFAN.export_forward))(params, x)
     plain = jax.jit(lambda p, x: model.apply({"params": p}, x)["result"])(params, x)
     assert max_diff(result, plain) <= FORM_TOL
     # The disparity map is the estimator's output, as the Deblurrer captures it.
@@ -115,6 +122,8 @@ def test_export_forward_equals_eval_forward(variant):
     assert max_diff(upsample_bilinear(disparity), combined[..., 3:]) <= FORM_TOL
     assert max_diff(disparity, coarse(deblurrer, ref["input_C"])) <= FORM_TOL
     assert max_diff(result, combined[..., :3]) <= FORM_TOL
+    # `encoded` is the estimator's input, as the Deblurrer's tiled path blends it.
+    assert max_diff(encoded, deblurrer.run_batch_features(ref["input_C"])[1]) <= FORM_TOL
 
 
 # --------------------------------------------------------------------------------------------
@@ -125,7 +134,7 @@ def test_export_forward_equals_eval_forward(variant):
 def test_interface(exported):
     s = exported["session"]
     assert [(i.name, i.type) for i in s.get_inputs()] == [("image", "tensor(float)")]
-    assert [o.name for o in s.get_outputs()] == ["deblurred", "defocus", "disparity"]
+    assert [o.name for o in s.get_outputs()] == ["deblurred", "defocus", "disparity", "encoded"]
     image = s.get_inputs()[0].shape
     assert image[0] == 1 and image[3] == 3 and all(isinstance(d, str) for d in image[1:3])
     assert s.get_outputs()[0].shape == image
@@ -133,6 +142,7 @@ def test_interface(exported):
     assert all(o.type == "tensor(float)" for o in s.get_outputs())
     low = s.get_outputs()[2].shape  # [1, H/8, W/8, 1]: symbols of their own
     assert low[0] == 1 and low[3] == 1 and all(isinstance(d, str) for d in low[1:3]) and low[1] != low[2]
+    assert s.get_outputs()[3].shape == low[:3] + [32]  # `encoded`: 4 x 8 channels
 
 
 @pytest.mark.slow
@@ -148,10 +158,10 @@ def test_onnxruntime_matches_official_outputs(exported):
 @pytest.mark.parametrize("shape", [(64, 96), (40, 56), (8, 8)])
 def test_onnxruntime_matches_deblurrer(exported, shape):
     """Any height and width (multiples of 8) against the Deblurrer's own forward, defocus included;
-    `disparity` against the estimator's 1/8-resolution output that the Deblurrer's tiled path
-    blends."""
+    `disparity` against the estimator's 1/8-resolution output, `encoded` against its input that
+    the Deblurrer's tiled path blends."""
     x = np.random.default_rng(3).random((1, *shape, 3), np.float32)
-    deblurred, defocus, disparity = exported["session"].run(None, {"image": x})
+    deblurred, defocus, disparity, encoded = exported["session"].run(None, {"image": x})
     d = exported["deblurrer"]
     ours = np.asarray(d.run_batch(x, with_defocus=True))
     low = np.asarray(coarse(d, x))
@@ -164,6 +174,8 @@ def test_onnxruntime_matches_deblurrer(exported, shape):
     assert max_diff(disparity, low) <= DISPARITY_TOL * max(1.0, float(np.max(np.abs(low))))
     # `defocus` is `disparity` upsampled (the same graph, float rounding apart).
     assert max_diff(upsample_bilinear(disparity), defocus) <= FORM_TOL * max(1.0, float(np.max(np.abs(low))))
+    features = np.asarray(d.run_batch_features(x)[1])
+    assert max_diff(encoded, features) <= ONNX_TOL * max(1.0, float(np.max(np.abs(features))))
 
 
 @pytest.mark.slow
@@ -178,7 +190,28 @@ def test_metadata(exported):
     assert (stored["tile"], stored["overlap"]) == ("64", "16")
     assert (stored["has_defocus"], stored["dual_pixel"]) == ("true", "false")
     assert stored["source_sha256"] == "ab" * 32
+    assert stored["map_reach"] == "5,4,10"
     assert int(meta["size_bytes"]) == len(exported["data"])
+
+
+@pytest.mark.slow
+def test_estimator_graph_makes_the_map_from_encoded(exported):
+    """estimator.onnx (the disparity map estimator alone, any h and w) on the main graph's `encoded`
+    gives its `disparity`, and on any map what `Deblurrer.estimate` gives."""
+    if exported["variant"] != "official":
+        pytest.skip("one variant is enough")
+    d = exported["deblurrer"]
+    estimator = session(export_estimator_bytes(d))
+    assert [(i.name, i.shape) for i in estimator.get_inputs()] == [("encoded", [1, "h", "w", 32])]
+    assert [o.name for o in estimator.get_outputs()] == ["disparity"]
+    x = np.random.default_rng(6).random((1, 48, 80, 3), np.float32)
+    _, _, disparity, encoded = exported["session"].run(None, {"image": x})
+    scale = max(1.0, float(np.max(np.abs(disparity))))
+    assert max_diff(estimator.run(None, {"encoded": encoded})[0], disparity) <= DISPARITY_TOL * scale
+    blended = np.random.default_rng(7).standard_normal((1, 13, 21, 32)).astype(np.float32)
+    ours = np.asarray(d.estimate(blended))
+    assert max_diff(estimator.run(None, {"encoded": blended})[0], ours) <= ONNX_TOL * max(
+        1.0, float(np.max(np.abs(ours))))
 
 
 @pytest.mark.parametrize("tile, overlap", [(0, 0), (60, 8), (64, 60), (64, -8), (True, 0)])
@@ -217,7 +250,7 @@ def test_dual_pixel_model_takes_three_views(tmp_path):
     s = session(data)
     assert [i.name for i in s.get_inputs()] == ["image", "right", "left"]
     views = [np.random.default_rng(i).random((1, 48, 40, 3), np.float32) for i in range(3)]
-    deblurred, defocus, disparity = s.run(None, dict(zip(("image", "right", "left"), views)))
+    deblurred, defocus, disparity, encoded = s.run(None, dict(zip(("image", "right", "left"), views)))
     ours = np.asarray(deblurrer.run_batch(*views, with_defocus=True))
     assert max_diff(deblurred, ours[..., :3]) <= ONNX_TOL
     assert max_diff(defocus, ours[..., 3:]) <= ONNX_TOL
@@ -227,8 +260,8 @@ def test_dual_pixel_model_takes_three_views(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("overrides, outputs", [
     ({"use_disparity": False}, ["deblurred"]),
-    ({"use_filter_prediction": False}, ["deblurred", "defocus", "disparity"]),
-    ({"adaptive_conv": "fac", "fac_kernel_size": 5}, ["deblurred", "defocus", "disparity"]),
+    ({"use_filter_prediction": False}, ["deblurred", "defocus", "disparity", "encoded"]),
+    ({"adaptive_conv": "fac", "fac_kernel_size": 5}, ["deblurred", "defocus", "disparity", "encoded"]),
 ])
 def test_variants_export(overrides, outputs):
     config = {"channels": 8, "num_iterations": 3, "reblur_iterations": 3, "use_reblur": False,
@@ -258,8 +291,8 @@ def test_float16_export(exported):
     assert meta["precision"] == "float16"
     assert len(data) < 0.6 * len(exported["data"])
     s = session(data)
-    deblurred, defocus, disparity = s.run(None, {"image": exported["ref"]["input_C"]})
-    assert deblurred.dtype == defocus.dtype == disparity.dtype == np.float32
+    deblurred, defocus, disparity, encoded = s.run(None, {"image": exported["ref"]["input_C"]})
+    assert deblurred.dtype == defocus.dtype == disparity.dtype == encoded.dtype == np.float32
     mse = float(np.mean((deblurred.astype(np.float64) - exported["ref"]["result_eval"]) ** 2))
     assert 10 * np.log10(1 / mse) > 50
     assert max_diff(deblurred, exported["ref"]["result_eval"]) < 5e-3

@@ -2,8 +2,9 @@
 
 - Its JavaScript math (tiles, blending weights, keep-the-bokeh mask, Otsu's level, the defocus colour
   map) equals the Python definitions, checked in Node on arrays made here; the defocus map of a
-  photo of several tiles (the tiles' 1/8-resolution `disparity` blended on the 1/8 grid, upsampled
-  once) equals `Deblurrer(..., return_defocus=True)`'s to float rounding.
+  photo of several tiles (the tiles' 1/8-resolution `encoded` blended on the 1/8 grid where each is
+  exact, the estimator run over that in tiles, upsampled once) equals
+  `Deblurrer(..., return_defocus=True)`'s to float rounding.
 - In headless Chromium, served by `python -m http.server`, the site of the exported tiny model
   deblurs a photo of several tiles to >= 45 dB of `Deblurrer`, loads nothing from outside the
   server and logs no console error; its defocus map is Python's to 1e-5; its controls re-blend
@@ -95,23 +96,70 @@ def test_page_tiling_equals_python():
     assert got["plan"] == tiling.num_tiles(200, 300, 128, 32) == 6
 
 
+def test_page_context_weights_equal_python():
+    """The map's weights on the 1/8 grid (`contextWeights`, starts with align 1), bit for bit."""
+    cases = [(40, 16, 8, 5, 4), (63, 16, 9, 5, 4), (500, 64, 20, 10, 10), (25, 25, 0, 5, 4),
+             (130, 11, 8, 5, 4), (47, 12, 3, 5, 4), (100, 24, 6, 0, 0)]
+    got = _node("""
+      const out = input.map(([length, tile, overlap, before, after]) => {
+        const starts = tiling.tileStarts(length, tile, overlap, 1);
+        const weights = tiling.contextWeights(starts, tile, before, after);
+        return {starts, weights: weights.map((w) => Array.from(w))};
+      });
+      console.log(JSON.stringify(out));""", cases)
+    for (length, tile, overlap, before, after), page in zip(cases, got):
+        starts = tiling.tile_starts(length, tile, overlap, 1)
+        assert page["starts"] == starts, (length, tile, overlap)
+        for w_page, w in zip(page["weights"], tiling.context_weights(starts, tile, before, after)):
+            np.testing.assert_array_equal(np.float32(w_page), w)
+
+
+def _box(x: np.ndarray) -> np.ndarray:
+    """A stand-in estimator, stride 1 with reach 1: the 3 x 3 mean (zero-padded) of sum_k (k + 1) x
+    channel k, (1, h, w, C) -> (1, h, w, 1); the page's test does the same in JavaScript."""
+    weighted = (np.asarray(x, np.float64) * np.arange(1, x.shape[-1] + 1)).sum(-1)[0]
+    padded = np.pad(weighted, 1)
+    h, w = weighted.shape
+    out = sum(padded[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)) / 9
+    return out[None, ..., None].astype(np.float32)
+
+
+BOX_JS = """
+  const box = async (t, rows, cols, channels) => {
+    const weighted = new Float64Array(rows * cols), out = new Float32Array(rows * cols);
+    for (let p = 0; p < rows * cols; p++) {
+      for (let k = 0; k < channels; k++) weighted[p] += t[p * channels + k] * (k + 1);
+    }
+    for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) {
+      let sum = 0;
+      for (let dy = -1; dy <= 1; dy++) for (let dx = -1; dx <= 1; dx++) {
+        const y = r + dy, x = c + dx;
+        if (y >= 0 && y < rows && x >= 0 && x < cols) sum += weighted[y * cols + x];
+      }
+      out[r * cols + c] = sum / 9;
+    }
+    return out;
+  };"""
+
+
 @pytest.mark.parametrize("fixed", [True, False], ids=["fixed_shape", "any_shape"])
 @pytest.mark.parametrize("h, w", [(150, 230), (50, 230)])
 def test_page_blending_of_tiles_equals_python(fixed, h, w):
     """deblurTiled with a tile function that returns a position-dependent result (so every seam
     shows): the same blend as tiling.deblur_tiled, including the edge padding past the image, the
-    image at full resolution and the map (`disparity`, 1/8 of the tile) on the 1/8 grid, then
-    upsampled once as `defocus.upsample_map`. A fixed-shape model gets every tile edge-padded to
-    its shape; otherwise tiles run at their shape."""
+    image at full resolution and the map's input (`encoded`, 1/8 of the tile, 2 channels) on the
+    1/8 grid with the reach's weights, the estimator (a stand-in) run over it in tiles as
+    tiling.estimate_tiled does, then upsampled once as `defocus.upsample_map`. A fixed-shape model
+    gets every tile edge-padded to its shape; otherwise tiles run at their shape."""
     rng = np.random.default_rng(1)
-    size = 64
+    size, reach, estimator_tile = 64, (2, 1, 1), 6
     image = rng.random((h, w, 3), np.float32)
 
     def python_tile(t):  # depends on the whole tile and the position in it: shows every seam
         mean = t.mean(axis=(0, 1), dtype=np.float64)
         y = 0.5 * t + mean + np.arange(t.shape[0])[:, None, None] / 256
         s = t[3::8, 5::8]  # one pixel of each 8 x 8 block
-        low = 2 * s[..., :1] - s[..., 1:2] + mean[2] + np.arange(s.shape[0])[:, None, None] / 32
+        low = 2 * s[..., :2] - s[..., 1:3] + mean[2] + np.arange(s.shape[0])[:, None, None] / 32
         return y.astype(np.float32), low.astype(np.float32)
 
     def forward(batch):
@@ -123,14 +171,15 @@ def test_page_blending_of_tiles_equals_python(fixed, h, w):
                     for (y, low), t in zip(outs, batch)]
         return np.stack([y for y, _ in outs]), np.stack([low for _, low in outs])
 
-    expected, expected_low = tiling.deblur_tiled(forward, [image], size, 24)
+    expected, encoded = tiling.deblur_tiled(forward, [image], size, 24, reach=reach[:2])
+    expected_low = tiling.estimate_tiled(_box, encoded, estimator_tile, reach[2])
     expected_map = defocus_lib.upsample_map(expected_low[..., 0], h, w)
-    got = _node("""
-      const {h, w, size, image, fixed} = input;
+    got = _node(BOX_JS + """
+      const {h, w, size, image, fixed, reach, estimatorTile} = input;
       const run = async (t, rows, cols) => {
         const want = fixed ? size : Math.min(size, tiling.roundUp(h));
         if (rows !== want || cols !== size) throw new Error(`tile ${rows} x ${cols}`);
-        const y = new Float32Array(rows * cols * 3), d = new Float32Array(rows * cols / 64);
+        const y = new Float32Array(rows * cols * 3), d = new Float32Array(rows * cols / 64 * 2);
         const mean = [0, 1, 2].map((k) => t.filter((_, i) => i % 3 === k).reduce((a, b) => a + b, 0)
                                           / (rows * cols));
         for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) {
@@ -139,14 +188,19 @@ def test_page_blending_of_tiles_equals_python(fixed, h, w):
         }
         for (let r = 0; r < rows / 8; r++) for (let c = 0; c < cols / 8; c++) {
           const p = ((8 * r + 3) * cols + 8 * c + 5) * 3;
-          d[r * cols / 8 + c] = 2 * t[p] - t[p + 1] + mean[2] + r / 32;
+          for (let k = 0; k < 2; k++) {
+            d[(r * cols / 8 + c) * 2 + k] = 2 * t[p + k] - t[p + k + 1] + mean[2] + r / 32;
+          }
         }
-        return {deblurred: y, disparity: d};
+        return {deblurred: y, encoded: d};
       };
-      const out = await tiling.deblurTiled(Float32Array.from(image), h, w, size, 24, run, null, fixed);
+      const out = await tiling.deblurTiled(Float32Array.from(image), h, w, size, 24, run, null, fixed,
+                                           {run: box, reach, tile: estimatorTile});
       console.log(JSON.stringify({image: Array.from(out.image), defocus: Array.from(out.defocus),
                                   low: Array.from(out.low)}));""",
-                dict(h=h, w=w, size=size, image=image.ravel().tolist(), fixed=fixed))
+                dict(h=h, w=w, size=size, image=image.ravel().tolist(), fixed=fixed, reach=reach,
+                     estimatorTile=estimator_tile))
+    assert tiling.num_tiles(h, w, size, 24) > 3 and max(encoded.shape[:2]) > 2 * estimator_tile
     np.testing.assert_allclose(np.reshape(got["image"], (h, w, 3)), expected, atol=2e-6)
     np.testing.assert_allclose(np.reshape(got["low"], expected_low.shape[:2]), expected_low[..., 0],
                                atol=2e-6)
@@ -178,9 +232,10 @@ def max_abs(a, b) -> float:
 @pytest.mark.slow  # 6 s in a 2-core run (the tiny network's tiles and two tiled runs)
 def test_page_defocus_map_of_several_tiles_equals_deblurrer(tiny_official_checkpoint, tmp_path):
     """A 300 x 200 photo in 3 x 2 tiles of 128 overlapping by 32 (the site's): deblurTiled, fed each
-    tile's outputs of the tiny official network (what the exported model gives for that tile),
-    gives `Deblurrer(..., return_defocus=True)`'s image and map to float rounding, and its map is
-    not the one the old rule (the tiles' upsampled maps blended at full resolution) made."""
+    tile's outputs of the tiny official network (what the exported model gives for that tile) and
+    the estimator's outputs on the map it blends (what estimator.onnx gives), gives
+    `Deblurrer(..., return_defocus=True)`'s image and map to float rounding, and its map is not
+    the one the tiles' own maps blended make."""
     from ifan_jax.inference import Deblurrer
 
     h, w = 200, 300
@@ -191,37 +246,56 @@ def test_page_defocus_map_of_several_tiles_equals_deblurrer(tiny_official_checkp
     xs = tiling.tile_starts(tiling.round_up(w), TILE, OVERLAP)
     padded = np.pad(image, ((0, tiling.round_up(h) - h), (0, tiling.round_up(w) - w), (0, 0)), mode="edge")
     tiles = np.stack([padded[y:y + TILE, x:x + TILE] for y in ys for x in xs])
-    outs, lows = deblur.run_batch_coarse(tiles)
-    outs, lows = np.asarray(outs, np.float32), np.asarray(lows, np.float32)
+    outs, encoded = deblur.run_batch_features(tiles)
+    outs, encoded = np.asarray(outs, np.float32), np.asarray(encoded, np.float32)
+    # The estimator's tiles over the blended map, as estimate_tiled cuts them.
+    reach = deblur.model.map_reach()
+    _, blended = tiling.deblur_tiled(deblur.run_batch_features, [image], TILE, OVERLAP, reach=reach[:2])
+    est_tile = tiling.estimator_tile(TILE)
+    th, tw = min(est_tile, blended.shape[0]), min(est_tile, blended.shape[1])
+    cuts = [blended[None, y:y + th, x:x + tw]
+            for y in tiling.tile_starts(blended.shape[0], th, 2 * reach[2], 1)
+            for x in tiling.tile_starts(blended.shape[1], tw, 2 * reach[2], 1)]
+    estimates = [np.asarray(deblur.estimate(c), np.float32) for c in cuts]
     got = _node("""
-      const {h, w, tile, overlap, image, tiles, outs, lows} = input;
-      let k = 0, input_diff = 0;
+      const {h, w, tile, overlap, image, tiles, outs, encoded, cuts, estimates, reach, estimatorTile} = input;
+      let k = 0, m = 0, input_diff = 0, estimator_input_diff = 0;
       const run = async (t, rows, cols) => {
         const want = tiles[k];
         for (let p = 0; p < t.length; p++) input_diff = Math.max(input_diff, Math.abs(t[p] - want[p]));
-        const out = {deblurred: Float32Array.from(outs[k]), disparity: Float32Array.from(lows[k])};
+        const out = {deblurred: Float32Array.from(outs[k]), encoded: Float32Array.from(encoded[k])};
         k += 1;
         return out;
       };
-      const out = await tiling.deblurTiled(Float32Array.from(image), h, w, tile, overlap, run, null, false);
+      const estimate = async (t, rows, cols, channels) => {
+        const want = cuts[m];
+        for (let p = 0; p < t.length; p++) {
+          estimator_input_diff = Math.max(estimator_input_diff, Math.abs(t[p] - want[p]));
+        }
+        return Float32Array.from(estimates[m++]);
+      };
+      const out = await tiling.deblurTiled(Float32Array.from(image), h, w, tile, overlap, run, null, false,
+                                           {run: estimate, reach, tile: estimatorTile});
       console.log(JSON.stringify({image: Array.from(out.image), defocus: Array.from(out.defocus),
-                                  calls: k, input_diff}));""",
+                                  calls: k, estimator_calls: m, input_diff, estimator_input_diff}));""",
                 dict(h=h, w=w, tile=TILE, overlap=OVERLAP, image=image.ravel().tolist(),
                      tiles=[t.ravel().tolist() for t in tiles], outs=[o.ravel().tolist() for o in outs],
-                     lows=[low.ravel().tolist() for low in lows]))
+                     encoded=[e.ravel().tolist() for e in encoded], cuts=[c.ravel().tolist() for c in cuts],
+                     estimates=[e.ravel().tolist() for e in estimates], reach=list(reach),
+                     estimatorTile=est_tile))
     assert got["calls"] == len(tiles) == 6 and got["input_diff"] == 0
+    assert got["estimator_calls"] == len(cuts) and got["estimator_input_diff"] <= 1e-6
     page_map = np.reshape(got["defocus"], (h, w))
     map_diff, image_diff = max_abs(page_map, defocus), max_abs(np.reshape(got["image"], (h, w, 3)), sharp)
-    # The old rule, for scale: each tile's map upsampled, blended with the image's weights.
-    old = tiling.deblur_tiled(lambda t: deblur.run_batch(t, with_defocus=True), [image], TILE,
-                              OVERLAP)[..., 3]
-    old_diff = max_abs(old, defocus)
+    # For scale: the tiles' own maps (`disparity`) blended on the 1/8 grid.
+    _, own = tiling.deblur_tiled(deblur.run_batch_coarse, [image], TILE, OVERLAP)
+    own_diff = max_abs(defocus_lib.upsample_map(own[..., 0], h, w), defocus)
     print(f"page vs Deblurrer, {h} x {w} in {len(tiles)} tiles: map max abs {map_diff:.2e} (map values "
-          f"up to {np.abs(defocus).max():.3f}; the old rule's map differs by {old_diff:.2e}), image "
-          f"{image_diff:.2e}")
+          f"up to {np.abs(defocus).max():.3f}; the tiles' own maps blended differ by {own_diff:.2e}), "
+          f"image {image_diff:.2e}")
     assert map_diff <= 1e-5
     assert image_diff <= 2e-6
-    assert old_diff > 100 * map_diff  # the test tells the rules apart
+    assert own_diff > 100 * map_diff  # the test tells the rules apart
 
 
 def _pad(tile: np.ndarray, size: int) -> np.ndarray:
@@ -286,7 +360,8 @@ def test_page_intent_and_colour_map_equal_python():
 
 METADATA = {"ifan_jax_version": "0.1.0", "num_iterations": "3", "iac_variant": "official", "bit_depth": "8",
             "tile": "128", "overlap": "32", "channels": "8", "has_defocus": "true", "dual_pixel": "false",
-            "source_sha256": "0" * 64, "input_shape": "[1, H, W, 3], H and W multiples of 8"}
+            "source_sha256": "0" * 64, "map_reach": "5,4,10",
+            "input_shape": "[1, H, W, 3], H and W multiples of 8"}
 
 
 @pytest.fixture
@@ -305,15 +380,19 @@ def fake_web(tmp_path):
 
 def test_write_site_writes_the_page_the_runtime_and_the_model(fake_web, tmp_path):
     out = tmp_path / "site"
-    assert site_lib.write_site(out, b"onnx bytes", METADATA, web=fake_web) == str(out)
+    assert site_lib.write_site(out, b"onnx bytes", METADATA, web=fake_web,
+                               estimator_bytes=b"estimator bytes") == str(out)
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    assert files == sorted(["index.html", "sw.js", "model.json", "model.onnx", "ort/LICENSE.txt",
+    assert files == sorted(["index.html", "sw.js", "model.json", "model.onnx", "estimator.onnx",
+                            "ort/LICENSE.txt",
                             *(f"ort/{n}" for n in site_lib.RUNTIME_FILES),
                             *(f"src/{n}" for n in os.listdir(os.path.join(WEB, "src")))])
     assert (out / "model.onnx").read_bytes() == b"onnx bytes"
+    assert (out / "estimator.onnx").read_bytes() == b"estimator bytes"
     config = json.loads((out / "model.json").read_text())
     assert (config["tile"], config["overlap"], config["has_defocus"], config["fixed_shape"]) == (
         128, 32, True, False)
+    assert config["map_reach"] == [5, 4, 10] and config["estimator_tile"] == tiling.estimator_tile(128)
     assert config["intent"] == json.loads(json.dumps(intent.page_constants()))
     assert bytes.fromhex(config["viridis"]) == defocus_lib.VIRIDIS.tobytes()
     assert config["metadata"] == METADATA and "N = 3, 8 channels" in config["name"]
@@ -322,7 +401,7 @@ def test_write_site_writes_the_page_the_runtime_and_the_model(fake_web, tmp_path
     html = (out / "index.html").read_text()
     assert '"onnxruntime-web": "./ort/ort.min.mjs"' in html and "http" not in html.replace("http-equiv", "")
     fixed = site_lib.write_site(tmp_path / "fixed", b"x", {**METADATA, "input_shape": "[1, 128, 128, 3]"},
-                                web=fake_web)
+                                web=fake_web, estimator_bytes=b"e")
     assert json.loads(open(os.path.join(fixed, "model.json")).read())["fixed_shape"] is True
 
 
@@ -330,19 +409,21 @@ def test_write_site_errors_are_one_line(fake_web, tmp_path):
     out = tmp_path / "site"
     out.mkdir()
     with pytest.raises(FileExistsError):
-        site_lib.write_site(out, b"x", METADATA, web=fake_web)
-    site_lib.write_site(out, b"new", METADATA, overwrite=True, web=fake_web)
+        site_lib.write_site(out, b"x", METADATA, web=fake_web, estimator_bytes=b"e")
+    site_lib.write_site(out, b"new", METADATA, overwrite=True, web=fake_web, estimator_bytes=b"e")
     assert (out / "model.onnx").read_bytes() == b"new"
     shutil.rmtree(os.path.join(fake_web, "node_modules"))
     with pytest.raises(FileNotFoundError, match=r"run `npm ci --prefix web` first$"):
-        site_lib.write_site(tmp_path / "other", b"x", METADATA, web=fake_web)
+        site_lib.write_site(tmp_path / "other", b"x", METADATA, web=fake_web, estimator_bytes=b"e")
     assert not (tmp_path / "other").exists()
-    for bad, match in [({**METADATA, "dual_pixel": "true"}, "dual-pixel"),
-                       ({k: v for k, v in METADATA.items() if k != "tile"}, "no 'tile'"),
-                       ({**METADATA, "tile": "100"}, "multiple of 8"),
-                       ({**METADATA, "overlap": "124"}, "exceeding its overlap")]:
+    for bad, match, estimator in [({**METADATA, "dual_pixel": "true"}, "dual-pixel", b"e"),
+                                  ({k: v for k, v in METADATA.items() if k != "tile"}, "no 'tile'", b"e"),
+                                  ({**METADATA, "tile": "100"}, "multiple of 8", b"e"),
+                                  ({**METADATA, "overlap": "124"}, "exceeding its overlap", b"e"),
+                                  ({**METADATA, "map_reach": "5,4"}, "no valid map_reach", b"e"),
+                                  (METADATA, "needs its estimator", None)]:
         with pytest.raises(ValueError, match=match) as e:
-            site_lib.write_site(tmp_path / "bad", b"x", bad, web=fake_web)
+            site_lib.write_site(tmp_path / "bad", b"x", bad, web=fake_web, estimator_bytes=estimator)
         assert "\n" not in str(e.value)
 
 
@@ -557,8 +638,8 @@ def test_in_chromium_the_site_deblurs_like_python_and_its_controls_reblend(site,
     deblur = Deblurrer.from_checkpoint(checkpoint)
     sharp, defocus = deblur(image, tile=TILE, overlap=OVERLAP, return_defocus=True)
     psnr = _psnr(out, np.clip(sharp, 0, 1))
-    # The page's map (onnxruntime-web's `disparity` blended on the 1/8 grid, upsampled once) is
-    # Python's (the Deblurrer's tiles blended the same way) to float rounding.
+    # The page's map (onnxruntime-web's `encoded` blended on the 1/8 grid, estimator.onnx run over it,
+    # upsampled once) is Python's (the Deblurrer's tiles blended the same way) to float rounding.
     map_diff = float(np.max(np.abs(page_map.reshape(h, w) - defocus)))
     rounding = _psnr(np.rint(np.clip(sharp, 0, 1) * 255) / 255, np.clip(sharp, 0, 1))  # 8 bits alone
     small_psnr = _psnr(small_out, np.clip(deblur(small, tile=TILE, overlap=OVERLAP), 0, 1))
@@ -592,7 +673,8 @@ def test_in_chromium_the_site_deblurs_like_python_and_its_controls_reblend(site,
 def test_in_chromium_a_model_that_does_not_load_is_a_one_line_error(tmp_path):
     if not os.path.isdir(os.path.join(WEB, "node_modules", "onnxruntime-web")):
         pytest.skip("needs the page's npm packages: npm ci --prefix web")
-    directory = site_lib.write_site(tmp_path / "site", b"these bytes are not an ONNX model", METADATA)
+    directory = site_lib.write_site(tmp_path / "site", b"these bytes are not an ONNX model", METADATA,
+                                    estimator_bytes=b"nor these")
     with site_lib.serve(directory) as url:
         driver = _browser()
         try:
@@ -610,9 +692,10 @@ def test_in_chromium_a_model_that_does_not_load_is_a_one_line_error(tmp_path):
                     reason="the browser test needs Chromium and its driver: "
                            "apt-get install chromium chromium-driver")
 @pytest.mark.slow
-def test_in_chromium_an_export_without_disparity_is_a_one_line_error(tmp_path):
-    """A site whose model has `defocus` but no `disparity` (an export from before the map was blended
-    on the 1/8 grid) is refused when it loads, with one line saying to export it again."""
+def test_in_chromium_an_export_without_encoded_is_a_one_line_error(tmp_path):
+    """A site whose model has `defocus` but no `encoded` (an export from before the map was made from
+    the tiles' blended estimator inputs) is refused when it loads, with one line saying to export it
+    again."""
     if not os.path.isdir(os.path.join(WEB, "node_modules", "onnxruntime-web")):
         pytest.skip("needs the page's npm packages: npm ci --prefix web")
     pytest.importorskip("onnx")
@@ -625,7 +708,8 @@ def test_in_chromium_an_export_without_disparity_is_a_one_line_error(tmp_path):
                                helper.make_node("Identity", ["image"], ["defocus"])],
                               "old_export", [value("image")], [value("deblurred"), value("defocus")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10)
-    directory = site_lib.write_site(tmp_path / "site", model.SerializeToString(), METADATA)
+    directory = site_lib.write_site(tmp_path / "site", model.SerializeToString(), METADATA,
+                                    estimator_bytes=b"never loaded")
     with site_lib.serve(directory) as url:
         driver = _browser()
         try:
@@ -634,7 +718,7 @@ def test_in_chromium_an_export_without_disparity_is_a_one_line_error(tmp_path):
             assert page.wait({"ready", "error"}) == "error"
             message = page.el("message").text
             assert message.startswith("the model did not load: model.onnx has a defocus map but no "
-                                      "`disparity` output") and "export it again" in message, message
+                                      "`encoded` output") and "export it again" in message, message
             assert page.el("photo").get_attribute("disabled")
         finally:
             driver.quit()

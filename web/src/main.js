@@ -14,10 +14,11 @@ import { deblurTiled, plan } from "./tiling.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
-// The page keeps about 60 bytes a pixel (the photo, the result, the map and their canvases).
+// The page keeps about 70 bytes a pixel (the photo, the result, the map, the blended encoder
+// output and their canvases).
 const MAX_PIXELS = 40e6;
-const page = { session: null, config: null, backend: null, threads: 1, photo: null, generation: 0, url: null,
-  device: null, deviceLost: null };
+const page = { session: null, estimator: null, config: null, backend: null, threads: 1, photo: null,
+  generation: 0, url: null, device: null, deviceLost: null };
 // For tests and benchmarks: milliseconds per network run of one tile; the backend ("webgpu" or
 // "wasm"), WASM threads, isolation ("isolated", "unsupported", "failed") and a fallback's line;
 // `defocus`: the shown photo's H x W map (a reference, not a copy).
@@ -80,10 +81,11 @@ function showBackend(note = "") {
     `${tile} overlapping by ${overlap} pixels, running on ${where}.`;
 }
 
-async function createSession(backend) {
+// A session of model.onnx (or, with `url`, of estimator.onnx) on `backend`.
+async function createSession(backend, url = page.modelUrl) {
   const options = { graphOptimizationLevel: "all", logSeverityLevel: 3, executionProviders: [backend] };
-  const session = await ort.InferenceSession.create(page.modelUrl, options);
-  if (backend === "webgpu") {
+  const session = await ort.InferenceSession.create(url, options);
+  if (backend === "webgpu" && url === page.modelUrl) {
     page.device = await ort.env.webgpu.device;
     // A lost device (driver reset, GPU process crash) sends the next tiles to WASM.
     page.device.lost.then((info) => { page.deviceLost = info.message || info.reason || "lost"; });
@@ -94,8 +96,14 @@ async function createSession(backend) {
   return session;
 }
 
-function useBackend(backend, session, note = "") {
+// The defocus map's estimator (estimator.onnx) on `backend`, for a model with a map.
+async function createEstimator(backend) {
+  return page.config.has_defocus ? createSession(backend, page.estimatorUrl) : null;
+}
+
+function useBackend(backend, session, estimator, note = "") {
   page.session = session;
+  page.estimator = estimator;
   page.backend = window.ifan.backend = backend;
   window.ifan.fallback = note || null;
   showBackend(note);
@@ -103,16 +111,17 @@ function useBackend(backend, session, note = "") {
 
 // WebGPU failed while running: the rest of the photo (this tile included) runs on WASM.
 async function fallBack(reason) {
-  const gpu = page.session;
+  const gpu = [page.session, page.estimator];
   const session = await createSession("wasm");
-  useBackend("wasm", session, `WebGPU failed (${reason}); switched to WASM`);
-  gpu.release().catch(() => {});
+  useBackend("wasm", session, await createEstimator("wasm"), `WebGPU failed (${reason}); switched to WASM`);
+  for (const old of gpu) if (old) old.release().catch(() => {});
 }
 
-// One tile through the session; on WebGPU, a run that throws, a GPU error raised during it
-// (validation, out of memory, internal: WebGPU reports these beside the run, which then returns
-// garbage) or a lost device switches the page to WASM, which runs the tile again.
-async function runSession(feeds) {
+// One run of page[which] ("session": a tile of model.onnx; "estimator": a tile of the map's
+// estimator); on WebGPU, a run that throws, a GPU error raised during it (validation, out of
+// memory, internal: WebGPU reports these beside the run, which then returns garbage) or a lost
+// device switches the page to WASM, which runs it again.
+async function runSession(feeds, which = "session", fetches = page.fetches) {
   if (page.backend === "webgpu") {
     const scopes = ["validation", "out-of-memory", "internal"];
     let failure = page.deviceLost && new Error(`the GPU device was lost: ${page.deviceLost}`);
@@ -120,7 +129,7 @@ async function runSession(feeds) {
       for (const scope of scopes) page.device.pushErrorScope(scope);
       let out = null;
       try {
-        out = await page.session.run(feeds, page.fetches);
+        out = await page[which].run(feeds, fetches);
       } catch (error) {
         failure = error;
       }
@@ -131,7 +140,7 @@ async function runSession(feeds) {
     }
     await fallBack(firstLine(failure));
   }
-  return page.session.run(feeds, page.fetches);
+  return page[which].run(feeds, fetches);
 }
 
 async function loadModel() {
@@ -148,27 +157,31 @@ async function loadModel() {
   page.config = await response.json();
   page.table = parseTable(page.config.viridis);
   page.modelUrl = new URL("model.onnx", base).href;
+  page.estimatorUrl = new URL("estimator.onnx", base).href;
   const asked = params.get("backend");
   let [backend, note] = asked === "wasm" || asked === "webgpu" ? [asked, ""] : await chooseBackend();
   // On WASM the network runs in a worker (onnxruntime-web's proxy), so the page stays responsive
   // during a tile (seconds on the full-size model); WebGPU runs on the page's thread.
   ort.env.wasm.proxy = backend === "wasm";
-  let session;
+  let session, estimator;
   try {
     session = await createSession(backend);
+    estimator = await createEstimator(backend);
   } catch (error) {
     if (backend === "wasm") throw error;
     note = `WebGPU did not load the model (${firstLine(error)}); WASM instead`;
+    if (session) session.release().catch(() => {});
     session = await createSession("wasm");
+    estimator = await createEstimator("wasm");
   }
-  useBackend(note ? "wasm" : backend, session, note);
-  // The map is blended from the tiles' 1/8-resolution `disparity` (as Python blends it).
+  useBackend(note ? "wasm" : backend, session, estimator, note);
+  // The map is made from the tiles' 1/8-resolution `encoded` by estimator.onnx (as Python makes it).
   const names = page.session.outputNames;
-  if (page.config.has_defocus && !names.includes("disparity")) {
-    throw new Error("model.onnx has a defocus map but no `disparity` output (an older export): " +
+  if (page.config.has_defocus && !(names.includes("encoded") && page.config.map_reach)) {
+    throw new Error("model.onnx has a defocus map but no `encoded` output (an older export): " +
       "export it again (python -m ifan_jax.export --web=DIR)");
   }
-  page.fetches = names.includes("disparity") ? ["deblurred", "disparity"] : ["deblurred"];
+  page.fetches = page.config.has_defocus ? ["deblurred", "encoded"] : ["deblurred"];
 }
 
 async function decode(file) {
@@ -182,7 +195,7 @@ async function decode(file) {
   if (width * height > MAX_PIXELS) {
     bitmap.close();
     throw new Error(`${file.name}: ${width} x ${height} is more than the page holds in memory ` +
-      `(${MAX_PIXELS / 1e6} megapixels, about 60 bytes each); use the Python command (ifan-deblur)`);
+      `(${MAX_PIXELS / 1e6} megapixels, about 70 bytes each); use the Python command (ifan-deblur)`);
   }
   const canvas = document.createElement("canvas");
   canvas.width = width;
@@ -231,11 +244,25 @@ function tileRunner(generation) {
       const feeds = { [page.session.inputNames[0]]: new ort.Tensor("float32", input, [1, rows, cols, 3]) };
       const out = await runSession(feeds);
       window.ifan.tileTimes.push(performance.now() - start);
-      return { deblurred: out.deblurred.data, disparity: out.disparity ? out.disparity.data : null };
+      return { deblurred: out.deblurred.data, encoded: out.encoded ? out.encoded.data : null };
     });
     running = turn.catch(() => {});
     return turn;
   };
+}
+
+// The estimator over the blended `encoded` map, for deblurTiled (tiling.js).
+function estimatorRunner(generation) {
+  const run = (input, rows, cols, channels) => {
+    const turn = running.then(async () => {
+      if (generation !== page.generation) throw new Superseded();
+      const feeds = { encoded: new ort.Tensor("float32", input, [1, rows, cols, channels]) };
+      return (await runSession(feeds, "estimator", ["disparity"])).disparity.data;
+    });
+    running = turn.catch(() => {});
+    return turn;
+  };
+  return { run, reach: page.config.map_reach, tile: page.config.estimator_tile };
 }
 
 // Let the page repaint (the progress bar) between tiles; unlike requestAnimationFrame this also
@@ -256,7 +283,7 @@ async function deblur(file) {
   const start = performance.now();
   const result = await deblurTiled(rgb, height, width, page.config.tile, page.config.overlap,
     tileRunner(generation), async (done) => { progress.value = done; await yieldToPage(); },
-    page.config.fixed_shape);
+    page.config.fixed_shape, page.estimator ? estimatorRunner(generation) : null);
   if (generation !== page.generation) throw new Superseded();
   const seconds = (performance.now() - start) / 1000;
   const photo = { name: file.name, width, height, input: rgb, deblurred: result.image, defocus: result.defocus,

@@ -8,13 +8,16 @@
 // side runs in a tile of round_up(side) there (as in Python), edge-padded further up to T, and the
 // result is cropped. A model with symbolic height and width runs the tiles at their own shape.
 //
-// The defocus map is blended as Python blends it (ifan_jax/inference/tiling.py, deblur_tiled with
-// a forward that returns the 1/8-resolution map): each tile's `disparity` (the disparity map
-// estimator's output, 1/8 of the tile's size) is blended on the 1/8 grid with the same rule at 1/8
-// scale (starts / 8, tile / 8, ramps across each overlap's width / 8), divided by the separable
-// totals, and the whole low-resolution map is upsampled once (`upsampleMap`: bilinear, half-pixel
-// centres, edges clamped, as jax.image.resize "bilinear") and cropped to the photo. Blending the
-// tiles' full-resolution `defocus` instead left a seam at tile borders.
+// The defocus map is made as Python makes it (ifan_jax/inference/tiling.py: deblur_tiled with a
+// forward that returns the filter encoder's output, then estimate_tiled). Each tile's `encoded`
+// (the disparity map estimator's input, 1/8 of the tile's size, C channels) is blended on the 1/8
+// grid with weights that are zero where a tile's padded edges still reach (`contextWeights`, the
+// model's `map_reach` [before, after]), divided by the separable totals; the estimator graph then
+// runs over that map in tiles of `estimator_tile` overlapping by twice its reach, blended the same
+// way (`estimateTiled`), and the whole 1/8-resolution map is upsampled once (`upsampleMap`:
+// bilinear, half-pixel centres, edges clamped, as jax.image.resize "bilinear") and cropped to the
+// photo. A tile's own `disparity` is wrong up to 15 pixels of the 1/8 grid inside its edges:
+// blending those left lines at tile borders.
 
 export const ALIGN = 8;
 
@@ -22,18 +25,19 @@ export function roundUp(x, multiple = ALIGN) {
   return Math.ceil(x / multiple) * multiple;
 }
 
-export function tileStarts(length, tile, overlap) {
+// `align`: 8 on the photo's grid, 1 on the 1/8-resolution grid.
+export function tileStarts(length, tile, overlap, align = ALIGN) {
   if (tile > length) throw new Error(`tile ${tile} is larger than the length ${length}`);
-  if (length % ALIGN || tile % ALIGN) {
-    throw new Error(`length ${length} and tile ${tile} must be multiples of ${ALIGN}`);
+  if (length % align || tile % align) {
+    throw new Error(`length ${length} and tile ${tile} must be multiples of ${align}`);
   }
   if (tile === length) return [0];
-  const maxStep = Math.floor((tile - roundUp(overlap)) / ALIGN);
+  const maxStep = Math.floor((tile - roundUp(overlap, align)) / align);
   if (maxStep < 1) throw new Error(`tile ${tile} leaves no room for an overlap of ${overlap}`);
-  const units = (length - tile) / ALIGN;
+  const units = (length - tile) / align;
   const gaps = Math.ceil(units / maxStep);
   const starts = [];
-  for (let i = 0; i <= gaps; i++) starts.push(ALIGN * Math.floor((units * i) / gaps));
+  for (let i = 0; i <= gaps; i++) starts.push(align * Math.floor((units * i) / gaps));
   return starts;
 }
 
@@ -61,6 +65,43 @@ export function axisWeights(starts, tile) {
       const width = s + tile - starts[i + 1];
       const ramp = blendRamp(width);
       for (let k = 0; k < width; k++) w[tile - width + k] = Math.min(w[tile - width + k], ramp[width - 1 - k]);
+    }
+    return w;
+  });
+}
+
+// The later tile's weights (float32) across an overlap of `width` pixels for outputs exact only
+// `before` pixels after a tile's first edge and `after` before its last: 0 on the first `before`,
+// 1 on the last `after`, a raised cosine between; the earlier tile's are 1 minus these. Too narrow
+// for both margins: the larger (`after` on a tie) gives up a pixel at a time.
+export function contextRamp(width, before, after) {
+  let low = before, keep = after;
+  while (low + keep > width) {
+    if (low > keep) low -= 1;
+    else keep -= 1;
+  }
+  const high = width - keep;
+  const out = new Float32Array(width);
+  for (let k = 0; k < width; k++) {
+    const t = Math.min(Math.max((k + 0.5 - low) / Math.max(high - low, 1), 0), 1);
+    out[k] = k + 0.5 >= high ? 1 : 0.5 - 0.5 * Math.cos(Math.PI * t);
+  }
+  return out;
+}
+
+// 1-D weights (length `tile`) of each tile along one axis with `contextRamp` across its overlaps.
+export function contextWeights(starts, tile, before, after) {
+  return starts.map((s, i) => {
+    const w = new Float32Array(tile).fill(1);
+    if (i > 0) {
+      const width = starts[i - 1] + tile - s;
+      const ramp = contextRamp(width, before, after);
+      for (let k = 0; k < width; k++) w[k] = Math.min(w[k], ramp[k]);
+    }
+    if (i + 1 < starts.length) {
+      const width = s + tile - starts[i + 1];
+      const ramp = contextRamp(width, before, after);
+      for (let k = 0; k < width; k++) w[tile - width + k] = Math.min(w[tile - width + k], Math.fround(1 - ramp[k]));
     }
     return w;
   });
@@ -130,38 +171,78 @@ export function upsampleMap(low, h8, w8, height, width) {
   return out;
 }
 
-// Run `runTile(input rows*cols*3, rows, cols) -> Promise<{deblurred: rows*cols*3, disparity:
-// (rows/8)*(cols/8) or null}>` over the tiles of `image` and blend: returns {image: H*W*3,
-// defocus: H*W or null (the tiles' `disparity` blended on the 1/8 grid and upsampled once),
-// low: the blended 1/8-resolution map, round_up(H)/8 x round_up(W)/8, or null}. With `fixed`, every
-// input is size x size (the model's fixed shape); else the tile's th x tw. `progress(done, total)`
-// after each tile.
-export async function deblurTiled(image, height, width, size, overlap, runTile, progress, fixed = true) {
+// Run `run(input rows*cols*channels, rows, cols, channels) -> Promise<Float32Array rows*cols>` (the
+// estimator graph) over the h x w x channels map `inputs` in tiles of at most `tile` overlapping by
+// 2 * reach, blended by `contextWeights(reach, reach)`: the whole map's output (Python's
+// tiling.estimate_tiled). Returns h x w float32.
+export async function estimateTiled(run, inputs, h, w, channels, tile, reach) {
+  const th = Math.min(tile, h), tw = Math.min(tile, w);
+  const ys = tileStarts(h, th, 2 * reach, 1), xs = tileStarts(w, tw, 2 * reach, 1);
+  const wy = contextWeights(ys, th, reach, reach), wx = contextWeights(xs, tw, reach, reach);
+  const out = new Float32Array(h * w);
+  for (let i = 0; i < ys.length; i++) {
+    for (let j = 0; j < xs.length; j++) {
+      const cut = new Float32Array(th * tw * channels);
+      for (let r = 0; r < th; r++) {
+        const src = ((ys[i] + r) * w + xs[j]) * channels;
+        cut.set(inputs.subarray(src, src + tw * channels), r * tw * channels);
+      }
+      const result = await run(cut, th, tw, channels);
+      for (let r = 0; r < th; r++) {
+        const a = wy[i][r], dst = (ys[i] + r) * w + xs[j];
+        for (let c = 0; c < tw; c++) out[dst + c] += Math.fround(result[r * tw + c] * Math.fround(a * wx[j][c]));
+      }
+    }
+  }
+  const totalY = totals(ys, wy, th, h), totalX = totals(xs, wx, tw, w);
+  for (let r = 0; r < h; r++) {
+    for (let c = 0; c < w; c++) out[r * w + c] /= Math.fround(totalY[r] * totalX[c]);
+  }
+  return out;
+}
+
+// Run `runTile(input rows*cols*3, rows, cols) -> Promise<{deblurred: rows*cols*3, encoded:
+// (rows/8)*(cols/8)*C or null}>` over the tiles of `image` and blend: returns {image: H*W*3,
+// defocus: H*W or null, low: the 1/8-resolution map, round_up(H)/8 x round_up(W)/8, or null}.
+// The map needs `estimator` = {run, reach: [before, after, estimator], tile} (`run` as
+// `estimateTiled` takes it; model.json's map_reach and estimator_tile). With `fixed`, every input
+// is size x size (the model's fixed shape); else the tile's th x tw. `progress(done, total)` after
+// each tile.
+export async function deblurTiled(image, height, width, size, overlap, runTile, progress, fixed = true,
+  estimator = null) {
   const { th, tw, ys, xs, count } = plan(height, width, size, overlap);
   const rows = fixed ? size : th, cols = fixed ? size : tw;
   const wy = axisWeights(ys, th);
   const wx = axisWeights(xs, tw);
   const totalY = totals(ys, wy, th, roundUp(height));
   const totalX = totals(xs, wx, tw, roundUp(width));
-  // The map on the 1/8 grid: the same rule at 1/8 scale.
+  // The map's input on the 1/8 grid, weighted where each tile is exact.
   const cth = th / ALIGN, ctw = tw / ALIGN, lowCols = cols / ALIGN;
   const h8 = roundUp(height) / ALIGN, w8 = roundUp(width) / ALIGN;
   const cys = ys.map((y) => y / ALIGN), cxs = xs.map((x) => x / ALIGN);
-  const cwy = axisWeights(cys, cth), cwx = axisWeights(cxs, ctw);
+  const [before, after] = estimator ? estimator.reach : [0, 0];
+  const cwy = contextWeights(cys, cth, before, after), cwx = contextWeights(cxs, ctw, before, after);
   const acc = new Float32Array(height * width * 3);
-  let low = null;
+  let encoded = null, channels = 0;
   let done = 0;
   for (let i = 0; i < ys.length; i++) {
     for (let j = 0; j < xs.length; j++) {
       const y = ys[i], x = xs[j];
       const out = await runTile(cutTile(image, height, width, y, x, rows, cols), rows, cols);
-      if (out.disparity) {
-        if (!low) low = new Float32Array(h8 * w8);
+      if (out.encoded) {
+        if (!estimator) throw new Error("the defocus map needs the estimator (estimator.onnx)");
+        if (!encoded) {
+          channels = out.encoded.length / ((rows / ALIGN) * lowCols);
+          encoded = new Float32Array(h8 * w8 * channels);
+        }
         // float32 products and sums, as numpy's (the tile grid covers the padded 1/8 grid exactly)
         for (let r = 0; r < cth; r++) {
-          const a = cwy[i][r], dst = (cys[i] + r) * w8 + cxs[j], src = r * lowCols;
+          const a = cwy[i][r], dst = ((cys[i] + r) * w8 + cxs[j]) * channels, src = r * lowCols * channels;
           for (let c = 0; c < ctw; c++) {
-            low[dst + c] += Math.fround(out.disparity[src + c] * Math.fround(a * cwx[j][c]));
+            const weight = Math.fround(a * cwx[j][c]);
+            for (let k = 0; k < channels; k++) {
+              encoded[dst + c * channels + k] += Math.fround(out.encoded[src + c * channels + k] * weight);
+            }
           }
         }
       }
@@ -190,10 +271,14 @@ export async function deblurTiled(image, height, width, size, overlap, runTile, 
       acc[3 * p + 2] /= total;
     }
   }
-  if (!low) return { image: acc, defocus: null, low: null };
+  if (!encoded) return { image: acc, defocus: null, low: null };
   const lowY = totals(cys, cwy, cth, h8), lowX = totals(cxs, cwx, ctw, w8);
   for (let r = 0; r < h8; r++) {
-    for (let c = 0; c < w8; c++) low[r * w8 + c] /= Math.fround(lowY[r] * lowX[c]);
+    for (let c = 0; c < w8; c++) {
+      const total = Math.fround(lowY[r] * lowX[c]);
+      for (let k = 0, p = (r * w8 + c) * channels; k < channels; k++) encoded[p + k] /= total;
+    }
   }
+  const low = await estimateTiled(estimator.run, encoded, h8, w8, channels, estimator.tile, estimator.reach[2]);
   return { image: acc, defocus: upsampleMap(low, h8, w8, height, width), low };
 }
