@@ -188,8 +188,24 @@ class FedTrainRow(InputRow):
     KIND: ClassVar[str] = "fed_train"
 
 
+@dataclasses.dataclass(kw_only=True)
+class OnnxRow(Row):
+    """The ONNX export run by onnxruntime on the CPU against our JAX forward, in one process
+    (`specs.OnnxVsJax`, `benchmarks.onnx_rows`); nothing of the official code."""
+
+    KIND: ClassVar[str] = "onnx"
+
+    job: specs.OnnxVsJax
+
+    def measure(self, runner: Runner) -> None:
+        self.result = {"ours": runner.run(self.job)}
+
+    def jobs(self) -> dict:
+        return {"ours": specs.to_json(self.job)}
+
+
 KINDS = tuple(cls.KIND for cls in (InferenceRow, CheckpointRow, CacheRow, TrainRow, IacRow, PsnrRow,
-                                   InputRow, FedTrainRow))  # what --rows selects
+                                   InputRow, FedTrainRow, OnnxRow))  # what --rows selects
 
 
 def measure(rows: list[Row], runner: Runner) -> list[Row]:
