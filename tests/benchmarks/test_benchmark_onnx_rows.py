@@ -5,12 +5,13 @@ No timing assertions: only properties that hold however fast the machine is.
 """
 
 import argparse
+import json
 import os
 
 import pytest
 from repo import ROOT as REPO
 
-from benchmarks import onnx_rows, plan, report, rows, runner, specs, targets
+from benchmarks import cli, onnx_rows, plan, report, rows, runner, specs, targets
 
 
 def _args(**overrides):
@@ -25,6 +26,24 @@ def test_rounds_take_turns_and_reverse_their_order():
     assert calls == ["jax", "a", "b", "b", "a", "jax", "jax", "a", "b"]
     assert {name: len(t) for name, t in times.items()} == {"jax": 3, "a": 3, "b": 3}
     assert all(wall >= 0 and cpu >= 0 for t in times.values() for wall, cpu in t)
+
+
+def test_the_ratio_pairs_each_round():
+    """A load that halves the speed of the last rounds moves both sides of each round alike (the
+    two medians, 2.0 and 1.25 here, would say 1.6)."""
+    ours = [(1.0, 0), (1.0, 0), (2.0, 0), (2.0, 0), (2.0, 0)]
+    theirs = [(1.25, 0), (1.25, 0), (1.25, 0), (2.5, 0), (2.5, 0)]  # slowed one round later
+    assert onnx_rows.paired_ratio(ours, theirs) == pytest.approx(0.8)
+
+
+def test_the_job_survives_the_worker_command_line_and_the_table_its_json(tmp_path):
+    job = specs.OnnxVsJax(model=specs.TINY_MODEL, size=(64, 96), sessions=("no_spinning",))
+    assert specs.from_json(json.loads(json.dumps(specs.to_json(job)))) == job
+    # The committed run's table comes back from its JSON (python -m benchmarks --from_json).
+    name = os.path.join(REPO, "benchmarks", "results", "2026-12-04_intel-xeon-2cpu_onnx")
+    cli.main([f"--from_json={name}.json", f"--markdown={tmp_path / 'table.md'}"])
+    with open(name + ".md") as f:
+        assert (tmp_path / "table.md").read_text() == f.read()
 
 
 def test_planned_on_the_cpu_in_float32_only():
@@ -90,7 +109,9 @@ def test_the_tiny_model_measured_in_a_worker():
     for name in ("default", "no_spinning"):
         ort = result[f"onnxruntime_{name}"]
         assert len(ort["times_s"]) == len(result["jax"]["times_s"]) == 2
-        assert ort["ratio"] == pytest.approx(ort["time_s"] / result["jax"]["time_s"])
+        pairs = sorted(t / j for t, j in zip(ort["times_s"], result["jax"]["times_s"]))
+        assert ort["ratio"] == pytest.approx((pairs[0] + pairs[1]) / 2)
+        assert ort["ratio_of_medians"] == pytest.approx(ort["time_s"] / result["jax"]["time_s"])
         assert ort["cpu_ratio"] == pytest.approx(ort["cpu_s"] / result["jax"]["cpu_s"])
         assert ort["max_abs_vs_jax"] <= 1e-5 and ort["defocus_max_abs_vs_jax"] <= 1e-5
         assert ort["psnr_vs_jax_db"] > 100
