@@ -25,8 +25,8 @@ def leaky_relu(x: jax.Array) -> jax.Array:
 
     `jax.nn.leaky_relu` computes exactly that (`jnp.where(x >= 0, x, 0.1 * x)`); called through
     it, the ONNX export (jax2onnx) writes one LeakyRelu node, which onnxruntime fuses into the
-    convolution before it, instead of GreaterOrEqual, Mul and Where over the whole tensor (those
-    took 38% of onnxruntime's CPU time on the paper's network)."""
+    convolution before it, instead of GreaterOrEqual, Mul and Where over the whole tensor (the
+    Where nodes alone took 39% of onnxruntime's time on the paper's network at 640x360)."""
     return jax.nn.leaky_relu(x, NEGATIVE_SLOPE)
 
 
