@@ -44,6 +44,12 @@ Rows (full mode; the model is the paper's: ch=32, N=17, 10.5 M parameters, rando
                      (steadier than a rate when other processes share the cores), MB read per
                      example and the host process's peak memory, on the host whatever
                      --platform says.
+  ONNX model HxW     (CPU, float32, with the export extra) the ONNX export of the same network
+                     (`ifan_jax.export`) run by onnxruntime's CPU provider, its default session
+                     and one with spinning threads off, against our jitted JAX forward
+                     (`Deblurrer.run_batch`), turn by turn in one process on the same image: each
+                     one's median seconds and CPU seconds, onnxruntime / JAX, and the largest
+                     difference of their outputs (`benchmarks/onnx_rows.py`).
   fed train step     (GPU only) the batch-8 step fed by the 8-bit pipeline (from the store)
                      against the same loop on one fixed batch: the share of the step time spent
                      waiting for input.

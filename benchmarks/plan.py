@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 
 from benchmarks import rows, scenes, specs
 
@@ -107,6 +108,8 @@ def _all_rows(args: argparse.Namespace) -> list[rows.Row]:
                                      name=f"train step {batch}x{crop}x{crop}, "
                                           f"config.microbatches=4"))
     out += _iac_rows(model, tiny, gpu, common, checkout)
+    if not tiny and not gpu and args.dtype == "float32" and _onnx_installed():
+        out += _onnx_rows(model, sizes, common)
     if args.dtype == "bfloat16":
         size = (128, 128) if tiny else (512, 512)
         out.append(rows.PsnrRow(key="bf16_psnr", name="bfloat16 vs float32 output PSNR",
@@ -135,6 +138,22 @@ def _iac_rows(model, tiny, gpu, common, checkout) -> list[rows.Row]:
         rows.IacRow(key="iac_head", name=f"IAC {shape} N={n}, filters from features",
                     job=dataclasses.replace(job, form="head"), checkout=checkout),
     ]
+
+
+def _onnx_installed() -> bool:
+    """Whether the export extra (jax2onnx, onnxruntime) is there for the ONNX rows."""
+    return all(importlib.util.find_spec(name) for name in ("jax2onnx", "onnxruntime"))
+
+
+def _onnx_rows(model, sizes, common) -> list[rows.Row]:
+    """onnxruntime on the CPU against our JAX forward, side by side in one process per size; more
+    rounds than the other rows, for a ratio on a shared machine."""
+    out = []
+    for h, w in sizes:
+        job = specs.OnnxVsJax(model=model, size=(h, w), repeats=7 if h <= 360 else 5, **common)
+        out.append(rows.OnnxRow(key=f"onnx_{w}x{h}", job=job,
+                                name=f"ONNX model {w}x{h}: onnxruntime (CPU) vs JAX"))
+    return out
 
 
 def _input_rows(tiny: bool) -> list[rows.Row]:

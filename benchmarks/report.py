@@ -99,6 +99,20 @@ def _(row: rows_lib.PageRow, platform):
     return lines + [("page load with the model (s)", "load_page_s", "s")]
 
 
+@_measures.register
+def _(row: rows_lib.OnnxRow, platform):
+    lines = [("our JAX forward (s)", "jax.time_s", "s", False),
+             ("  CPU time, all threads (s)", "jax.cpu_s", "s", False)]
+    for name in row.job.sessions:
+        lines += [(f"onnxruntime, {name.replace('_', ' ')} session (s)",
+                   f"onnxruntime_{name}.time_s", "s", False),
+                  ("  CPU time, all threads (s)", f"onnxruntime_{name}.cpu_s", "s", False),
+                  ("  time onnxruntime / JAX", f"onnxruntime_{name}.ratio", "", False)]
+    name = row.job.sessions[0]
+    return lines + [("max abs, onnxruntime vs JAX", f"onnxruntime_{name}.max_abs_vs_jax", "", False),
+                    ("export (s)", "export_s", "s", False)]
+
+
 def summarize(rows: list[rows_lib.Row], platform: str = "cpu",
               targets: list[targets_lib.Target] = (), dtype: str = "float32") -> list[dict]:
     """Table lines {"row", "measure", "unit", "ours", "official", "ratio", "target"}; "target" is

@@ -237,8 +237,24 @@ class WebGpuRow(PageRow):
     KIND: ClassVar[str] = "webgpu"
 
 
+@dataclasses.dataclass(kw_only=True)
+class OnnxRow(Row):
+    """The ONNX export run by onnxruntime on the CPU against our JAX forward, in one process
+    (`specs.OnnxVsJax`, `benchmarks.onnx_rows`); nothing of the official code."""
+
+    KIND: ClassVar[str] = "onnx"
+
+    job: specs.OnnxVsJax
+
+    def measure(self, runner: Runner) -> None:
+        self.result = {"ours": runner.run(self.job)}
+
+    def jobs(self) -> dict:
+        return {"ours": specs.to_json(self.job)}
+
+
 KINDS = tuple(cls.KIND for cls in (InferenceRow, CheckpointRow, CacheRow, TrainRow, IacRow, PsnrRow,
-                                   InputRow, FedTrainRow, PageRow, PagePhotoRow,
+                                   InputRow, FedTrainRow, OnnxRow, PageRow, PagePhotoRow,
                                    WebGpuRow))  # what --rows selects
 
 

@@ -212,9 +212,24 @@ class FedTrainStep(Job):
     bits: int = 8
 
 
+@dataclasses.dataclass(frozen=True)
+class OnnxVsJax(Job):
+    """The ONNX export of `model` run by onnxruntime on the CPU (the session settings named in
+    `sessions`, `benchmarks.onnx_rows.SESSIONS`) and our jitted JAX forward on one (1, H, W, 3)
+    image, turn by turn in one process: `repeats` rounds after a first call of each."""
+
+    OURS: ClassVar[str] = "benchmarks.onnx_rows:onnx_vs_jax"
+
+    model: Model = FULL_MODEL
+    size: tuple[int, int] = (360, 640)  # (H, W)
+    sessions: tuple[str, ...] = ("default", "no_spinning")
+    tile: int = 512  # recorded in the export's metadata only
+    overlap: int = 64
+
+
 JOBS = {cls.__name__: cls for cls in (Probe, Inference, TrainStep, Iac, Bf16Psnr, MakeCheckpoint,
                                       CheckpointInference, MakeScenes, InputPipeline,
-                                      FedTrainStep, MakeSite, PageRun)}
+                                      FedTrainStep, OnnxVsJax, MakeSite, PageRun)}
 
 
 def to_json(job: Job) -> dict:

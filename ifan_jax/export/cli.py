@@ -85,15 +85,14 @@ def _check(data: bytes, deblurrer, metadata: dict, say) -> None:
     """onnxruntime against the (float32) JAX forward on one random tile: raises if a float32 graph
     differs by more than 2e-4, or a float16 one's deblurred tile is under 40 dB PSNR from it."""
     import numpy as np
-    import onnxruntime as ort
+
+    from ifan_jax.export.onnx import cpu_session
 
     tile = int(metadata["tile"])
     rng = np.random.default_rng(0)
     views = [rng.random((1, tile, tile, 3), np.float32)
              for _ in range(3 if metadata["dual_pixel"] == "true" else 1)]
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    session = cpu_session(data)
     feeds = dict(zip([i.name for i in session.get_inputs()], views))
     outputs = session.run(None, feeds)
     ours = np.asarray(deblurrer.run_batch(*views, with_defocus=metadata["has_defocus"] == "true"))

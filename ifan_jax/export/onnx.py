@@ -8,7 +8,9 @@ The graph is `IFAN.export_forward`: the Deblurrer's modules and parameters (no r
 the same computation with IAC's iterations unrolled and edge padding and the defocus map's
 upsampling written as slices and concatenations (`ifan_jax.models.iac.iac_from_head_unrolled`,
 `ifan_jax.models.resample.upsample_bilinear`), which jax2onnx converts and the scan, `jnp.pad` and
-`jax.image.resize` forms do not. Interface (NHWC, float32):
+`jax.image.resize` forms do not. It is written for onnxruntime's CPU speed too: every LeakyReLU is
+one LeakyRelu node (fused into the convolution before it), and IAC runs channel-first with each
+tap's filters from a 1x1 convolution (docs/export.md, "Speed"). Interface (NHWC, float32):
 
     image     [1, H, W, 3] in [0, 1], H and W multiples of 8 (any: the height and width are
               symbolic; with `fixed_shape` exactly [1, tile, tile, 3])
@@ -347,6 +349,22 @@ def export_onnx(deblurrer_or_ckpt, path: str | os.PathLike, tile: int = DEFAULT_
     data, metadata = export_onnx_bytes(deblurrer_or_ckpt, tile, overlap, **options)
     fileio.atomic_write_bytes(path, data, overwrite=overwrite)
     return metadata
+
+
+def cpu_session(model: str | os.PathLike | bytes, config: dict | None = None):
+    """An onnxruntime session of an ONNX model (a path or its bytes) on the CPU provider, with
+    onnxruntime's default options (every graph optimisation, one thread per physical core) and
+    its warnings off; `config`: session config entries to add, e.g.
+    {"session.intra_op.allow_spinning": "0"} (waiting threads sleep instead of spinning: the
+    cores go back to other processes; docs/export.md, "Speed")."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    for key, value in (config or {}).items():
+        options.add_session_config_entry(key, value)
+    source = bytes(model) if isinstance(model, (bytes, bytearray)) else os.fspath(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
 def read_metadata(model: str | os.PathLike | bytes) -> dict:

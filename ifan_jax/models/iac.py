@@ -63,20 +63,17 @@ def edge_pad(x: jax.Array, pad: int, axis: int) -> jax.Array:
     return jax.lax.concatenate([first] * pad + [x] + [last] * pad, axis)
 
 
-def adaptive_pass(x: jax.Array, taps: jax.Array, axis: int, concat_pad: bool = False) -> jax.Array:
+def adaptive_pass(x: jax.Array, taps: jax.Array, axis: int) -> jax.Array:
     """Per-pixel 1-D filtering of `x` (B, H, W, C) along `axis` (1: vertical, 2: horizontal).
 
     `taps` is (B, H, W, k, C): out[p, c] = sum_j x[p + (j - k//2) * unit(axis), c] * taps[p, j, c],
-    with edge-replicated borders (`concat_pad`: padded by `edge_pad`, the export form; same values).
+    with edge-replicated borders.
     """
     k = taps.shape[-2]
     pad = (k - 1) // 2
-    if concat_pad:
-        xp = edge_pad(x, pad, axis)
-    else:
-        widths = [(0, 0)] * 4
-        widths[axis] = (pad, pad)
-        xp = jnp.pad(x, widths, mode="edge")
+    widths = [(0, 0)] * 4
+    widths[axis] = (pad, pad)
+    xp = jnp.pad(x, widths, mode="edge")
     size = x.shape[axis]
     out = jax.lax.slice_in_dim(xp, 0, size, axis=axis) * taps[..., 0, :]
     for j in range(1, k):
@@ -84,11 +81,10 @@ def adaptive_pass(x: jax.Array, taps: jax.Array, axis: int, concat_pad: bool = F
     return out
 
 
-def iac_iteration(x, f1, f2, bias, activate: bool | jax.Array, variant: str,
-                  concat_pad: bool = False):
+def iac_iteration(x, f1, f2, bias, activate: bool | jax.Array, variant: str):
     """One IAC iteration on tap-major filters f1, f2 (B, H, W, k, C) and bias (B, H, W, C)."""
-    y = adaptive_pass(x, f1, axis=1, concat_pad=concat_pad)
-    y = adaptive_pass(y, f1 if variant == "official" else f2, axis=2, concat_pad=concat_pad)
+    y = adaptive_pass(x, f1, axis=1)
+    y = adaptive_pass(y, f1 if variant == "official" else f2, axis=2)
     y = y + bias
     return jnp.where(activate, leaky_relu(y), y)
 
@@ -202,34 +198,62 @@ def iac_from_head(features: jax.Array, head: jax.Array, kernel: jax.Array, bias:
     return out
 
 
+def adaptive_pass_planar(x: jax.Array, taps: list[jax.Array], axis: int) -> jax.Array:
+    """`adaptive_pass` in the export form, on any layout: `x` and each of the k tap filters
+    `taps[j]` are arrays of one shape, `axis` the one to filter along; out = sum_j taps[j] * (x
+    shifted by j - k//2 along `axis`, its borders replicated by `edge_pad`). The middle tap reads
+    `x` itself; the sum runs over the taps in order, as `adaptive_pass` sums them."""
+    k = len(taps)
+    pad = (k - 1) // 2
+    xp = edge_pad(x, pad, axis)
+    size = x.shape[axis]
+    window = lambda j: x if j == pad else jax.lax.slice_in_dim(xp, j, j + size, axis=axis)
+    out = window(0) * taps[0]
+    for j in range(1, k):
+        out = out + window(j) * taps[j]
+    return out
+
+
 def iac_from_head_unrolled(features: jax.Array, head: jax.Array, kernel: jax.Array,
                            bias: jax.Array, num_iterations: int, kernel_size: int, *,
                            activate_last: bool = True, variant: str = "separable",
                            precision: Any = None) -> jax.Array:
-    """The export form of `iac_from_head`: the same computation, with the N iterations unrolled in
-    Python instead of a `lax.scan` and the borders padded by `edge_pad`.
+    """The export form of `iac_from_head`: the same computation, laid out for ONNX runtimes.
 
-    `edge_pad` alone makes the scan convert too (into an ONNX Loop); unrolled, the graph is
-    straight-line code without a Loop, each iteration with its own slice of the 1x1 kernel as a
-    constant, which every ONNX runtime types and runs alike. Inference only (no remat); training
-    and `Deblurrer` keep the scan.
+    `features` (B, H, W, C) and `head` (B, H, W, D) in, (B, H, W, C) out, as `iac_from_head`.
+    Inside, the N iterations are unrolled in Python (a straight-line graph with no ONNX Loop,
+    each iteration's columns of the 1x1 kernel a constant) and run channel-first (B, C, H, W):
+    each tap's filter and the bias are their own 1x1 convolution of `head` (NCHW), which
+    onnxruntime's CPU runs as its blocked-layout convolution, and each pass is k shifted
+    multiply-adds of whole planes (`adaptive_pass_planar`), so no filter is sliced, reshaped or
+    transposed per tap. The transposes into and out of channel-first cancel against those around
+    the neighbouring convolutions in onnxruntime's graph optimisation. Inference only (no remat);
+    training and `Deblurrer` keep the scan.
     """
     _check_variant(variant)
     n, k = num_iterations, kernel_size
     c = features.shape[-1]
     cols = filter_columns_tap_major(n, c, k, variant)
-    lead = features.shape[:-1]
-    x = features
+    x = jnp.transpose(features, (0, 3, 1, 2))
+    head = jnp.transpose(head, (0, 3, 1, 2))
+
+    def pointwise(columns):
+        """head (B, D, H, W) -> (B, len(columns), H, W): the 1x1 convolution by those columns."""
+        w = kernel[:, columns].astype(head.dtype).T[:, :, None, None]  # OIHW
+        y = jax.lax.conv_general_dilated(head, w, (1, 1), "VALID",
+                                         dimension_numbers=("NCHW", "OIHW", "NCHW"),
+                                         precision=precision)
+        return y + bias[columns].astype(head.dtype)[:, None, None]
+
     for i in range(n):
-        w_i = kernel[:, cols[i]].astype(head.dtype)
-        b_i = bias[cols[i]].astype(head.dtype)
-        filt = jnp.einsum("bhwd,dm->bhwm", head, w_i, precision=precision) + b_i
-        f1 = filt[..., : k * c].reshape(*lead, k, c)
-        f2 = filt[..., k * c: 2 * k * c].reshape(*lead, k, c) if variant == "separable" else f1
+        blocks = [pointwise(cols[i][j * c:(j + 1) * c]) for j in range(len(cols[i]) // c)]
+        f1 = blocks[:k]
+        f2 = blocks[k:2 * k] if variant == "separable" else f1
+        y = adaptive_pass_planar(x, f1, axis=2)
+        y = adaptive_pass_planar(y, f2, axis=3) + blocks[-1]
         activate = i < n - 1 or activate_last
-        x = iac_iteration(x, f1, f2, filt[..., -c:], activate, variant,
-                          concat_pad=True).astype(x.dtype)
-    return x
+        x = (leaky_relu(y) if activate else y).astype(x.dtype)
+    return jnp.transpose(x, (0, 2, 3, 1))
 
 
 def iac_per_pixel(features: jax.Array, filters: jax.Array, num_iterations: int, kernel_size: int,

@@ -309,9 +309,10 @@ class IFAN(nn.Module):
         The same modules, parameters and computation as `__call__(blurred, right, left)` with
         `train=False`: `result` (B, H, W, 3) is its clipped "result", `disparity` (B, H/8, W/8, 1)
         the disparity map estimator's output and `encoded` (B, H/8, W/8, 4ch) its input, the filter
-        encoder's output (both None without D). Only the adaptive convolution is
-        written otherwise: IAC's iterations unrolled (`iac.iac_from_head_unrolled`), and IAC's and
-        FAC's borders padded by `iac.edge_pad`, which jax2onnx converts exactly.
+        encoder's output (both None without D). Only the adaptive convolution is written otherwise:
+        IAC's iterations unrolled and run channel-first, each tap's filters a 1x1 convolution of
+        their own (`iac.iac_from_head_unrolled`), and IAC's and FAC's borders padded by
+        `iac.edge_pad`, which jax2onnx converts exactly.
         """
         if self.dual_pixel_input and (right is None or left is None):
             raise ValueError("the dual-pixel-input model needs the right and left views")
