@@ -28,7 +28,7 @@ def make_site(job: specs.MakeSite) -> dict:
     """Export `job.model` with random weights at `job.tile` / `job.overlap` and write its site to
     `job.path`."""
     from benchmarks.weights import random_params
-    from ifan_jax.export import export_onnx_bytes
+    from ifan_jax.export import export_estimator_bytes, export_onnx_bytes
     from ifan_jax.export import site as site_lib
     from ifan_jax.inference import Deblurrer
 
@@ -36,8 +36,9 @@ def make_site(job: specs.MakeSite) -> dict:
     deblurrer = Deblurrer(random_params(config), config)
     start = time.perf_counter()
     data, metadata = export_onnx_bytes(deblurrer, job.tile, job.overlap)
+    estimator = export_estimator_bytes(deblurrer) if deblurrer.has_defocus_map else None
     export_s = time.perf_counter() - start
-    site_lib.write_site(job.path, data, metadata)
+    site_lib.write_site(job.path, data, metadata, estimator_bytes=estimator)
     return {"path": job.path, "export_s": export_s, "model_bytes": len(data),
             "site_bytes": site_lib.site_bytes(job.path)}
 
