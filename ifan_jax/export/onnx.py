@@ -9,8 +9,8 @@ the same computation with IAC's iterations unrolled and edge padding and the def
 upsampling written as slices and concatenations (`ifan_jax.models.iac.iac_from_head_unrolled`,
 `ifan_jax.models.resample.upsample_bilinear`), which jax2onnx converts and the scan, `jnp.pad` and
 `jax.image.resize` forms do not. It is written for onnxruntime's CPU speed too: every LeakyReLU is
-one LeakyRelu node (fused into the convolution before it), and IAC runs channel-first with each
-tap's filters from a 1x1 convolution (docs/export.md, "Speed"). Interface (NHWC, float32):
+one LeakyRelu node (fused into the convolution before it), and each of IAC's taps has its filters
+from a 1x1 convolution of its own (docs/export.md, "Speed"). Interface (NHWC, float32):
 
     image     [1, H, W, 3] in [0, 1], H and W multiples of 8 (any: the height and width are
               symbolic; with `fixed_shape` exactly [1, tile, tile, 3])

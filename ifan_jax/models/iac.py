@@ -222,38 +222,37 @@ def iac_from_head_unrolled(features: jax.Array, head: jax.Array, kernel: jax.Arr
 
     `features` (B, H, W, C) and `head` (B, H, W, D) in, (B, H, W, C) out, as `iac_from_head`.
     Inside, the N iterations are unrolled in Python (a straight-line graph with no ONNX Loop,
-    each iteration's columns of the 1x1 kernel a constant) and run channel-first (B, C, H, W):
-    each tap's filter and the bias are their own 1x1 convolution of `head` (NCHW), which
-    onnxruntime's CPU runs as its blocked-layout convolution, and each pass is k shifted
-    multiply-adds of whole planes (`adaptive_pass_planar`), so no filter is sliced, reshaped or
-    transposed per tap. The transposes into and out of channel-first cancel against those around
-    the neighbouring convolutions in onnxruntime's graph optimisation. Inference only (no remat);
-    training and `Deblurrer` keep the scan.
+    each iteration's columns of the 1x1 kernel a constant): each tap's filter and the bias are
+    their own 1x1 convolution of `head`, which onnxruntime's CPU runs as its blocked-layout
+    convolution, and each pass is k shifted multiply-adds of whole arrays (`adaptive_pass_planar`),
+    so no filter is sliced, reshaped or transposed per tap. It stays NHWC: the same form run
+    channel-first (B, C, H, W) was as fast on onnxruntime's CPU, but onnxruntime-web's WebGPU
+    refused its edge padding ("[Concat] ... non concat dimensions must match"). Inference only (no
+    remat); training and `Deblurrer` keep the scan.
     """
     _check_variant(variant)
     n, k = num_iterations, kernel_size
     c = features.shape[-1]
     cols = filter_columns_tap_major(n, c, k, variant)
-    x = jnp.transpose(features, (0, 3, 1, 2))
-    head = jnp.transpose(head, (0, 3, 1, 2))
+    x = features
 
     def pointwise(columns):
-        """head (B, D, H, W) -> (B, len(columns), H, W): the 1x1 convolution by those columns."""
-        w = kernel[:, columns].astype(head.dtype).T[:, :, None, None]  # OIHW
+        """head (B, H, W, D) -> (B, H, W, len(columns)): the 1x1 convolution by those columns."""
+        w = kernel[:, columns].astype(head.dtype)[None, None]  # HWIO
         y = jax.lax.conv_general_dilated(head, w, (1, 1), "VALID",
-                                         dimension_numbers=("NCHW", "OIHW", "NCHW"),
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                          precision=precision)
-        return y + bias[columns].astype(head.dtype)[:, None, None]
+        return y + bias[columns].astype(head.dtype)
 
     for i in range(n):
         blocks = [pointwise(cols[i][j * c:(j + 1) * c]) for j in range(len(cols[i]) // c)]
         f1 = blocks[:k]
         f2 = blocks[k:2 * k] if variant == "separable" else f1
-        y = adaptive_pass_planar(x, f1, axis=2)
-        y = adaptive_pass_planar(y, f2, axis=3) + blocks[-1]
+        y = adaptive_pass_planar(x, f1, axis=1)
+        y = adaptive_pass_planar(y, f2, axis=2) + blocks[-1]
         activate = i < n - 1 or activate_last
         x = (leaky_relu(y) if activate else y).astype(x.dtype)
-    return jnp.transpose(x, (0, 2, 3, 1))
+    return x
 
 
 def iac_per_pixel(features: jax.Array, filters: jax.Array, num_iterations: int, kernel_size: int,

@@ -310,8 +310,8 @@ class IFAN(nn.Module):
         `train=False`: `result` (B, H, W, 3) is its clipped "result", `disparity` (B, H/8, W/8, 1)
         the disparity map estimator's output and `encoded` (B, H/8, W/8, 4ch) its input, the filter
         encoder's output (both None without D). Only the adaptive convolution is written otherwise:
-        IAC's iterations unrolled and run channel-first, each tap's filters a 1x1 convolution of
-        their own (`iac.iac_from_head_unrolled`), and IAC's and FAC's borders padded by
+        IAC's iterations unrolled, each tap's filters a 1x1 convolution of their own
+        (`iac.iac_from_head_unrolled`), and IAC's and FAC's borders padded by
         `iac.edge_pad`, which jax2onnx converts exactly.
         """
         if self.dual_pixel_input and (right is None or left is None):
