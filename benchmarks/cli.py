@@ -94,6 +94,7 @@ import sys
 import time
 
 from benchmarks import machine, plan, report, rows, runner, specs, targets
+from ifan_jax.errors import ArgumentParser
 
 DEFAULT_TARGETS = os.path.join("benchmarks", "targets.json")
 
@@ -109,7 +110,7 @@ def row_kinds(text: str) -> tuple[str, ...]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+    p = ArgumentParser(prog="python -m benchmarks", name="benchmark", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", default=None, metavar="PATH", help="write the report as JSON here")
     p.add_argument("--markdown", default=None, metavar="PATH",

@@ -36,6 +36,7 @@ from jax.extend import core as jax_core
 
 from benchmarks import probes, specs
 from ifan_jax import compiled as compiled_lib
+from ifan_jax.errors import ArgumentParser
 
 LIBRARIES = {
     "ynnpack": dict(compiled_lib.TRAINING_CPU_OPTIONS),
@@ -174,7 +175,7 @@ def forward_call(model, size):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m benchmarks.convolutions",
+    p = ArgumentParser(prog="python -m benchmarks.convolutions", name="convolutions",
                                 description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--train_batch", type=int, default=0, metavar="N",

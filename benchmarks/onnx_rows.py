@@ -16,7 +16,9 @@ Each implementation's result has the median and minimum wall time and the median
 process over all threads (`probes.summary`); an onnxruntime result also has `ratio`, the median
 over rounds of its wall time over JAX's in the same round (`paired_ratio`; `ratio_of_medians`
 beside it), and how far its outputs are from JAX's (max abs, PSNR by
-`ifan_jax.evaluation.metrics.psnr`).
+`ifan_jax.evaluation.metrics.psnr`). The export's time and file size are recorded; a float16
+export (`--precision=float16`) is also run beside the float32 one on a photo
+(`skimage.data.coffee()`, 400 x 600): its PSNR and max abs against float32 and its file size.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ def onnx_vs_jax(job: specs.OnnxVsJax) -> dict:
     config = job.model.config(job.dtype)
     deblurrer = Deblurrer(random_params(config), config)
     load = [round(v, 2) for v in os.getloadavg()]
-    data, metadata = export_onnx_bytes(deblurrer, job.tile, job.overlap)
+    data, metadata = export_onnx_bytes(deblurrer, job.tile, job.overlap, precision=job.precision)
     sessions, session_s = {}, {}
     for name in job.sessions:
         start = time.perf_counter()
@@ -86,6 +88,8 @@ def onnx_vs_jax(job: specs.OnnxVsJax) -> dict:
            "onnxruntime_version": ort.__version__, "load_before": load,
            "load_after": [round(v, 2) for v in os.getloadavg()],
            "peak_rss_mb": probes.peak_rss_mb(), "output_finite": bool(np.isfinite(ours).all())}
+    if job.precision != "float32":
+        out["vs_float32"] = against_float32(deblurrer, job, sessions[job.sessions[0]])
     for name in sessions:
         deblurred, defocus = firsts[name][0][:2]
         summary = probes.summary(times[name])
@@ -98,3 +102,23 @@ def onnx_vs_jax(job: specs.OnnxVsJax) -> dict:
             "defocus_max_abs_vs_jax": float(np.max(np.abs(defocus - ours[..., 3:]))),
             "psnr_vs_jax_db": float(metrics.psnr(deblurred[0], ours[0, ..., :3]))}
     return out
+
+
+def against_float32(deblurrer, job: specs.OnnxVsJax, session) -> dict:
+    """A lower-precision export's deblurred photo (`skimage.data.coffee()`, 400 x 600) against the
+    float32 export's: PSNR, max abs, and the float32 file's size and export time."""
+    import skimage.data
+
+    from ifan_jax.evaluation import metrics
+    from ifan_jax.export import export_onnx_bytes
+    from ifan_jax.export.onnx import cpu_session
+
+    photo = (skimage.data.coffee().astype(np.float32) / 255)[None]  # multiples of 8
+    start = time.perf_counter()
+    data, _ = export_onnx_bytes(deblurrer, job.tile, job.overlap)
+    export_s = time.perf_counter() - start
+    ref = cpu_session(data).run(["deblurred"], {"image": photo})[0]
+    low = session.run(["deblurred"], {"image": photo})[0].astype(np.float32)
+    return {"psnr_db": float(metrics.psnr(low[0], ref[0])),
+            "max_abs": float(np.max(np.abs(low - ref))),
+            "float32_size_mb": len(data) / 1e6, "float32_export_s": export_s}

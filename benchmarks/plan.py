@@ -153,6 +153,11 @@ def _onnx_rows(model, sizes, common) -> list[rows.Row]:
         job = specs.OnnxVsJax(model=model, size=(h, w), repeats=7 if h <= 360 else 5, **common)
         out.append(rows.OnnxRow(key=f"onnx_{w}x{h}", job=job,
                                 name=f"ONNX model {w}x{h}: onnxruntime (CPU) vs JAX"))
+    h, w = sizes[0]  # --precision=float16: its time, file and PSNR against float32
+    job = specs.OnnxVsJax(model=model, size=(h, w), repeats=5, sessions=("default",),
+                          precision="float16", **common)
+    out.append(rows.OnnxRow(key=f"onnx_float16_{w}x{h}", job=job,
+                            name=f"ONNX model, float16, {w}x{h}: onnxruntime (CPU) vs JAX"))
     return out
 
 

@@ -38,6 +38,7 @@ import time
 import jax
 
 from benchmarks import network, official, specs, training
+from ifan_jax.errors import ArgumentParser
 
 KINDS = ("convolution", "elementwise fusion", "padding", "transpose/copy", "gather/slice",
          "reduction", "matrix product", "loop overhead", "other")
@@ -224,7 +225,7 @@ def profile_official(model, size, calls: int, checkout: str) -> dict:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__,
+    p = ArgumentParser(prog="python -m benchmarks.profile", name="profile", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=specs.parse_size, default=(720, 1280), metavar="WxH",
                    help="input size (default 1280x720)")

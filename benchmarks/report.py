@@ -109,8 +109,13 @@ def _(row: rows_lib.OnnxRow, platform):
                   ("  CPU time, all threads (s)", f"onnxruntime_{name}.cpu_s", "s", False),
                   ("  time onnxruntime / JAX", f"onnxruntime_{name}.ratio", "", False)]
     name = row.job.sessions[0]
-    return lines + [("max abs, onnxruntime vs JAX", f"onnxruntime_{name}.max_abs_vs_jax", "", False),
-                    ("export (s)", "export_s", "s", False)]
+    lines += [("max abs, onnxruntime vs JAX", f"onnxruntime_{name}.max_abs_vs_jax", "", False),
+              ("export (s)", "export_s", "s", False), ("file (MB)", "size_mb", "MB", False)]
+    if row.job.precision != "float32":
+        lines += [(f"PSNR of the {row.job.precision} model vs float32 (dB)", "vs_float32.psnr_db", "dB",
+                   False),
+                  ("  file of the float32 model (MB)", "vs_float32.float32_size_mb", "MB", False)]
+    return lines
 
 
 def summarize(rows: list[rows_lib.Row], platform: str = "cpu",

@@ -225,6 +225,7 @@ class OnnxVsJax(Job):
     sessions: tuple[str, ...] = ("default", "no_spinning")
     tile: int = 512  # recorded in the export's metadata only
     overlap: int = 64
+    precision: str = "float32"  # the export's --precision; float16 is also compared with float32
 
 
 JOBS = {cls.__name__: cls for cls in (Probe, Inference, TrainStep, Iac, Bf16Psnr, MakeCheckpoint,

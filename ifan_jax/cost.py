@@ -44,6 +44,7 @@ from ifan_jax.errors import ArgumentParser, UserError
 from ifan_jax.models import IFAN, REBLUR_KEY, abstract_params, count_params
 from ifan_jax.models.ifan import PointwiseConv
 from ifan_jax.models.layers import Conv, ConvTranspose
+from ifan_jax.models.resample import SCALE
 
 __all__ = ["LayerCost", "MacCount", "adaptive_macs", "count_macs", "main", "summarize"]
 
@@ -92,8 +93,8 @@ class MacCount:
 
 
 def _check_size(height: int, width: int) -> None:
-    if height <= 0 or width <= 0 or height % 8 or width % 8:
-        raise UserError(f"height and width must be positive multiples of 8, got {height}x{width}")
+    if height <= 0 or width <= 0 or height % SCALE or width % SCALE:
+        raise UserError(f"height and width must be positive multiples of {SCALE}, got {height}x{width}")
 
 
 def adaptive_macs(model, height: int, width: int) -> int:
@@ -104,7 +105,7 @@ def adaptive_macs(model, height: int, width: int) -> int:
     """
     if not model.use_filter_prediction:
         return 0
-    pixels = (height // 8) * (width // 8) * model.feature_channels
+    pixels = (height // SCALE) * (width // SCALE) * model.feature_channels
     if model.adaptive_conv == "fac":
         return pixels * model.fac_kernel_size**2
     return pixels * model.num_iterations * 2 * model.filter_size

@@ -38,10 +38,10 @@ from ifan_jax.data.layouts import (
     canonical_split,
     list_split,
 )
-from ifan_jax.inference import tiling
+from ifan_jax.models.resample import SCALE
 
 # Evaluation crops H and W down to multiples of the network's grid (top-left), as the official one.
-EVAL_MULTIPLE = tiling.ALIGN
+EVAL_MULTIPLE = SCALE
 _SHUFFLE, _EXAMPLE = 1, 2  # key streams: per-epoch scene order, per-example draws
 SLOW_DECODING_PIXELS = 512 * 512  # training images from this size on: suggest a prepared store
 

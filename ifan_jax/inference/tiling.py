@@ -44,8 +44,9 @@ import jax
 import numpy as np
 
 from ifan_jax.errors import UserError
+from ifan_jax.models.resample import SCALE
 
-ALIGN = 8  # tile corners and sizes lie on the network's 1/8 grid
+ALIGN = SCALE  # tile corners and sizes lie on the network's 1/8 grid (`models.resample.SCALE`)
 DEFAULT_OVERLAP = 64
 MIN_TILE = 64
 # Tile sizes the automatic choice considers, largest first.

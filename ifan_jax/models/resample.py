@@ -5,7 +5,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-SCALE = 8  # the filter map and the disparity map live at 1/8 of the input resolution
+# The network's grid: the filter map and the disparity map live at 1/8 of the input resolution, so
+# inputs are multiples of 8 (padded or cropped to it) and tiles start on it. Declared here only;
+# `inference.tiling.ALIGN`, the data pipeline, the training crops and the cost model take it.
+SCALE = 8
 
 
 def _check_multiple(x: jax.Array, factor: int) -> None:

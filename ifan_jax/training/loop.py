@@ -31,6 +31,7 @@ from ifan_jax import checkpoint as ckpt_lib
 from ifan_jax import data as data_lib
 from ifan_jax import environment
 from ifan_jax.errors import UserError
+from ifan_jax.models.resample import SCALE
 from ifan_jax.training import distributed
 from ifan_jax.training.console import TrainProgress
 from ifan_jax.training.step import (
@@ -79,8 +80,9 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int | None = No
         raise ConfigError(f"config.microbatches={microbatches} must be a positive divisor of each "
                           f"device's share of the batch (config.batch_size={config.batch_size} "
                           f"over {num_devices} device(s))")
-    if config.crop_size % 8 or config.crop_size < 16:
-        raise ConfigError(f"config.crop_size={config.crop_size} must be a multiple of 8, >= 16")
+    if config.crop_size % SCALE or config.crop_size < 2 * SCALE:
+        raise ConfigError(f"config.crop_size={config.crop_size} must be a multiple of {SCALE}, "
+                          f">= {2 * SCALE}")
     for key in (*INTERVALS.values(), "total_steps"):
         if int(config[key]) <= 0:
             raise ConfigError(f"config.{key}={config[key]} must be positive")

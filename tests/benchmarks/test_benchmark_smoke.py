@@ -17,9 +17,9 @@ from benchmarks import cli, plan, report, rows, specs, targets
 COMMITTED_TARGETS = os.path.join(REPO, "benchmarks", "targets.json")
 EXPECTED_ROWS = {"inference_96x64", "inference_192x128", "checkpoint_96x64", "compile_cache",
                  "train", "iac_map", "iac_per_pixel", "iac_head", "input_8bit_store"}
-# The limits issue 4 set, as a targets file would give them (the committed
-# benchmarks/targets.json holds the current ones).
-ISSUE_4_TARGETS = targets.parse_targets([
+# The first limits the benchmark held (before benchmarks/targets.json existed), as a targets file
+# would give them (the committed benchmarks/targets.json holds the current ones).
+FIRST_TARGETS = targets.parse_targets([
     {"row": "inference_640x360", "measure": "time_s", "ratio_at_most": 0.8, "platform": "cpu"},
     {"row": "inference_1280x720", "measure": "time_s", "ratio_at_most": 0.6, "platform": "cpu"},
     {"row": "inference_1280x720", "measure": "memory", "ratio_at_most": 0.5, "platform": "cpu"},
@@ -153,7 +153,7 @@ def test_targets_compare_ratios_with_the_issue_limits():
         rows.CacheRow(key="compile_cache", name="cache", job=specs.Inference(),
                       result={"ours": {"cold": {"cache_hits": 0}, "warm": {"cache_hits": 1}}}),
     ]
-    met = {t["target"]: t["met"] for t in targets.check(measured, ISSUE_4_TARGETS, "cpu")}
+    met = {t["target"]: t["met"] for t in targets.check(measured, FIRST_TARGETS, "cpu")}
     assert met["inference_640x360 time ratio ours/official <= 0.8"] is True
     assert met["inference_1280x720 time ratio ours/official <= 0.6"] is False  # 0.7
     assert met["inference_1280x720 memory ratio ours/official <= 0.5"] is True  # 0.4
@@ -173,11 +173,11 @@ def test_gpu_targets_use_the_gpu_limit_and_device_memory():
         inference_row("inference_640x360", {"ours": res(0.009, 100.0),
                                             "official": res(0.01, 200.0)}, (360, 640)),
     ]
-    met = {t["target"]: t["met"] for t in targets.check(measured, ISSUE_4_TARGETS, "gpu")}
+    met = {t["target"]: t["met"] for t in targets.check(measured, FIRST_TARGETS, "gpu")}
     assert met == {"inference_1280x720 time ratio ours/official <= 0.5": False,  # 0.52
                    "inference_1280x720 compile <= 15 s": True}
     lines = {(line["row"], line["measure"]): line
-             for line in report.summarize(measured, "gpu", ISSUE_4_TARGETS)}
+             for line in report.summarize(measured, "gpu", FIRST_TARGETS)}
     memory = lines[("inference 1280x720", "device memory per call (MB)")]
     assert memory["ours"] == 300.0 and memory["ratio"] == 0.25
     assert lines[("inference 1280x720", "time (s)")]["target"] == "<= 0.5"
@@ -219,7 +219,7 @@ def test_committed_targets_name_rows_that_a_full_run_measures():
     committed = targets.load_targets(COMMITTED_TARGETS)
     assert committed and {t.row for t in committed} <= keys
     assert {"checkpoint_640x360", "checkpoint_1280x720", "train_b8"} <= keys
-    # Issue 14's input targets hold for the prepared store (no whole-set RAM cache).
+    # The input targets hold for the prepared store (no whole-set RAM cache).
     assert {t.row for t in committed if t.row.startswith("input")} == {"input_8bit_store",
                                                                        "input_16bit_store"}
     gpu = {row.key for row in plan.plan(argparse.Namespace(**{**vars(args), "platform": "gpu"}))}
