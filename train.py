@@ -108,7 +108,7 @@ def exit_now(status: int) -> None:
     """End the process without the interpreter's final clean-up. Everything is written and
     closed by now (checkpoints waited for, event files closed), and TensorFlow's tf.data iterator
     destructor was seen holding the exit for about a minute after a long run, waiting on its
-    autotuning thread (issue 14). With several processes JAX's shutdown barrier runs first."""
+    autotuning thread. With several processes JAX's shutdown barrier runs first."""
     logging.flush()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -1,4 +1,4 @@
-"""The package's shape (issue 22): roles in folders, no benchmark tooling or configs in the
+"""The package's shape: roles in folders, no benchmark tooling or configs in the
 wheel, no private names reached across modules, and importing a module changes nothing in the
 process."""
 

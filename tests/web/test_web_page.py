@@ -451,7 +451,7 @@ def site(tiny_official_checkpoint, tmp_path_factory):
     if not os.path.isdir(os.path.join(WEB, "node_modules", "onnxruntime-web")):
         pytest.skip("needs the page's npm packages: npm ci --prefix web")
     if importlib.util.find_spec("ifan_jax.export.__main__") is None:
-        pytest.skip("needs the ONNX export (python -m ifan_jax.export, issue 23)")
+        pytest.skip("needs the ONNX export's packages: pip install -e \".[export]\"")
     directory = str(tmp_path_factory.mktemp("web") / "site")
     proc = subprocess.run([sys.executable, "-m", "ifan_jax.export", f"--ckpt={tiny_official_checkpoint}",
                            f"--web={directory}", f"--tile={TILE}", f"--overlap={OVERLAP}"],
@@ -793,7 +793,8 @@ def test_in_chromium_webgpu_deblurs_like_python_and_a_failed_run_falls_back_to_w
         assert (ifan["backend"], ifan["fallback"]) == ("webgpu", None)
         assert page.el("backend").text.endswith("running on WebGPU (the GPU).")
         assert page.upload(photo) == "done", page.el("message").text
-        assert page.el("message").text.endswith("a tile, WebGPU).")
+        assert page.el("message").text.endswith("a tile, WebGPU)."), driver.execute_script(
+            "return window.ifan.fallback")
         assert driver.execute_script("return window.ifan.backend") == "webgpu"  # no fallback
         assert len(driver.execute_script("return window.ifan.tileTimes")) == 2
         gpu = page.download()
