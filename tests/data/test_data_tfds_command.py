@@ -65,7 +65,7 @@ def test_readme_tfds_build_and_load_commands(tmp_path, monkeypatch, capsys):
     argv = shlex.split(command)[3:]
     assert tfds_builders.main([a.replace("=datasets", "=elsewhere") for a in argv]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: missing folder elsewhere/DPDD (the DPDD data set is expected "
+    assert err.startswith("tfds_builders: missing folder elsewhere/DPDD (the DPDD data set is expected "
                           "there, unzipped under the data root elsewhere; download it from ")
     assert err.count("\n") == 1 and "github.com/Abdullah-Abuolaim" in err
     assert tfds_builders.main([a.replace("dpdd/8bit", "dpdd/12bit") for a in argv]) == 2

@@ -154,7 +154,12 @@ def test_graph_is_written_for_onnxruntime_speed(exported, tmp_path):
     ops = collections.Counter(node.op_type for node in proto.graph.node)
     assert ops["Where"] == ops["GreaterOrEqual"] == ops["Einsum"] == 0, ops
     assert ops["LeakyRelu"] > 0
-    shapes = {t.name: list(t.dims) for t in proto.graph.initializer}
+    # Kernels are stored HWIO and transposed to OIHW in the graph (onnxruntime folds that once, at
+    # load): their shapes are the inferred ones.
+    inferred = onnx.shape_inference.infer_shapes(proto).graph
+    shapes = {t.name: list(t.dims) for t in inferred.initializer}
+    shapes.update({v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+                   for v in inferred.value_info})
     pointwise = [n for n in proto.graph.node
                  if n.op_type == "Conv" and shapes.get(n.input[1], [])[2:] == [1, 1]]
     n, k = 3, 3  # the tiny model's N and filter size
