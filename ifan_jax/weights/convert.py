@@ -266,12 +266,11 @@ def check_against_model(params, config: dict) -> None:
                                   f"model needs {tuple(expected[path].shape)}")
 
 
-def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
-    """Read a PyTorch checkpoint file into a name -> float32 numpy dict (`ifan_jax.weights.torch_pickle`,
-    within its limits; a dict wrapping the state dict under "state_dict", "model" or "network" is
-    unwrapped). A tensor holding a NaN or an infinity is a ConversionError naming it."""
+
+def _read(reader, path: str):
+    """`reader(path)` (a torch_pickle reader) with its failures as one-line ConversionErrors."""
     try:
-        obj = torch_pickle.load(path)
+        return reader(path)
     except FileNotFoundError:
         raise ConversionError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -280,6 +279,12 @@ def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
         raise ConversionError(f"{path}: cannot be read ({e.strerror or e})") from None
     except torch_pickle.TorchPickleError as e:
         raise ConversionError(f"{path}: {e}") from None
+
+def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
+    """Read a PyTorch checkpoint file into a name -> float32 numpy dict (`ifan_jax.weights.torch_pickle`,
+    within its limits; a dict wrapping the state dict under "state_dict", "model" or "network" is
+    unwrapped). A tensor holding a NaN or an infinity is a ConversionError naming it."""
+    obj = _read(torch_pickle.load, path)
     for wrapper in ("state_dict", "model", "network"):
         if isinstance(obj, dict) and wrapper in obj and isinstance(obj[wrapper], dict):
             obj = obj[wrapper]
@@ -327,16 +332,7 @@ def cached_conversion(path: str, report: Callable[[str], None] | None = None) ->
     all or nothing (`checkpoint.save_inference_checkpoint`), so an interrupted or concurrent
     conversion never leaves a partial one. `report(message)` hears about a conversion.
     """
-    try:
-        torch_pickle.check_file(path)  # before its bytes are hashed: a file, of a sane size
-    except FileNotFoundError:
-        raise ConversionError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ConversionError(f"{path}: is a directory, not a PyTorch checkpoint file") from None
-    except OSError as e:
-        raise ConversionError(f"{path}: cannot be read ({e.strerror or e})") from None
-    except torch_pickle.TorchPickleError as e:
-        raise ConversionError(f"{path}: {e}") from None
+    _read(torch_pickle.check_file, path)  # before its bytes are hashed: a file, of a sane size
     stem = os.path.splitext(os.path.basename(path))[0]
     name = f"{stem}.ifan_jax-{file_digest(path)[:16]}"
     folders = [os.path.dirname(os.path.abspath(path)), cache_root()]
