@@ -37,7 +37,7 @@ import tensorflow_datasets as tfds  # noqa: E402
 from etils import epath  # noqa: E402
 
 from ifan_jax.data.decode import check_examples, decode_pixels, read_depth
-from ifan_jax.data.layouts import KEYS, list_split
+from ifan_jax.data.layouts import KEYS, DataError, list_split
 from ifan_jax.errors import ArgumentParser, UserError
 
 _CITATION_IFAN = """@InProceedings{Lee2021IFAN,
@@ -202,15 +202,14 @@ BUILDERS = {builder.name: builder for builder in (Dpdd, RealDof, PixelDp, Cuhk)}
 def build(name: str, manual_dir: str, data_dir: str | None = None) -> tfds.core.DatasetBuilder:
     """Prepare data set `name` ("dpdd", "dpdd/16bit", "real_dof/8bit", ...) from the unzipped
     release under `manual_dir` into `data_dir` (TFDS's default when None); returns its builder.
-    DataError naming the file when the release is incomplete or damaged; ValueError for an unknown
-    name."""
+    DataError naming the file when the release is incomplete or damaged, or the name unknown."""
     dataset, _, config = name.partition("/")
     if dataset not in BUILDERS:
-        raise ValueError(f"unknown data set {name!r}; expected one of {sorted(BUILDERS)} "
+        raise DataError(f"unknown data set {name!r}; expected one of {sorted(BUILDERS)} "
                          f"(with /8bit or /16bit)")
     configs = [c.name for c in BUILDERS[dataset].BUILDER_CONFIGS]
     if config and config not in configs:
-        raise ValueError(f"{dataset} has no config {config!r}; it has {configs}")
+        raise DataError(f"{dataset} has no config {config!r}; it has {configs}")
     cls = BUILDERS[dataset]
     for split in cls.SPLIT_NAMES.values():  # a missing or unpaired release fails before TFDS
         list_split(manual_dir, cls.DATASET, split)  # writes anything

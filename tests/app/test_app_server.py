@@ -292,9 +292,9 @@ def test_command_line_errors_are_one_line(tmp_path, capsys, tiny_official_checkp
 
 
 @pytest.mark.slow
-def test_the_readme_space_app_file_serves(weights, tmp_path):
-    """The README's Hugging Face Space `app.py`, with the Space's environment variables."""
-    with open(os.path.join(ROOT, "README.md")) as f:
+def test_the_documented_space_app_file_serves(weights, tmp_path):
+    """docs/app.md's Hugging Face Space `app.py`, with the Space's environment variables."""
+    with open(os.path.join(ROOT, "docs", "app.md")) as f:
         readme = f.read()
     section = readme[readme.index("### On a Hugging Face Space"):]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)

@@ -107,7 +107,7 @@ def test_deblurrer_options_keep_the_numbers_where_they_change_the_kernels():
     assert "__ynn_fusion" in plain.lower(params, image[None]).compile().as_text()
     deblur = Deblurrer(params, config)
     out = deblur(image, tile=0)
-    (executable,) = deblur._forward.executables.values()
+    (executable,) = deblur.forward.compiled.executables.values()
     assert "__ynn_fusion" not in executable.as_text()
     assert max_diff(out, plain(params, image[None])[0]) < TOL
 

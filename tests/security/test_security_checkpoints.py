@@ -21,6 +21,7 @@ import subprocess
 import sys
 import zlib
 
+import child
 import numpy as np
 import pytest
 from official_reference import reference_state_dict
@@ -599,14 +600,8 @@ def run_process(args, tmp_path, cwd=ROOT):
     """A command in a process of its own: (exit status, stdout, stderr, peak RSS in kB)."""
     env = dict(os.environ, IFAN_JAX_CACHE=str(tmp_path / "cache"),
                PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
-    with open(tmp_path / "out.txt", "w") as out, open(tmp_path / "err.txt", "w") as err:
-        proc = subprocess.Popen([sys.executable, *args], cwd=cwd, env=env, stdout=out, stderr=err)
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            proc.returncode = 0  # reaped here (Popen must not wait again)
-    return (os.waitstatus_to_exitcode(status), (tmp_path / "out.txt").read_text(),
-            (tmp_path / "err.txt").read_text(), usage.ru_maxrss)
+    code, out, err, peak_mb = child.run([sys.executable, *args], env=env, cwd=cwd, timeout=900)
+    return code, out, err, peak_mb * 1024
 
 
 @pytest.mark.slow
@@ -658,5 +653,5 @@ def test_a_training_run_resumes_from_the_newest_intact_step_and_says_so(tmp_path
     assert err.splitlines() == [f"train.py: {notes}: is a file, not a folder; --workdir takes a "
                                 f"folder (a new one, or one holding a run to resume)"]
     assert notes.read_text() == "mine" and sorted(os.listdir(tmp_path)) == sorted(
-        ["cache", "data", "run", "notes.txt", "out.txt", "err.txt"])
+        ["cache", "data", "run", "notes.txt"])
     print(f"ATTACK | --workdir=FILE (train.py) | {err.strip()} | {rss / 1024:.0f} MB")

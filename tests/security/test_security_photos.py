@@ -2,7 +2,7 @@
 
 Each hostile photo is refused from what it declares, before its pixels are allocated: one line
 naming the file and the reason, nothing written, the other inputs of the run still deblurred, and
-the child process's peak memory (`os.wait4`'s ru_maxrss) under 1.5 GB. Photos that are odd but
+the child process's peak memory (its ru_maxrss, through tests/child.py) under 1.5 GB. Photos that are odd but
 within bounds (a small first TIFF page before a big one, an MPO of many frames, EXIF loops) are
 read within bounds. A damaged DPDD folder gives one line per pair that cannot be scored; the
 others are scored against their own targets (paired by name, never by position)."""
@@ -15,14 +15,13 @@ import math
 import os
 import stat
 import struct
-import subprocess
 import sys
-import threading
 import zlib
 
 import numpy as np
 import pytest
 import tifffile
+from child import run as run_child
 from PIL import Image, JpegImagePlugin
 from repo import ROOT
 
@@ -275,37 +274,6 @@ def hostile(tmp_path_factory):
     return build(folder, HOSTILE)
 
 
-def run_child(args, env=None, timeout=600, cwd=None):
-    """(exit status, stdout, stderr, peak resident memory in MB) of a child process."""
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    proc = subprocess.Popen(args, stdout=out_w, stderr=err_w, env=env, cwd=cwd)
-    os.close(out_w)
-    os.close(err_w)
-    chunks = {out_r: [], err_r: []}
-
-    def drain(fd):
-        while block := os.read(fd, 1 << 16):
-            chunks[fd].append(block)
-
-    readers = [threading.Thread(target=drain, args=(fd,)) for fd in chunks]
-    for reader in readers:
-        reader.start()
-    timer = threading.Timer(timeout, proc.kill)
-    timer.start()
-    try:
-        _, status, usage = os.wait4(proc.pid, 0)
-    finally:
-        timer.cancel()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    for reader in readers:
-        reader.join()
-    for fd in chunks:
-        os.close(fd)
-    text = [b"".join(chunks[fd]).decode(errors="replace") for fd in (out_r, err_r)]
-    return proc.returncode, text[0], text[1], usage.ru_maxrss / 1024
-
-
 def stderr_lines(stderr: str) -> list[str]:
     """What a person sees on stderr: lines, with progress bar redraws (\\r) split apart."""
     return [part.strip() for part in stderr.replace("\r", "\n").splitlines() if part.strip()]
@@ -361,7 +329,7 @@ def test_the_deblur_command_refuses_each_hostile_photo_and_deblurs_the_others(
     for name in WITHIN:  # deblurred: its readout line
         hits = [line for line in lines if line.startswith(f"deblur: {photos / name}: ")]
         assert len(hits) == 1 and "focus" in hits[0], hits
-    assert f"deblur: {len(WITHIN)} written, {len(HOSTILE)} failed" in lines
+    assert f"deblur: {len(WITHIN)} written to {out}/, {len(HOSTILE)} failed" in lines
     others = [line for line in lines if not line.startswith("deblur")
               and not line.endswith(("image/s]", "tile/s]")) and not line.startswith("\x1b[A")]
     assert others == []  # no warnings, log records or tracebacks

@@ -738,7 +738,8 @@ def test_the_service_worker_adds_the_headers_the_local_server_sends():
 def test_site_server_sends_the_isolation_headers_and_refuses_a_non_site(fake_web, tmp_path):
     import urllib.request
 
-    directory = site_lib.write_site(tmp_path / "site", b"onnx bytes", METADATA, web=fake_web)
+    directory = site_lib.write_site(tmp_path / "site", b"onnx bytes", METADATA, web=fake_web,
+                                    estimator_bytes=b"e")
     with site_lib.serve(directory, headers=True) as url:
         with urllib.request.urlopen(url + "model.json") as response:
             assert json.loads(response.read())["tile"] == 128
@@ -890,7 +891,8 @@ def test_in_chromium_a_page_that_cannot_be_isolated_reloads_once_and_uses_one_th
     again; the server's own headers isolate it with no service worker at all."""
     if not os.path.isdir(os.path.join(WEB, "node_modules", "onnxruntime-web")):
         pytest.skip("needs the page's npm packages: npm ci --prefix web")
-    directory = site_lib.write_site(tmp_path / "site", b"these bytes are not an ONNX model", METADATA)
+    directory = site_lib.write_site(tmp_path / "site", b"these bytes are not an ONNX model", METADATA,
+                                    estimator_bytes=b"nor these")
     with open(os.path.join(directory, "sw.js"), "w") as f:
         f.write('self.addEventListener("install", () => self.skipWaiting());\n'
                 'self.addEventListener("activate", (e) => e.waitUntil(self.clients.claim()));\n'

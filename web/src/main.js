@@ -143,6 +143,17 @@ async function runSession(feeds, which = "session", fetches = page.fetches) {
   return page[which].run(feeds, fetches);
 }
 
+class OlderExport extends Error {}
+
+// The map is made from the tiles' 1/8-resolution `encoded` by estimator.onnx (as Python makes it):
+// a model with a map but no `encoded` is refused before its estimator is loaded.
+function requireEncoded(session) {
+  if (page.config.has_defocus && !(session.outputNames.includes("encoded") && page.config.map_reach)) {
+    throw new OlderExport("model.onnx has a defocus map but no `encoded` output (an older export): " +
+      "export it again (python -m ifan_jax.export --web=DIR)");
+  }
+}
+
 async function loadModel() {
   const isolation = await isolate();
   const base = new URL(".", location.href);
@@ -166,21 +177,16 @@ async function loadModel() {
   let session, estimator;
   try {
     session = await createSession(backend);
+    requireEncoded(session);
     estimator = await createEstimator(backend);
   } catch (error) {
-    if (backend === "wasm") throw error;
+    if (backend === "wasm" || error instanceof OlderExport) throw error;
     note = `WebGPU did not load the model (${firstLine(error)}); WASM instead`;
     if (session) session.release().catch(() => {});
     session = await createSession("wasm");
     estimator = await createEstimator("wasm");
   }
   useBackend(note ? "wasm" : backend, session, estimator, note);
-  // The map is made from the tiles' 1/8-resolution `encoded` by estimator.onnx (as Python makes it).
-  const names = page.session.outputNames;
-  if (page.config.has_defocus && !(names.includes("encoded") && page.config.map_reach)) {
-    throw new Error("model.onnx has a defocus map but no `encoded` output (an older export): " +
-      "export it again (python -m ifan_jax.export --web=DIR)");
-  }
   page.fetches = page.config.has_defocus ? ["deblurred", "encoded"] : ["deblurred"];
 }
 
